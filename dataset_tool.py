@@ -1,0 +1,193 @@
+"""Build a training dataset from a folder or zip of images: resize, optional center crop, labels carried over.
+
+The output (a zip, or a folder) holds `00000/img00000000.png`, ... (1000 images per folder) and a
+`dataset.json` with the labels under the new names; `training.dataset.ImageFolderDataset` reads it.
+
+    python dataset_tool.py --source=~/SHHQ-1.0/no_segment --dest=~/datasets/shhq-512x256.zip --height=512 --width=256
+"""
+import io
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from typing import List, Optional
+
+import click
+import PIL.Image
+import tqdm
+
+import dnnlib
+import dnnlib.cli
+from training.dataset import LABELS_FILE, ImageSource, is_image_name, is_power_of_two, read_header, read_labels_json
+
+TRANSFORMS = ("none", "center-crop")
+GRAYSCALE_MODES = ("1", "L", "LA")
+READABLE_MODES = GRAYSCALE_MODES + ("P", "PA", "RGB", "RGBA", "CMYK", "YCbCr")  # 8-bit modes we can flatten
+
+
+def output_name(idx: int) -> str:
+    """Archive name of the idx-th image: 1000 images per folder keeps folders listable."""
+    return f"{idx // 1000:05d}/img{idx:08d}.png"
+
+
+def center_crop_box(height: int, width: int, target_height: int, target_width: int) -> tuple:
+    """(left, upper, right, lower) of the largest centred window with the target's aspect ratio."""
+    if height * target_width > width * target_height:  # Source too tall: cut top and bottom.
+        crop_height, crop_width = round(width * target_height / target_width), width
+    else:  # Source too wide (or exact): cut left and right.
+        crop_height, crop_width = height, round(height * target_width / target_height)
+    top, left = (height - crop_height) // 2, (width - crop_width) // 2
+    return left, top, left + crop_width, top + crop_height
+
+
+def flatten_image(img: PIL.Image.Image, mode: str) -> PIL.Image.Image:
+    """Convert to 'RGB' or 'L'; transparent pixels become white (the SHHQ background) instead of black."""
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        white = PIL.Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = PIL.Image.alpha_composite(white, img.convert("RGBA"))
+    return img.convert(mode)
+
+
+def convert_image(img: PIL.Image.Image, height: int, width: int, transform: str, mode: str) -> PIL.Image.Image:
+    """One source image to the target mode and size: optional center crop, then Lanczos resampling."""
+    img = flatten_image(img, mode)
+    if transform == "center-crop":
+        img = img.crop(center_crop_box(img.height, img.width, height, width))
+    if img.size != (width, height):
+        img = img.resize((width, height), PIL.Image.LANCZOS)
+    return img
+
+
+def plan_output(source: ImageSource, names: List[str], height: Optional[int], width: Optional[int],
+                transform: str) -> tuple:
+    """Check every image header before anything is written; returns (height, width, mode) of the output."""
+    if (height is None) != (width is None):
+        raise dnnlib.util.UserError("--height/--width: give both, or neither to keep the source size")
+    headers = {name: read_header(source, name) for name in names}
+    keep_size = height is None
+    if keep_size:
+        height, width = headers[names[0]][:2]
+    for name, (src_height, src_width, src_mode) in headers.items():
+        where = source.describe(name)
+        if src_mode not in READABLE_MODES:
+            raise dnnlib.util.UserError(f"{where}: image mode {src_mode} is not supported (need 8-bit "
+                                        "grayscale, RGB or RGBA); convert or remove the file")
+        if keep_size and (src_height, src_width) != (height, width):
+            raise dnnlib.util.UserError(f"{where}: image is {src_height}x{src_width} (HxW) but "
+                                        f"{source.describe(names[0])} is {height}x{width}; "
+                                        "give --height and --width to resize them all")
+        if transform == "none" and src_height * width != src_width * height:
+            raise dnnlib.util.UserError(f"{where}: image is {src_height}x{src_width} (HxW), not the "
+                                        f"{height}x{width} aspect ratio; add --transform=center-crop")
+    if not (is_power_of_two(height) and is_power_of_two(width)):
+        raise dnnlib.util.UserError(f"--height/--width: {height}x{width} (HxW) is not a power-of-two size "
+                                    "the networks can train on; give e.g. --height=512 --width=256")
+    all_gray = all(mode in GRAYSCALE_MODES for _h, _w, mode in headers.values())
+    return height, width, "L" if all_gray else "RGB"
+
+
+def carried_labels(source: ImageSource, names: List[str]) -> Optional[list]:
+    """Labels of the chosen images, in order, from the source's dataset.json (None if it has none)."""
+    labels = read_labels_json(source)
+    if labels is None:
+        return None
+    missing = [name for name in names if name not in labels]
+    if missing:
+        raise dnnlib.util.UserError(f"{source.describe(LABELS_FILE)}: no label for {missing[0]} "
+                                    f"({len(missing)} images without one); label every image or remove the file")
+    return [labels[name] for name in names]
+
+
+def open_writer(dest: str) -> tuple:
+    """A temporary zip or folder beside `dest`: (write(name, data), finish(), abort())."""
+    parent = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(parent, exist_ok=True)
+    prefix = f".{os.path.basename(dest)}."
+    if dest.lower().endswith(".zip"):
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=prefix, suffix=".partial")
+        os.close(fd)
+        archive = zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED)  # PNG data is compressed already.
+        write = archive.writestr
+        close, remove = archive.close, lambda: os.remove(tmp)
+    else:
+        tmp = tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=".partial")
+
+        def write(name: str, data: bytes) -> None:
+            os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(data)
+        close, remove = (lambda: None), (lambda: shutil.rmtree(tmp))
+
+    def finish() -> None:
+        close()
+        os.replace(tmp, dest)  # Readers never see a half-written dataset under the real name.
+
+    def abort() -> None:
+        close()
+        remove()
+    return write, finish, abort
+
+
+def convert_dataset(source_path: str, dest: str, height: int = None, width: int = None, transform: str = "none",
+                    max_images: int = None, progress: bool = True) -> int:
+    """Write the dataset; returns the number of images. Refuses to overwrite `dest` (zip if it ends in .zip)."""
+    if transform not in TRANSFORMS:
+        raise dnnlib.util.UserError(f"--transform: {transform!r} is not one of {', '.join(TRANSFORMS)}")
+    if os.path.lexists(dest):
+        raise dnnlib.util.UserError(f"{dest}: already exists; choose another --dest or delete it first")
+    source = ImageSource(source_path)
+    names = [name for name in source.names if is_image_name(name)][:max_images]
+    if not names:
+        raise dnnlib.util.UserError(f"{source_path}: no PNG or JPEG images found")
+    height, width, mode = plan_output(source, names, height, width, transform)
+    labels = carried_labels(source, names)
+
+    write, finish, abort = open_writer(dest)
+    try:
+        for idx, name in enumerate(tqdm.tqdm(names, desc=os.path.basename(dest), unit="img", disable=not progress)):
+            try:
+                with source.open(name) as f, PIL.Image.open(f) as img:
+                    out = convert_image(img, height, width, transform, mode)
+            except (OSError, SyntaxError, ValueError) as err:  # E.g. truncated after a valid header.
+                raise dnnlib.util.UserError(f"{source.describe(name)}: cannot decode image ({err}); "
+                                            "replace or remove the file") from err
+            buffer = io.BytesIO()
+            out.save(buffer, format="png")
+            write(output_name(idx), buffer.getvalue())
+        new_labels = None if labels is None else [[output_name(i), label] for i, label in enumerate(labels)]
+        write(LABELS_FILE, json.dumps({"labels": new_labels}).encode("utf-8"))
+        finish()
+    except BaseException:  # Ctrl-C included: leave no partial output behind.
+        abort()
+        raise
+    finally:
+        source.close()
+    return len(names)
+
+
+@click.command()
+@click.option("--source", required=True, metavar="PATH",
+              help="Folder or zip of PNG/JPEG images; its dataset.json labels are kept")
+@click.option("--dest", required=True, metavar="PATH", help="Output zip (name ends in .zip) or folder; must not exist")
+@click.option("--height", type=click.IntRange(min=1),
+              help="Output height in pixels, a power of two  [default: source size]")
+@click.option("--width", type=click.IntRange(min=1),
+              help="Output width in pixels, a power of two  [default: source size]")
+@click.option("--transform", type=click.Choice(TRANSFORMS), default="none", show_default=True,
+              help="center-crop: cut sources of another aspect ratio to the target's before resizing")
+@click.option("--max-images", type=click.IntRange(min=1), help="Use only the first N images (by path)")
+@click.option("--verbose", is_flag=True, help="Show the full traceback on errors")
+def main(source: str, dest: str, height: Optional[int], width: Optional[int], transform: str,
+         max_images: Optional[int], verbose: bool) -> None:
+    """Build a training dataset (PNG images + dataset.json) from a folder or zip of images.
+
+    Sizes are HEIGHT x WIDTH: SHHQ at 1024x512 becomes 512x256 with --height=512 --width=256.
+    """
+    count = convert_dataset(os.path.expanduser(source), os.path.expanduser(dest), height, width, transform,
+                            max_images)
+    click.echo(f"Wrote {count} images to {dest}")
+
+
+if __name__ == "__main__":
+    dnnlib.cli.run(main)

@@ -1,0 +1,196 @@
+"""Miscellaneous helpers: attribute dicts, user-facing errors, cached URL opening, object lookup by name."""
+import hashlib
+import importlib
+import io
+import os
+import re
+import shutil
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from typing import Any
+
+
+class EasyDict(dict):
+    """A dict whose keys can also be read and written as attributes."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        del self[name]
+
+
+class UserError(Exception):
+    """A problem with the user's input (a file, an option): shown as one line, without a traceback."""
+
+
+# ----------------------------------------------------------------------------
+# Formatting.
+
+def format_time(seconds: float) -> str:
+    """Human-readable duration, e.g. '1h 02m 03s'."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {(s // 60) % 60:02d}m {s % 60:02d}s"
+    return f"{s // 86400}d {(s // 3600) % 24:02d}h {(s // 60) % 60:02d}m"
+
+
+# ----------------------------------------------------------------------------
+# Objects by name, as used by `*_kwargs.class_name` in options and checkpoints.
+
+def get_obj_by_name(name: str) -> Any:
+    """Resolve 'package.module.attr' to the object, importing the longest importable module prefix."""
+    parts = name.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:split])
+        try:
+            obj = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            continue
+        for attr in parts[split:]:
+            obj = getattr(obj, attr)
+        return obj
+    return importlib.import_module(name)
+
+
+def call_func_by_name(*args, func_name: str, **kwargs) -> Any:
+    func = get_obj_by_name(func_name)
+    if not callable(func):
+        raise TypeError(f"{func_name} is not callable")
+    return func(*args, **kwargs)
+
+
+def construct_class_by_name(*args, class_name: str, **kwargs) -> Any:
+    return call_func_by_name(*args, func_name=class_name, **kwargs)
+
+
+# ----------------------------------------------------------------------------
+# Cache folders and URL opening.
+
+def make_cache_dir_path(*paths: str) -> str:
+    """Path inside the download cache: $DNNLIB_CACHE_DIR, else ~/.cache/dnnlib (or $XDG_CACHE_HOME/dnnlib)."""
+    if "DNNLIB_CACHE_DIR" in os.environ:
+        root = os.environ["DNNLIB_CACHE_DIR"]
+    elif "XDG_CACHE_HOME" in os.environ:
+        root = os.path.join(os.environ["XDG_CACHE_HOME"], "dnnlib")
+    else:
+        root = os.path.join(os.path.expanduser("~"), ".cache", "dnnlib")
+    return os.path.join(root, *paths)
+
+
+def is_url(obj: Any, allow_file_urls: bool = False) -> bool:
+    if not isinstance(obj, str) or "://" not in obj:
+        return False
+    scheme = urllib.parse.urlparse(obj).scheme
+    return scheme in ("http", "https") or (allow_file_urls and scheme == "file")
+
+
+def _file_url_to_path(url: str) -> str:
+    parsed = urllib.parse.urlparse(url)
+    return urllib.request.url2pathname(parsed.netloc + parsed.path) if parsed.netloc else urllib.request.url2pathname(parsed.path)
+
+
+def url_cache_path(url: str, cache_dir: str = None) -> str:
+    """Where `open_url` keeps the download of `url`: <cache>/<md5 of url>_<file name>."""
+    cache_dir = cache_dir or make_cache_dir_path("downloads")
+    url_md5 = hashlib.md5(url.encode("utf-8")).hexdigest()
+    name = re.sub(r"[^0-9A-Za-z._-]", "_", os.path.basename(urllib.parse.urlparse(url).path)) or "download"
+    return os.path.join(cache_dir, f"{url_md5}_{name}")
+
+
+def open_url(url: str, cache_dir: str = None, num_attempts: int = 10, verbose: bool = True,
+             return_filename: bool = False, cache: bool = True) -> Any:
+    """Open a local path, a file:// URL or an http(s) URL as a binary file object.
+
+    http(s) downloads are kept in `cache_dir` (default: make_cache_dir_path('downloads')) and reused,
+    so a file is fetched once. A failed download raises UserError naming the URL and the cache path
+    where the file can be placed by hand.
+    """
+    assert num_attempts >= 1
+    if not is_url(url, allow_file_urls=True):
+        path = os.path.expanduser(url)
+        if not os.path.isfile(path):
+            raise UserError(f"{url}: no such file")
+        return path if return_filename else open(path, "rb")
+    if url.startswith("file://"):
+        path = _file_url_to_path(url)
+        if not os.path.isfile(path):
+            raise UserError(f"{url}: no such file ({path})")
+        return path if return_filename else open(path, "rb")
+
+    cache_file = url_cache_path(url, cache_dir)
+    if cache and os.path.isfile(cache_file):
+        return cache_file if return_filename else open(cache_file, "rb")
+    if not cache and return_filename:
+        raise ValueError("return_filename=True needs cache=True")
+
+    data = _download(url, num_attempts, verbose, cache_file if cache else None)
+    if not cache:
+        return io.BytesIO(data)
+    _atomic_write_bytes(cache_file, data)
+    return cache_file if return_filename else open(cache_file, "rb")
+
+
+def _download(url: str, num_attempts: int, verbose: bool, cache_file: str) -> bytes:
+    last_error = None
+    for attempt in range(num_attempts):
+        if verbose:
+            print(f"Downloading {url} ...", end="", flush=True)
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                data = response.read()
+            if verbose:
+                print(" done")
+            return data
+        except Exception as err:  # network errors come in many types; all mean "try again"
+            last_error = err
+            if verbose:
+                print(" failed")
+            if isinstance(err, urllib.error.HTTPError) and err.code in (403, 404):
+                break
+            time.sleep(min(2 ** attempt, 10) if attempt + 1 < num_attempts else 0)
+    hint = f"; download it by hand and place it at {cache_file}" if cache_file else ""
+    raise UserError(f"{url}: download failed ({last_error}){hint}, or pass a local path instead")
+
+
+def _atomic_write_bytes(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write(path: str, write_fn) -> None:
+    """Write a file through `write_fn(f)` into a temporary file beside it, then rename: readers never see half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+

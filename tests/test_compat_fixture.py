@@ -1,0 +1,82 @@
+"""The reference checkpoint of the original code loads here and reproduces the outputs it computed."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import legacy
+
+
+@pytest.fixture(scope="module")
+def fixture(compat_dir):
+    with open(os.path.join(compat_dir, "tiny_64x32.pkl"), "rb") as f:
+        nets = legacy.load_network_pkl(f)
+    expected = dict(np.load(os.path.join(compat_dir, "tiny_64x32_expected.npz")))
+    return nets, expected
+
+
+def _label(nets, n):
+    return torch.zeros([n, nets["G_ema"].c_dim])
+
+
+def test_loads_every_key(fixture):
+    nets, _ = fixture
+    assert type(nets["G"]).__name__ == "Generator" and type(nets["G_ema"]).__name__ == "Generator"
+    assert type(nets["D"]).__name__ == "Discriminator"
+    assert nets["augment_pipe"] is None
+    assert nets["training_set_kwargs"].square is False
+    assert (nets["G_ema"].img_height, nets["G_ema"].img_width) == (64, 32)
+
+
+def test_z_follows_seed_convention(fixture):
+    _, expected = fixture
+    for seed, z in zip(expected["seeds"], expected["z"]):
+        np.testing.assert_array_equal(np.random.RandomState(int(seed)).randn(512).astype(np.float32), z)
+
+
+@pytest.mark.parametrize("psi", ["1.0", "0.7"])
+def test_mapping_matches(fixture, psi):
+    nets, expected = fixture
+    z = torch.from_numpy(expected["z"])
+    ws = nets["G_ema"].mapping(z, _label(nets, len(z)), truncation_psi=float(psi))
+    np.testing.assert_allclose(ws.detach().numpy(), expected[f"ws_psi{psi}"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("psi", ["1.0", "0.7"])
+@pytest.mark.parametrize("noise_mode", ["const", "none"])
+def test_synthesis_matches(fixture, psi, noise_mode):
+    nets, expected = fixture
+    ws = torch.from_numpy(expected[f"ws_psi{psi}"])
+    img = nets["G_ema"].synthesis(ws, noise_mode=noise_mode, force_fp32=True)
+    assert img.shape == (len(ws), 3, 64, 32)
+    np.testing.assert_allclose(img.detach().numpy(), expected[f"img_{noise_mode}_psi{psi}"], atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("psi", ["1.0", "0.7"])
+def test_uint8_images_match(fixture, psi):
+    nets, expected = fixture
+    G = nets["G_ema"]
+    z = torch.from_numpy(expected["z"])
+    img = G(z, _label(nets, len(z)), truncation_psi=float(psi), noise_mode="const", force_fp32=True)
+    got = (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).numpy().astype(int)
+    diff = np.abs(got - expected[f"uint8_const_psi{psi}"].astype(int))
+    assert diff.max() <= 1
+    assert (diff > 0).mean() <= 0.001
+
+
+@pytest.mark.parametrize("inputs,logits", [("img_const_psi1.0", "D_logits_gen"), ("D_input_rand", "D_logits_rand")])
+def test_discriminator_matches(fixture, inputs, logits):
+    nets, expected = fixture
+    x = torch.from_numpy(expected[inputs])
+    out = nets["D"](x, _label(nets, len(x)), force_fp32=True)
+    np.testing.assert_allclose(out.detach().numpy(), expected[logits], atol=1e-3, rtol=0)
+
+
+def test_r1_penalty_matches(fixture):
+    nets, expected = fixture
+    x = torch.from_numpy(expected["D_input_rand"]).requires_grad_(True)
+    logits = nets["D"](x, _label(nets, len(x)), force_fp32=True)
+    (grad,) = torch.autograd.grad(logits.sum(), x)
+    penalty = grad.square().sum(dim=[1, 2, 3])
+    np.testing.assert_allclose(penalty.numpy(), expected["r1_penalty_rand"], rtol=1e-3)

@@ -1,0 +1,165 @@
+"""Fused bias + activation + gain + clamp: the per-layer nonlinearity of StyleGAN2.
+
+StyleGAN2 paper (Karras et al. 2020), appendix B: every layer adds a bias, applies leaky
+ReLU (alpha 0.2) scaled by sqrt(2) to keep the signal magnitude (equalized learning rate),
+and StyleGAN2-ADA clamps the result (`conv_clamp`) so fp16 layers cannot overflow.
+"""
+
+import math
+from types import SimpleNamespace
+
+import torch
+
+from . import _kernels
+
+# SELU constants (Klambauer et al. 2017).
+SELU_SCALE = 1.0507009873554804934193349852946
+SELU_ALPHA = 1.6732632423543772848170429916717
+
+
+def _spec(func, def_alpha, def_gain, kernel_id, smooth):
+    return SimpleNamespace(func=func, def_alpha=def_alpha, def_gain=def_gain, kernel_id=kernel_id, smooth=smooth)
+
+
+# Activation table. `kernel_id` is the activation's number in bias_act_kernel.h; `smooth`
+# says whether the second derivative is nonzero (piecewise linear ones have none).
+ACTIVATIONS = {
+    'linear':   _spec(lambda x, a: x,                                  0.0, 1.0,          1, False),
+    'relu':     _spec(lambda x, a: torch.relu(x),                      0.0, math.sqrt(2), 2, False),
+    'lrelu':    _spec(lambda x, a: torch.nn.functional.leaky_relu(x, a), 0.2, math.sqrt(2), 3, False),
+    'tanh':     _spec(lambda x, a: torch.tanh(x),                      0.0, 1.0,          4, True),
+    'sigmoid':  _spec(lambda x, a: torch.sigmoid(x),                   0.0, 1.0,          5, True),
+    'elu':      _spec(lambda x, a: torch.nn.functional.elu(x),         0.0, 1.0,          6, True),
+    'selu':     _spec(lambda x, a: torch.nn.functional.selu(x),        0.0, 1.0,          7, True),
+    'softplus': _spec(lambda x, a: torch.nn.functional.softplus(x),    0.0, 1.0,          8, True),
+    'swish':    _spec(lambda x, a: torch.sigmoid(x) * x,               0.0, math.sqrt(2), 9, True),
+}
+# The ecosystem's name for the table: the networks modules embedded in real checkpoints read
+# `bias_act.activation_funcs[name].def_gain`.
+activation_funcs = ACTIVATIONS
+
+
+def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, impl='cuda'):
+    """y = clamp(act(x + b) * gain, -clamp, clamp), with b broadcast along dimension `dim`.
+
+    x:      input tensor of any shape.
+    b:      bias, 1-D of length x.shape[dim], or None.
+    dim:    the dimension of x that b runs along (the channel dimension).
+    act:    one of ACTIVATIONS.
+    alpha:  negative slope of 'lrelu' (default 0.2); ignored by the others.
+    gain:   output scale (default: the activation's, sqrt(2) for relu/lrelu/swish, else 1).
+    clamp:  clamp the output to [-clamp, clamp] after the gain; None = no clamping.
+    impl:   'cuda' = compiled kernel for CUDA tensors when available, 'ref' = PyTorch ops.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError('bias_act: x must be a torch.Tensor')
+    if act not in ACTIVATIONS:
+        raise ValueError(f'bias_act: act={act!r} is not one of {sorted(ACTIVATIONS)}')
+    if not 0 <= dim < x.ndim:
+        raise ValueError(f'bias_act: dim={dim} is out of range for a {x.ndim}-D tensor')
+    if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
+        raise ValueError(f'bias_act: b has shape {list(b.shape)}, expected [{x.shape[dim]}] (x.shape[{dim}])')
+    spec = ACTIVATIONS[act]
+    alpha = float(alpha if alpha is not None else spec.def_alpha)
+    gain = float(gain if gain is not None else spec.def_gain)
+    clamp = float(clamp if clamp is not None else -1)
+    plugin = _kernels.plugin_for('bias_act', impl, x, b)
+    if plugin is not None:
+        return _BiasActCuda.apply(x, b, dim, act, alpha, gain, clamp)
+    return _bias_act_ref(x, b, dim, spec, alpha, gain, clamp)
+
+
+def _bias_act_ref(x, b, dim, spec, alpha, gain, clamp):
+    # Plain PyTorch ops: autograd supplies first and second derivatives.
+    if b is not None:
+        x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+    x = spec.func(x, alpha)
+    if gain != 1:
+        x = x * gain
+    if clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+# ----------------------------------------------------------------------------
+# CUDA path. The kernel has three modes (see bias_act_kernel.h):
+#   0: y  = clamp(f(x + b) * gain)
+#   1: dx = dy * gain * f'(x + b) * [|y| < clamp]
+#   2: dx = g * dy * gain * f''(x + b) * [|y| < clamp]   (second derivative, smooth f only)
+# For the piecewise linear activations f' is read from the sign of y, so x need not be kept.
+
+def _uses_y_for_slope(act, alpha, gain):
+    # sign(y) == sign(x + b) holds for relu/lrelu/linear only while gain > 0 and alpha >= 0.
+    return not ACTIVATIONS[act].smooth and gain > 0 and alpha >= 0
+
+
+def _dense_like(t, ref):
+    # The kernel walks memory linearly, so every operand must share x's strides.
+    if t is None or t.stride() == ref.stride():
+        return t
+    return torch.empty_like(ref).copy_(t)
+
+
+def _dense(x):
+    if x.is_contiguous() or (x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last)):
+        return x
+    return x.contiguous()
+
+
+def _run_kernel(mode, v, x, b, y, d, dim, act, alpha, gain, clamp):
+    plugin = _kernels.get_plugin('bias_act')
+    v = _dense(v)
+    empty = v.new_empty([0])
+    x, y, d = (_dense_like(t, v) for t in (x, y, d))
+    b = b.contiguous() if b is not None else None
+    return plugin.bias_act(v, empty if b is None else b, empty if x is None else x,
+                           empty if y is None else y, empty if d is None else d,
+                           mode, dim, ACTIVATIONS[act].kernel_id, alpha, gain, clamp)
+
+
+def _sum_except(t, dim):
+    return t.sum([i for i in range(t.ndim) if i != dim])
+
+
+class _BiasActCuda(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, b, dim, act, alpha, gain, clamp):
+        y = _run_kernel(0, x, None, b, None, None, dim, act, alpha, gain, clamp)
+        keep_x = not _uses_y_for_slope(act, alpha, gain)
+        keep_y = not keep_x or clamp >= 0
+        ctx.params = (dim, act, alpha, gain, clamp)
+        ctx.save_for_backward(x if keep_x else None, b if keep_x else None, y if keep_y else None)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, b, y = ctx.saved_tensors
+        dim = ctx.params[0]
+        dx = db = None
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            dx = _BiasActCudaGrad.apply(dy, x, b, y, *ctx.params)
+        if ctx.needs_input_grad[1]:
+            db = _sum_except(dx, dim)
+        return dx, db, None, None, None, None, None
+
+
+class _BiasActCudaGrad(torch.autograd.Function):
+    # dx as a function of (dy, x, b): linear in dy, so its own backward reuses mode 1.
+    @staticmethod
+    def forward(ctx, dy, x, b, y, dim, act, alpha, gain, clamp):
+        ctx.params = (dim, act, alpha, gain, clamp)
+        ctx.save_for_backward(dy, x, b, y)
+        return _run_kernel(1, dy, x, b, y, None, dim, act, alpha, gain, clamp)
+
+    @staticmethod
+    def backward(ctx, g):
+        dy, x, b, y = ctx.saved_tensors
+        dim, act = ctx.params[:2]
+        d_dy = d_x = d_b = None
+        if ctx.needs_input_grad[0]:
+            d_dy = _BiasActCudaGrad.apply(g, x, b, y, *ctx.params)
+        if ACTIVATIONS[act].smooth and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
+            d_x = _run_kernel(2, g, x, b, y, dy, *ctx.params)
+            if ctx.needs_input_grad[2]:
+                d_b = _sum_except(d_x, dim)
+        return d_dy, d_x, d_b, None, None, None, None, None, None

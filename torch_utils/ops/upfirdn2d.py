@@ -1,0 +1,197 @@
+"""Upsample, FIR filter, downsample (upfirdn2d): the anti-aliased resampling of StyleGAN2.
+
+StyleGAN2 paper (Karras et al. 2020), appendix B: up- and downsampling use a separable
+[1, 3, 3, 1] low-pass filter, following Zhang 2019 ("Making convolutional networks
+shift-invariant again"). One op does all three steps:
+  1. upsample by inserting up-1 zeros after every sample,
+  2. pad with zeros (a negative padding crops),
+  3. convolve with the FIR filter (flipped, i.e. a true convolution, unless flip_filter),
+  4. keep every down-th sample.
+Output size per axis: (in * up + pad0 + pad1 - filter_size) // down + 1.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from . import _kernels
+
+
+def _parse_scaling(scaling, name):
+    if isinstance(scaling, int):
+        scaling = [scaling, scaling]
+    sx, sy = (int(s) for s in scaling)  # [x, y]
+    if sx < 1 or sy < 1:
+        raise ValueError(f'upfirdn2d: {name}={scaling} must be >= 1')
+    return sx, sy
+
+
+def _parse_padding(padding):
+    if isinstance(padding, int):
+        padding = [padding, padding]
+    padding = [int(p) for p in padding]
+    if len(padding) == 2:  # [x, y]
+        padx, pady = padding
+        padding = [padx, padx, pady, pady]
+    if len(padding) != 4:
+        raise ValueError(f'upfirdn2d: padding={padding} must be an int, [x, y] or [x0, x1, y0, y1]')
+    return padding  # [x0, x1, y0, y1]
+
+
+def _get_filter_size(f):
+    if f is None:
+        return 1, 1
+    if not isinstance(f, torch.Tensor) or f.ndim not in (1, 2):
+        raise ValueError('upfirdn2d: f must be a 1-D (separable) or 2-D filter tensor, or None')
+    return int(f.shape[-1]), int(f.shape[0])  # width, height
+
+
+def setup_filter(f, device=torch.device('cpu'), normalize=True, flip_filter=False, gain=1, separable=None):
+    """Turns a filter given as a list/array/tensor into the float32 tensor the ops take.
+
+    f:            None (identity), a scalar, a 1-D or a 2-D filter.
+    normalize:    scale so the taps sum to 1 (keeps the signal's DC level).
+    flip_filter:  flip the filter now, so later ops can skip it.
+    gain:         overall gain baked into the filter (a 1-D filter gets sqrt per axis).
+    separable:    keep a 1-D filter 1-D (applied along x and y); default: when it has >= 8 taps.
+    """
+    if f is None:
+        f = 1
+    f = torch.as_tensor(f, dtype=torch.float32)
+    if f.ndim not in (0, 1, 2) or f.numel() == 0:
+        raise ValueError('setup_filter: f must be a non-empty scalar, 1-D or 2-D filter')
+    if f.ndim == 0:
+        f = f[None]
+    if separable is None:
+        separable = f.ndim == 1 and f.numel() >= 8
+    if f.ndim == 1 and not separable:
+        f = torch.outer(f, f)
+    if f.ndim != (1 if separable else 2):
+        raise ValueError('setup_filter: separable=True needs a 1-D filter')
+    if normalize:
+        f = f / f.sum()
+    if flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    f = f * (gain ** (f.ndim / 2))
+    return f.to(device=device)
+
+
+def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl='cuda'):
+    """Upsample, pad, FIR filter and downsample a batch of 2-D images.
+
+    x:            [N, C, H, W] (contiguous or channels_last).
+    f:            float32 filter from setup_filter(): [fh, fw], [fw] (separable) or None.
+    up, down:     int or [x, y] integer factors.
+    padding:      int, [x, y] or [x0, x1, y0, y1]; negative values crop.
+    flip_filter:  False = convolution (filter flipped), True = correlation.
+    gain:         overall scale of the output.
+    impl:         'cuda' = compiled kernel for CUDA tensors when available, 'ref' = PyTorch ops.
+    """
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError('upfirdn2d: x must be a 4-D [N, C, H, W] tensor')
+    if f is None:
+        f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
+    _get_filter_size(f)
+    upx, upy = _parse_scaling(up, 'up')
+    downx, downy = _parse_scaling(down, 'down')
+    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    out_w = (x.shape[3] * upx + padx0 + padx1 - f.shape[-1]) // downx + 1
+    out_h = (x.shape[2] * upy + pady0 + pady1 - f.shape[0]) // downy + 1
+    if out_w < 1 or out_h < 1:
+        raise ValueError(f'upfirdn2d: output would be empty ({out_h}x{out_w}); padding {padding} too small for the filter')
+    args = ((upx, upy), (downx, downy), (padx0, padx1, pady0, pady1), bool(flip_filter), float(gain))
+    if _kernels.plugin_for('upfirdn2d', impl, x, f) is not None:
+        return _upfirdn2d_cuda(x, f, *args)
+    return _upfirdn2d_ref(x, f, *args)
+
+
+def _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain):
+    # Plain PyTorch ops: autograd supplies all derivatives (f gets none).
+    (upx, upy), (downx, downy), (padx0, padx1, pady0, pady1) = up, down, padding
+    n, c, h, w = x.shape
+    if upx > 1 or upy > 1:  # zero insertion: each sample followed by up-1 zeros
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
+        x = x.reshape(n, c, h * upy, w * upx)
+    x = F.pad(x, [padx0, padx1, pady0, pady1])  # negative padding crops
+    f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
+    if not flip_filter:
+        f = f.flip(list(range(f.ndim)))
+    # Depthwise correlation; the stride does the downsampling (same sums as slicing afterwards).
+    if f.ndim == 2:
+        weight = f[None, None].repeat(c, 1, 1, 1)
+        return F.conv2d(x, weight, stride=(downy, downx), groups=c)
+    x = F.conv2d(x, f[None, None, None, :].repeat(c, 1, 1, 1), stride=(1, downx), groups=c)
+    return F.conv2d(x, f[None, None, :, None].repeat(c, 1, 1, 1), stride=(downy, 1), groups=c)
+
+
+def _upfirdn2d_cuda(x, f, up, down, padding, flip_filter, gain):
+    # A separable filter runs as two 1-D passes: along x, then along y.
+    if f.ndim == 2:
+        return _Upfirdn2dCuda.apply(x, f, up, down, padding, flip_filter, gain)
+    g = gain ** 0.5
+    (upx, upy), (downx, downy), (padx0, padx1, pady0, pady1) = up, down, padding
+    x = _Upfirdn2dCuda.apply(x, f[None, :], (upx, 1), (downx, 1), (padx0, padx1, 0, 0), flip_filter, g)
+    return _Upfirdn2dCuda.apply(x, f[:, None], (1, upy), (1, downy), (0, 0, pady0, pady1), flip_filter, g)
+
+
+def _grad_padding(in_size, out_size, up, down, pad0, f_size):
+    # Padding of the adjoint op: upsample dy by `down`, flipped filter, downsample by `up`.
+    return f_size - pad0 - 1, in_size * up - out_size * down + pad0 - up + 1
+
+
+class _Upfirdn2dCuda(torch.autograd.Function):
+    # The gradient of upfirdn2d is again an upfirdn2d, so this is differentiable any number of times.
+    @staticmethod
+    def forward(ctx, x, f, up, down, padding, flip_filter, gain):
+        plugin = _kernels.get_plugin('upfirdn2d')
+        if x.dtype != torch.float64:
+            f = f.float()
+        else:
+            f = f.double()
+        y = plugin.upfirdn2d(x, f.contiguous(), up[0], up[1], down[0], down[1], *padding, flip_filter, gain)
+        ctx.save_for_backward(f)
+        ctx.params = (x.shape, y.shape, up, down, padding, flip_filter, gain)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        f, = ctx.saved_tensors
+        x_shape, y_shape, up, down, padding, flip_filter, gain = ctx.params
+        dx = None
+        if ctx.needs_input_grad[0]:
+            px0, px1 = _grad_padding(x_shape[3], y_shape[3], up[0], down[0], padding[0], f.shape[-1])
+            py0, py1 = _grad_padding(x_shape[2], y_shape[2], up[1], down[1], padding[2], f.shape[0])
+            dx = _Upfirdn2dCuda.apply(dy, f, down, up, (px0, px1, py0, py1), not flip_filter, gain)
+            assert dx.shape == x_shape
+        return dx, None, None, None, None, None, None
+
+
+def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl='cuda'):
+    """FIR filter without resampling; the output has the input's size plus the given padding."""
+    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    fw, fh = _get_filter_size(f)
+    p = [padx0 + fw // 2, padx1 + (fw - 1) // 2, pady0 + fh // 2, pady1 + (fh - 1) // 2]
+    return upfirdn2d(x, f, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
+
+
+def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1, impl='cuda'):
+    """Upsample by `up` with filter f; the output is exactly up times the input (plus padding).
+
+    The gain is multiplied by up**2 because zero insertion keeps only 1/up**2 of the energy.
+    """
+    upx, upy = _parse_scaling(up, 'up')
+    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    fw, fh = _get_filter_size(f)
+    p = [padx0 + (fw + upx - 1) // 2, padx1 + (fw - upx) // 2,
+         pady0 + (fh + upy - 1) // 2, pady1 + (fh - upy) // 2]
+    return upfirdn2d(x, f, up=up, padding=p, flip_filter=flip_filter, gain=gain * upx * upy, impl=impl)
+
+
+def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1, impl='cuda'):
+    """Filter with f and downsample by `down`; the output is exactly 1/down of the input (plus padding)."""
+    downx, downy = _parse_scaling(down, 'down')
+    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    fw, fh = _get_filter_size(f)
+    p = [padx0 + (fw - downx + 1) // 2, padx1 + (fw - downx) // 2,
+         pady0 + (fh - downy + 1) // 2, pady1 + (fh - downy) // 2]
+    return upfirdn2d(x, f, down=down, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)

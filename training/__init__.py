@@ -1,0 +1,1 @@
+"""Networks, losses, datasets and the training loop."""

@@ -1,0 +1,247 @@
+"""Training images: a folder or zip of same-sized PNG/JPEG images, with optional labels from dataset.json.
+
+Images may have any power-of-two aspect ratio (height:width), e.g. 2:1 for SHHQ at 1024x512.
+Only 8-bit RGB and grayscale (L) images are read directly; `dataset_tool.py` converts anything
+else (RGBA is flattened onto white there), so a dataset never depends on a silent conversion.
+"""
+import json
+import math
+import os
+import zipfile
+from typing import IO, List, Optional
+
+import numpy as np
+import PIL.Image
+import torch
+
+import dnnlib
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+CHANNELS_BY_MODE = {"L": 1, "RGB": 3}  # PIL image mode -> channels in the CHW array
+LABELS_FILE = "dataset.json"
+
+
+def is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def is_power_of_two(n: int) -> bool:
+    return n >= 1 and (n & (n - 1)) == 0
+
+
+class ImageSource:
+    """Files of a folder or zip, named by posix-style relative path.
+
+    The zip handle is opened lazily and again in every process: a handle inherited through fork
+    shares its file offset with the parent, and open handles cannot be pickled for spawned workers.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._zip = None
+        self._zip_pid = None
+        if os.path.isdir(path):
+            self.kind = "dir"
+            self.names = sorted(
+                os.path.relpath(os.path.join(root, fname), path).replace(os.sep, "/")
+                for root, _dirs, fnames in os.walk(path) for fname in fnames)
+        elif os.path.isfile(path) and zipfile.is_zipfile(path):
+            self.kind = "zip"
+            self.names = sorted(info.filename for info in self._get_zip().infolist() if not info.is_dir())
+        elif os.path.exists(path):
+            raise dnnlib.util.UserError(f"{path}: not a folder or a zip file; give a folder or zip of images")
+        else:
+            raise dnnlib.util.UserError(f"{path}: no such folder or zip file")
+
+    def _get_zip(self) -> zipfile.ZipFile:
+        if self._zip is None or self._zip_pid != os.getpid():
+            self._zip = zipfile.ZipFile(self.path)  # A forked child never touches its parent's handle.
+            self._zip_pid = os.getpid()
+        return self._zip
+
+    def open(self, name: str) -> IO[bytes]:
+        if self.kind == "dir":
+            return open(os.path.join(self.path, name), "rb")
+        return self._get_zip().open(name, "r")
+
+    def describe(self, name: str) -> str:
+        """How error messages name a file: a real path, or 'archive.zip/member'."""
+        return os.path.join(self.path, name) if self.kind == "dir" else f"{self.path}/{name}"
+
+    def close(self) -> None:
+        if self._zip is not None and self._zip_pid == os.getpid():
+            self._zip.close()
+        self._zip = None
+
+    def __getstate__(self) -> dict:
+        return dict(self.__dict__, _zip=None, _zip_pid=None)
+
+
+def read_header(source: ImageSource, name: str) -> tuple:
+    """(height, width, PIL mode) of one image, reading only its header (no pixel decoding)."""
+    try:
+        with source.open(name) as f, PIL.Image.open(f) as img:
+            return img.height, img.width, img.mode
+    except (OSError, SyntaxError, ValueError) as err:  # PIL reports unknown/corrupt data as OSError.
+        raise dnnlib.util.UserError(f"{source.describe(name)}: not a readable image ({err}); "
+                                    "replace or remove the file") from err
+
+
+def read_labels_json(source: ImageSource) -> Optional[dict]:
+    """{relative image name: label} from dataset.json, or None when absent or `"labels": null`."""
+    if LABELS_FILE not in source.names:
+        return None
+    where = source.describe(LABELS_FILE)
+    try:
+        with source.open(LABELS_FILE) as f:
+            labels = json.load(f).get("labels")
+        return None if labels is None else {str(name): label for name, label in labels}
+    except (ValueError, TypeError, AttributeError) as err:
+        raise dnnlib.util.UserError(f'{where}: expected {{"labels": [["00000/img00000000.png", 6], ...]}} '
+                                    f"or {{\"labels\": null}} ({err}); fix or remove the file") from err
+
+
+def labels_to_array(labels: list, where: str) -> np.ndarray:
+    """Integer class labels become one-hot float32 rows; lists of numbers become float32 rows."""
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in labels):
+        classes = np.array(labels, dtype=np.int64)
+        if classes.min() < 0:
+            raise dnnlib.util.UserError(f"{where}: class labels must be >= 0; fix the labels")
+        onehot = np.zeros([len(labels), classes.max() + 1], dtype=np.float32)
+        onehot[np.arange(len(labels)), classes] = 1
+        return onehot
+    try:
+        return np.array(labels, dtype=np.float32).reshape(len(labels), -1)
+    except (ValueError, TypeError) as err:
+        raise dnnlib.util.UserError(f"{where}: labels must be all class integers or all equal-length "
+                                    f"lists of numbers ({err}); fix the labels") from err
+
+
+# Training-set format of the StyleGAN2-ADA code base (Karras et al. 2020): zip/folder + dataset.json, --mirror x-flips.
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """Images of one size from a folder or zip, ordered by relative path; `dataset[i]` is (uint8 CHW, label)."""
+
+    def __init__(self,
+        path:           str,            # Folder or zip of PNG/JPEG images (searched recursively).
+        resolution:     int = None,     # Expected larger image side; None = take it from the images.
+        use_labels:     bool = False,   # Read labels from dataset.json? False = empty labels of shape [0].
+        max_size:       int = None,     # Use a random subset of at most this many images; None = all.
+        xflip:          bool = False,   # Double the dataset with horizontally mirrored copies?
+        random_seed:    int = 0,        # Seed of the max_size subset.
+        square:         bool = None,    # Legacy StyleGAN-Human check: True = H==W, False = H==2W, None = any.
+        **_kwargs,                      # Other keys found in checkpoints' training_set_kwargs; ignored.
+    ):
+        self._path = path
+        self._source = ImageSource(path)
+        self._image_fnames = [name for name in self._source.names if is_image_name(name)]
+        if not self._image_fnames:
+            raise dnnlib.util.UserError(f"{path}: no images found ({', '.join(IMAGE_EXTENSIONS)}); "
+                                        "point --data at a folder or zip made by dataset_tool.py")
+        self.name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+
+        # The max_size subset, then the mirrored second half (same order as the ecosystem's datasets).
+        self._raw_idx = np.arange(len(self._image_fnames), dtype=np.int64)
+        if max_size is not None and len(self._raw_idx) > max_size:
+            np.random.RandomState(random_seed).shuffle(self._raw_idx)
+            self._raw_idx = np.sort(self._raw_idx[:max_size])
+        self._xflip = np.zeros(len(self._raw_idx), dtype=bool)
+        if xflip:
+            self._raw_idx = np.tile(self._raw_idx, 2)
+            self._xflip = np.concatenate([self._xflip, np.ones_like(self._xflip)])
+
+        self.image_shape = self._check_images(np.unique(self._raw_idx))
+        self.num_channels, self.height, self.width = self.image_shape
+        self.resolution = max(self.height, self.width)
+        gcd = math.gcd(self.height, self.width)
+        self.aspect_ratio = (self.height // gcd, self.width // gcd)
+        self._check_shape_options(resolution, square)
+
+        self._raw_labels = self._load_raw_labels() if use_labels else None
+        if self._raw_labels is None:
+            self._raw_labels = np.zeros([len(self._image_fnames), 0], dtype=np.float32)
+        self.label_shape = list(self._raw_labels.shape[1:])
+        self.label_dim = self.label_shape[0]
+        self.has_labels = self.label_dim != 0
+
+    def _check_images(self, raw_indices: np.ndarray) -> List[int]:
+        """[C, H, W] shared by all images; the first file that differs or cannot be read is named."""
+        first = self._source.describe(self._image_fnames[raw_indices[0]])
+        shape = None
+        for raw_idx in raw_indices:
+            name = self._image_fnames[raw_idx]
+            height, width, mode = read_header(self._source, name)
+            if mode not in CHANNELS_BY_MODE:
+                raise dnnlib.util.UserError(f"{self._source.describe(name)}: image mode {mode} is not supported "
+                                            "(need RGB or L); convert the images with dataset_tool.py")
+            this_shape = [CHANNELS_BY_MODE[mode], height, width]
+            if shape is None:
+                shape = this_shape
+            elif this_shape != shape:
+                raise dnnlib.util.UserError(
+                    f"{self._source.describe(name)}: image is {height}x{width} {mode} (HxW) but {first} is "
+                    f"{shape[1]}x{shape[2]} {'RGB' if shape[0] == 3 else 'L'}; all images must share one size "
+                    "and channel count, resize them with dataset_tool.py")
+        return shape
+
+    def _check_shape_options(self, resolution: Optional[int], square: Optional[bool]) -> None:
+        size = f"{self.height}x{self.width} (HxW)"
+        if not (is_power_of_two(self.height) and is_power_of_two(self.width)):
+            raise dnnlib.util.UserError(f"{self._path}: images are {size}; height and width must be powers of "
+                                        "two (e.g. 1024x512), resize them with dataset_tool.py")
+        if resolution is not None and resolution != self.resolution:
+            raise dnnlib.util.UserError(f"{self._path}: images are {size}, not resolution {resolution} "
+                                        "on the larger side; pick the matching dataset or resolution")
+        if square is not None and self.aspect_ratio != ((1, 1) if square else (2, 1)):
+            raise dnnlib.util.UserError(f"{self._path}: images are {size} but square={square} asks for "
+                                        f"{'H == W' if square else 'H == 2W'}; pick the matching dataset")
+
+    def _load_raw_labels(self) -> Optional[np.ndarray]:
+        labels = read_labels_json(self._source)
+        if labels is None:
+            return None
+        where = self._source.describe(LABELS_FILE)
+        missing = [name for name in self._image_fnames if name not in labels]
+        if missing:
+            raise dnnlib.util.UserError(f"{where}: no label for {missing[0]} ({len(missing)} images without "
+                                        "one); label every image or train without labels")
+        return labels_to_array([labels[name] for name in self._image_fnames], where)
+
+    def _load_raw_image(self, raw_idx: int) -> np.ndarray:
+        name = self._image_fnames[raw_idx]
+        try:
+            with self._source.open(name) as f, PIL.Image.open(f) as img:
+                image = np.array(img)  # Decodes the pixels.
+        except (OSError, SyntaxError, ValueError) as err:  # E.g. a file truncated after a valid header.
+            raise dnnlib.util.UserError(f"{self._source.describe(name)}: cannot decode image ({err}); "
+                                        "replace or remove the file") from err
+        image = image[:, :, np.newaxis] if image.ndim == 2 else image
+        image = image.transpose(2, 0, 1)  # HWC -> CHW
+        if list(image.shape) != self.image_shape or image.dtype != np.uint8:
+            raise dnnlib.util.UserError(f"{self._source.describe(name)}: decoded as {list(image.shape)} "
+                                        f"{image.dtype}, expected {self.image_shape} uint8; was it replaced?")
+        return image
+
+    def __len__(self) -> int:
+        return len(self._raw_idx)
+
+    def __getitem__(self, idx: int) -> tuple:
+        image = self._load_raw_image(self._raw_idx[idx])
+        if self._xflip[idx]:
+            image = image[:, :, ::-1]
+        return np.ascontiguousarray(image), self.get_label(idx)
+
+    def get_label(self, idx: int) -> np.ndarray:
+        return self._raw_labels[self._raw_idx[idx]].copy()
+
+    def get_details(self, idx: int) -> dnnlib.EasyDict:
+        return dnnlib.EasyDict(raw_idx=int(self._raw_idx[idx]), xflip=bool(self._xflip[idx]),
+                               raw_label=self._raw_labels[self._raw_idx[idx]].copy())
+
+    def close(self) -> None:
+        self._source.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # Interpreter shutdown may have torn down zipfile already.
+            pass
