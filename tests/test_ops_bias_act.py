@@ -52,6 +52,15 @@ def test_alpha_gain_clamp_dim(act):
     assert (np.abs(expected) == clamp).any()  # the test really exercises clamping
 
 
+def test_activation_table_defaults():
+    # Networks (and the code embedded in checkpoints) read default gains from activation_funcs.
+    funcs = bias_act.activation_funcs
+    assert set(funcs) == set(FORMULAS)
+    for act, (_, gain) in FORMULAS.items():
+        assert funcs[act].def_gain == pytest.approx(gain)
+    assert funcs['lrelu'].def_alpha == pytest.approx(0.2)
+
+
 def test_no_bias_2d_input():
     x = torch.randn(7, 5, dtype=torch.float64)
     y = bias_act.bias_act(x, None, act='lrelu')

@@ -1,15 +1,22 @@
-"""Decides per call whether an op runs its compiled CUDA kernel or its reference path."""
+"""Decides per call whether an op runs its compiled kernel or its reference path."""
 
 import os
 
-# Environment override: SG2_OPS_IMPL=ref forces every op onto its reference path.
+# SG2_OPS_IMPL=ref forces every op onto its reference path (no build is attempted).
 ENV_IMPL = 'SG2_OPS_IMPL'
+# SG2_UPFIRDN2D_TILED=0 disables upfirdn2d's shared-memory fast path (generic kernel only).
+ENV_TILED = 'SG2_UPFIRDN2D_TILED'
 
-_plugins = {}  # name -> loaded module, or None after a failed build (never retried)
+_plugins = {}       # name -> loaded CUDA extension, or None after a failed build (never retried)
+test_plugins = {}   # name -> CPU build of the same kernel code; set by tests only (tests/cpu_kernels)
 
 
 def forced_ref():
     return os.environ.get(ENV_IMPL, '').strip().lower() in ('ref', 'reference', 'torch')
+
+
+def tiled_allowed():
+    return os.environ.get(ENV_TILED, '1').strip() not in ('0', 'false', 'no')
 
 
 def check_impl(impl):
@@ -19,8 +26,10 @@ def check_impl(impl):
 
 def get_plugin(name):
     """The compiled extension `name` ('bias_act' or 'upfirdn2d'), or None if it cannot be built."""
+    if name in test_plugins:
+        return test_plugins[name]
     if name not in _plugins:
-        from torch_utils import custom_ops  # local import: ops stay importable without it
+        from torch_utils import custom_ops  # local import: the ops work without the build machinery
         _plugins[name] = custom_ops.get_ops_plugin(name)
     return _plugins[name]
 
@@ -30,6 +39,9 @@ def plugin_for(name, impl, *tensors):
     check_impl(impl)
     if impl != 'cuda' or forced_ref():
         return None
-    if not all(t.is_cuda for t in tensors if t is not None):
+    tensors = [t for t in tensors if t is not None]
+    if name in test_plugins and not any(t.is_cuda for t in tensors):
+        return test_plugins[name]
+    if not all(t.is_cuda for t in tensors):
         return None
     return get_plugin(name)

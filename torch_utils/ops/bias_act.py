@@ -18,7 +18,8 @@ SELU_ALPHA = 1.6732632423543772848170429916717
 
 
 def _spec(func, def_alpha, def_gain, kernel_id, smooth):
-    return SimpleNamespace(func=func, def_alpha=def_alpha, def_gain=def_gain, kernel_id=kernel_id, smooth=smooth)
+    return SimpleNamespace(func=func, def_alpha=def_alpha, def_gain=def_gain, kernel_id=kernel_id, smooth=smooth,
+                           has_2nd_grad=smooth)
 
 
 # Activation table. `kernel_id` is the activation's number in bias_act_kernel.h; `smooth`
@@ -34,6 +35,7 @@ ACTIVATIONS = {
     'softplus': _spec(lambda x, a: torch.nn.functional.softplus(x),    0.0, 1.0,          8, True),
     'swish':    _spec(lambda x, a: torch.sigmoid(x) * x,               0.0, math.sqrt(2), 9, True),
 }
+activation_funcs = ACTIVATIONS  # the ecosystem's name: networks read activation_funcs[act].def_gain
 # The ecosystem's name for the table: the networks modules embedded in real checkpoints read
 # `bias_act.activation_funcs[name].def_gain`.
 activation_funcs = ACTIVATIONS
@@ -93,27 +95,26 @@ def _uses_y_for_slope(act, alpha, gain):
     return not ACTIVATIONS[act].smooth and gain > 0 and alpha >= 0
 
 
+def _is_dense(t):
+    return t.is_contiguous() or (t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last))
+
+
 def _dense_like(t, ref):
-    # The kernel walks memory linearly, so every operand must share x's strides.
+    # The kernel walks memory linearly, so every operand must share one dense layout.
     if t is None or t.stride() == ref.stride():
         return t
     return torch.empty_like(ref).copy_(t)
 
 
-def _dense(x):
-    if x.is_contiguous() or (x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last)):
-        return x
-    return x.contiguous()
-
-
 def _run_kernel(mode, v, x, b, y, d, dim, act, alpha, gain, clamp):
     plugin = _kernels.get_plugin('bias_act')
-    v = _dense(v)
+    # The first dense operand sets the layout, so a broadcast (stride-0) gradient costs one copy.
+    ref = next((t for t in (v, x, y) if t is not None and _is_dense(t)), None)
+    ref = ref if ref is not None else v.contiguous()
+    v, x, y, d = (_dense_like(t, ref) for t in (v, x, y, d))
     empty = v.new_empty([0])
-    x, y, d = (_dense_like(t, v) for t in (x, y, d))
-    b = b.contiguous() if b is not None else None
-    return plugin.bias_act(v, empty if b is None else b, empty if x is None else x,
-                           empty if y is None else y, empty if d is None else d,
+    b = b.to(v.dtype).contiguous() if b is not None else empty
+    return plugin.bias_act(v, b, empty if x is None else x, empty if y is None else y, empty if d is None else d,
                            mode, dim, ACTIVATIONS[act].kernel_id, alpha, gain, clamp)
 
 
@@ -125,8 +126,10 @@ class _BiasActCuda(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, b, dim, act, alpha, gain, clamp):
         y = _run_kernel(0, x, None, b, None, None, dim, act, alpha, gain, clamp)
+        # Keep only what the gradient reads, so callers may modify outputs in place where the
+        # original ops allowed it (e.g. the residual `y.add_(x)` after a linear layer).
         keep_x = not _uses_y_for_slope(act, alpha, gain)
-        keep_y = not keep_x or clamp >= 0
+        keep_y = clamp >= 0 or (not keep_x and act != 'linear')
         ctx.params = (dim, act, alpha, gain, clamp)
         ctx.save_for_backward(x if keep_x else None, b if keep_x else None, y if keep_y else None)
         return y

@@ -28,7 +28,7 @@ def _transpose_weight(w, groups):
     return w.reshape(groups * in_per_group, out_ch // groups, kh, kw)
 
 
-def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True, flip_filter=False):
+def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True, flip_filter=False, impl='cuda'):
     """Convolve x with w, upsampling or downsampling through the FIR filter f.
 
     x:            [N, C_in, H, W].
@@ -39,6 +39,7 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
     groups:       as in torch.nn.functional.conv2d.
     flip_weight:  True = correlation (PyTorch's conv2d), False = convolution.
     flip_filter:  passed to upfirdn2d.
+    impl:         upfirdn2d implementation, 'cuda' (kernel for CUDA tensors when available) or 'ref'.
     """
     if x.ndim != 4 or w.ndim != 4 or x.dtype != w.dtype:
         raise ValueError('conv2d_resample: x and w must be 4-D tensors of the same dtype')
@@ -61,17 +62,17 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
 
     # 1x1 kernel and downsampling: resample first, then convolve the smaller image.
     if kw == 1 and kh == 1 and down > 1 and up == 1:
-        x = upfirdn2d.upfirdn2d(x, f, down=down, padding=pad, flip_filter=flip_filter)
+        x = upfirdn2d.upfirdn2d(x, f, down=down, padding=pad, flip_filter=flip_filter, impl=impl)
         return _conv(x, w, groups=groups, flip_weight=flip_weight)
 
     # 1x1 kernel and upsampling: convolve the smaller image first, then upsample.
     if kw == 1 and kh == 1 and up > 1 and down == 1:
         x = _conv(x, w, groups=groups, flip_weight=flip_weight)
-        return upfirdn2d.upfirdn2d(x, f, up=up, padding=pad, gain=up ** 2, flip_filter=flip_filter)
+        return upfirdn2d.upfirdn2d(x, f, up=up, padding=pad, gain=up ** 2, flip_filter=flip_filter, impl=impl)
 
     # Downsampling: filter at full resolution, then a strided convolution.
     if down > 1 and up == 1:
-        x = upfirdn2d.upfirdn2d(x, f, padding=pad, flip_filter=flip_filter)
+        x = upfirdn2d.upfirdn2d(x, f, padding=pad, flip_filter=flip_filter, impl=impl)
         return _conv(x, w, stride=down, groups=groups, flip_weight=flip_weight)
 
     # Upsampling: a strided transposed convolution does zero insertion and convolution at
@@ -85,9 +86,9 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
         pyt = max(min(-py0, -py1), 0)
         x = _conv(x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True, flip_weight=not flip_weight)
         x = upfirdn2d.upfirdn2d(x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt],
-                                gain=up ** 2, flip_filter=flip_filter)
+                                gain=up ** 2, flip_filter=flip_filter, impl=impl)
         if down > 1:
-            x = upfirdn2d.upfirdn2d(x, f, down=down, flip_filter=flip_filter)
+            x = upfirdn2d.upfirdn2d(x, f, down=down, flip_filter=flip_filter, impl=impl)
         return x
 
     # No resampling and symmetric non-negative padding: plain conv2d.
@@ -95,5 +96,5 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
         return _conv(x, w, padding=[py0, px0], groups=groups, flip_weight=flip_weight)
 
     # Anything else: pad (or crop) with upfirdn2d, then an unpadded convolution.
-    x = upfirdn2d.upfirdn2d(x, None, padding=pad)
+    x = upfirdn2d.upfirdn2d(x, None, padding=pad, impl=impl)
     return _conv(x, w, groups=groups, flip_weight=flip_weight)

@@ -99,7 +99,7 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl='cu
     if out_w < 1 or out_h < 1:
         raise ValueError(f'upfirdn2d: output would be empty ({out_h}x{out_w}); padding {padding} too small for the filter')
     args = ((upx, upy), (downx, downy), (padx0, padx1, pady0, pady1), bool(flip_filter), float(gain))
-    if _kernels.plugin_for('upfirdn2d', impl, x, f) is not None:
+    if _kernels.plugin_for('upfirdn2d', impl, x) is not None:
         return _upfirdn2d_cuda(x, f, *args)
     return _upfirdn2d_ref(x, f, *args)
 
@@ -113,7 +113,7 @@ def _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain):
         x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
         x = x.reshape(n, c, h * upy, w * upx)
     x = F.pad(x, [padx0, padx1, pady0, pady1])  # negative padding crops
-    f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
+    f = (f.to(x.device) * (gain ** (f.ndim / 2))).to(x.dtype)
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
     # Depthwise correlation; the stride does the downsampling (same sums as slicing afterwards).
@@ -128,10 +128,9 @@ def _upfirdn2d_cuda(x, f, up, down, padding, flip_filter, gain):
     # A separable filter runs as two 1-D passes: along x, then along y.
     if f.ndim == 2:
         return _Upfirdn2dCuda.apply(x, f, up, down, padding, flip_filter, gain)
-    g = gain ** 0.5
     (upx, upy), (downx, downy), (padx0, padx1, pady0, pady1) = up, down, padding
-    x = _Upfirdn2dCuda.apply(x, f[None, :], (upx, 1), (downx, 1), (padx0, padx1, 0, 0), flip_filter, g)
-    return _Upfirdn2dCuda.apply(x, f[:, None], (1, upy), (1, downy), (0, 0, pady0, pady1), flip_filter, g)
+    x = _Upfirdn2dCuda.apply(x, f[None, :], (upx, 1), (downx, 1), (padx0, padx1, 0, 0), flip_filter, gain)
+    return _Upfirdn2dCuda.apply(x, f[:, None], (1, upy), (1, downy), (0, 0, pady0, pady1), flip_filter, 1.0)
 
 
 def _grad_padding(in_size, out_size, up, down, pad0, f_size):
@@ -144,11 +143,9 @@ class _Upfirdn2dCuda(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, f, up, down, padding, flip_filter, gain):
         plugin = _kernels.get_plugin('upfirdn2d')
-        if x.dtype != torch.float64:
-            f = f.float()
-        else:
-            f = f.double()
-        y = plugin.upfirdn2d(x, f.contiguous(), up[0], up[1], down[0], down[1], *padding, flip_filter, gain)
+        f = f.to(device=x.device, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+        y = plugin.upfirdn2d(x, f.contiguous(), up[0], up[1], down[0], down[1], *padding, flip_filter, gain,
+                             _kernels.tiled_allowed())
         ctx.save_for_backward(f)
         ctx.params = (x.shape, y.shape, up, down, padding, flip_filter, gain)
         return y
