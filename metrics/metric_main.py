@@ -1,0 +1,172 @@
+"""The metric registry: names as in the StyleGAN2-ADA papers and result files, how to compute and report them.
+
+Training calls, after each snapshot and on every rank:
+    result = metric_main.calc_metric(metric=name, G=G_ema, dataset_kwargs=training_set_kwargs,
+                                     num_gpus=num_gpus, rank=rank, device=device)
+    if rank == 0: metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
+"""
+import json
+import os
+import time
+
+import torch
+
+import dnnlib
+from . import frechet_inception_distance
+from . import inception_score
+from . import kernel_inception_distance
+from . import metric_utils
+from . import perceptual_path_length
+from . import precision_recall
+
+_metric_dict = dict()  # name -> fn(opts) -> dict of results
+
+
+def register_metric(fn):
+    assert callable(fn)
+    _metric_dict[fn.__name__] = fn
+    return fn
+
+
+def is_valid_metric(metric):
+    return metric in _metric_dict
+
+
+def list_valid_metrics():
+    return list(_metric_dict.keys())
+
+
+def calc_metric(metric, **kwargs):
+    """Compute `metric` with MetricOptions(**kwargs); every rank must call it, every rank gets the numbers.
+
+    Returns an EasyDict with results (name -> float), metric, total_time, total_time_str, num_gpus.
+    """
+    if not is_valid_metric(metric):
+        raise dnnlib.util.UserError(f"--metrics: unknown metric {metric!r}; "
+                                    f"choose from {', '.join(list_valid_metrics())}")
+    opts = metric_utils.MetricOptions(**kwargs)
+    start_time = time.time()
+    results = _metric_dict[metric](opts)
+    total_time = time.time() - start_time
+
+    # Rank 0 computed the numbers; the others hold NaN until it shares them.
+    for key, value in list(results.items()):
+        if opts.num_gpus > 1 and torch.distributed.is_initialized():
+            value = torch.as_tensor(value, dtype=torch.float64, device=opts.device)
+            torch.distributed.broadcast(tensor=value, src=0)
+            value = float(value.cpu())
+        results[key] = value
+
+    result = dnnlib.EasyDict(results=dnnlib.EasyDict(results), metric=metric, total_time=total_time,
+                             total_time_str=dnnlib.util.format_time(total_time), num_gpus=opts.num_gpus)
+    if opts.max_gen is not None or opts.max_real is not None:
+        # A shortened run must never pass for the real metric in a result file.
+        result.update(max_gen=opts.max_gen, max_real=opts.max_real)
+    return result
+
+
+def report_metric(result_dict, run_dir=None, snapshot_pkl=None):
+    """Print the result as one JSON line and append it to <run_dir>/metric-<name>.jsonl when run_dir exists."""
+    metric = result_dict["metric"]
+    assert is_valid_metric(metric)
+    if run_dir is not None and snapshot_pkl is not None:
+        snapshot_pkl = os.path.relpath(snapshot_pkl, run_dir)
+    jsonl_line = json.dumps(dict(result_dict, snapshot_pkl=snapshot_pkl, timestamp=time.time()))
+    print(jsonl_line, flush=True)
+    if run_dir is not None and os.path.isdir(run_dir):
+        with open(os.path.join(run_dir, f"metric-{metric}.jsonl"), "at") as f:
+            f.write(jsonl_line + "\n")
+
+
+# ----------------------------------------------------------------------------
+# Recommended metrics (StyleGAN2-ADA): all real images, never mirrored.
+
+
+@register_metric
+def fid50k_full(opts):
+    opts.dataset_kwargs.update(max_size=None, xflip=False)
+    fid = frechet_inception_distance.compute_fid(opts, max_real=None, num_gen=50000)
+    return dict(fid50k_full=fid)
+
+
+@register_metric
+def kid50k_full(opts):
+    opts.dataset_kwargs.update(max_size=None, xflip=False)
+    kid = kernel_inception_distance.compute_kid(opts, max_real=1000000, num_gen=50000, num_subsets=100,
+                                                max_subset_size=1000)
+    return dict(kid50k_full=kid)
+
+
+@register_metric
+def pr50k3_full(opts):
+    opts.dataset_kwargs.update(max_size=None, xflip=False)
+    precision, recall = precision_recall.compute_pr(opts, max_real=200000, num_gen=50000, nhood_size=3,
+                                                    row_batch_size=10000, col_batch_size=10000)
+    return dict(pr50k3_full_precision=precision, pr50k3_full_recall=recall)
+
+
+@register_metric
+def ppl2_wend(opts):
+    ppl = perceptual_path_length.compute_ppl(opts, num_samples=50000, epsilon=1e-4, space="w", sampling="end",
+                                             crop=False, batch_size=2)
+    return dict(ppl2_wend=ppl)
+
+
+@register_metric
+def is50k(opts):
+    opts.dataset_kwargs.update(max_size=None, xflip=False)
+    mean, std = inception_score.compute_is(opts, num_gen=50000, num_splits=10)
+    return dict(is50k_mean=mean, is50k_std=std)
+
+
+# ----------------------------------------------------------------------------
+# Legacy metrics (StyleGAN/StyleGAN2 papers): the first 50k real images, mirrored if the data is.
+
+
+@register_metric
+def fid50k(opts):
+    opts.dataset_kwargs.update(max_size=None)
+    fid = frechet_inception_distance.compute_fid(opts, max_real=50000, num_gen=50000)
+    return dict(fid50k=fid)
+
+
+@register_metric
+def kid50k(opts):
+    opts.dataset_kwargs.update(max_size=None)
+    kid = kernel_inception_distance.compute_kid(opts, max_real=50000, num_gen=50000, num_subsets=100,
+                                                max_subset_size=1000)
+    return dict(kid50k=kid)
+
+
+@register_metric
+def pr50k3(opts):
+    opts.dataset_kwargs.update(max_size=None)
+    precision, recall = precision_recall.compute_pr(opts, max_real=50000, num_gen=50000, nhood_size=3,
+                                                    row_batch_size=10000, col_batch_size=10000)
+    return dict(pr50k3_precision=precision, pr50k3_recall=recall)
+
+
+def _legacy_ppl(opts, space, sampling):
+    """The StyleGAN (2019) PPL variants: face crop, so square images only."""
+    return perceptual_path_length.compute_ppl(opts, num_samples=50000, epsilon=1e-4, space=space,
+                                              sampling=sampling, crop=True, batch_size=2)
+
+
+@register_metric
+def ppl_zfull(opts):
+    return dict(ppl_zfull=_legacy_ppl(opts, "z", "full"))
+
+
+@register_metric
+def ppl_wfull(opts):
+    return dict(ppl_wfull=_legacy_ppl(opts, "w", "full"))
+
+
+@register_metric
+def ppl_zend(opts):
+    return dict(ppl_zend=_legacy_ppl(opts, "z", "end"))
+
+
+@register_metric
+def ppl_wend(opts):
+    return dict(ppl_wend=_legacy_ppl(opts, "w", "end"))

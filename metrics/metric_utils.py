@@ -1,0 +1,461 @@
+"""Shared machinery of the metrics: options, feature detectors, feature statistics and their disk cache.
+
+The numbers follow the StyleGAN2-ADA metric code: the same TorchScript detectors, fed uint8 NCHW
+images at the data's own size (the detectors resize internally, so 2:1 images are not cropped),
+statistics accumulated in float64, TF32 off while the generator and the detectors run, and
+generated images made with `noise_mode='random'` at truncation 1.
+"""
+import contextlib
+import copy
+import hashlib
+import json
+import os
+import re
+import sys
+import warnings
+
+import numpy as np
+import torch
+import tqdm
+
+import dnnlib
+
+# ----------------------------------------------------------------------------
+# Detectors: the standard files, and the option / environment variable that point at a local copy.
+
+DETECTORS = {
+    "inception": dnnlib.EasyDict(
+        title="Inception-v3",
+        url="https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt",
+        option="--detector",
+        env="SG2_INCEPTION_DETECTOR",
+    ),
+    "vgg16": dnnlib.EasyDict(
+        title="VGG16",
+        url="https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt",
+        option="--vgg16",
+        env="SG2_VGG16_DETECTOR",
+    ),
+}
+
+# ----------------------------------------------------------------------------
+
+
+class MetricOptions:
+    """Everything a metric needs besides its own definition."""
+
+    def __init__(self,
+        G               = None,     # Generator to evaluate (e.g. G_ema); a copy is used, the original is left alone.
+        G_kwargs        = None,     # Arguments of G(z, c, ...) over the defaults truncation_psi=1, noise_mode='random'.
+        dataset_kwargs  = None,     # Real data: construct_class_by_name kwargs (class_name, path, resolution, ...).
+        num_gpus        = 1,        # Processes taking part (torch.distributed world size).
+        rank            = 0,        # This process's rank; rank 0 receives the results.
+        device          = None,     # Torch device; None = cuda:<rank> when CUDA is available, else cpu.
+        progress        = None,     # progress(done, total) callback for a caller's status line; None = none.
+        verbose         = False,    # tqdm progress bars on rank 0 (stderr)?
+        cache           = True,     # Reuse real-data statistics cached on disk?
+        detectors       = None,     # {'inception': path or URL, 'vgg16': ...}; unset = env var, then standard URL.
+        seed            = 0,        # Seed of latents, labels and subsets: same seed, same numbers.
+        max_gen         = None,     # Cap on generated images and PPL samples (quick checks); None = the metric's count.
+        max_real        = None,     # Cap on real images (quick checks); None = the metric's count.
+        batch_size      = 64,       # Images per detector call; the results do not depend on it.
+        batch_gen       = None,     # Images per generator call; None = min(batch_size, 4) as in the original.
+        num_workers     = None,     # DataLoader worker processes; None = 3 on CUDA, 0 on the CPU.
+    ):
+        assert 0 <= rank < num_gpus
+        if device is None:
+            device = torch.device("cuda", rank) if torch.cuda.is_available() else torch.device("cpu")
+        self.G = G
+        self.G_kwargs = dnnlib.EasyDict(G_kwargs or {})
+        self.dataset_kwargs = dnnlib.EasyDict(dataset_kwargs or {})
+        self.num_gpus = num_gpus
+        self.rank = rank
+        self.device = torch.device(device)
+        self.progress = progress
+        self.verbose = verbose
+        self.cache = cache
+        self.detectors = dict(detectors or {})
+        self.seed = seed
+        self.max_gen = max_gen
+        self.max_real = max_real
+        self.batch_size = batch_size
+        self.batch_gen = batch_gen if batch_gen is not None else min(batch_size, 4)
+        self.num_workers = num_workers if num_workers is not None else (3 if self.device.type == "cuda" else 0)
+
+
+def capped(count, cap):
+    """`count` limited by an optional cap (None = no cap)."""
+    if cap is None:
+        return count
+    return cap if count is None else min(count, cap)
+
+
+# ----------------------------------------------------------------------------
+# Progress reporting.
+
+
+class Progress:
+    """A tqdm bar on rank 0 (when verbose) plus the caller's progress(done, total) callback."""
+
+    def __init__(self, opts, tag, total):
+        self.total = total
+        self.callback = opts.progress if opts.rank == 0 else None
+        self.bar = tqdm.tqdm(total=total, desc=tag, unit="img", file=sys.stderr, dynamic_ncols=True,
+                             disable=not (opts.verbose and opts.rank == 0))
+
+    def update(self, done):
+        done = min(done, self.total)
+        self.bar.update(done - self.bar.n)
+        if self.callback is not None:
+            self.callback(done, self.total)
+
+    def close(self):
+        self.bar.close()
+
+
+# ----------------------------------------------------------------------------
+# Numerics and randomness.
+
+
+@contextlib.contextmanager
+def no_tf32():
+    """TF32 off while networks run: the published numbers were computed in full fp32 (TF32 shifts features)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed, device):
+    """Seed torch's global RNG (used by the generator's noise inputs) and restore the caller's stream afterwards."""
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+def mix_seed(seed, index):
+    """One seed per (seed, index) pair, so a draw depends on the image's index and nothing else.
+
+    torch's CPU generator keeps only 32 bits of a seed; consecutive indices from a hashed start never
+    collide within a run, and the starts of different seeds lie far apart.
+    """
+    start = int(np.random.SeedSequence(int(seed)).generate_state(1)[0])
+    return (start + int(index)) % (1 << 32)
+
+
+def latents_and_labels(indices, z_dim, dataset, seed):
+    """z ~ N(0, I) and a label of a uniformly drawn real image, per global image index.
+
+    Drawing per index (not per batch) keeps every image the same whatever the batch size or rank count.
+    """
+    zs, cs = [], []
+    for index in indices:
+        gen = torch.Generator().manual_seed(mix_seed(seed, index))
+        zs.append(torch.randn([z_dim], generator=gen))
+        label_idx = int(torch.randint(len(dataset), [], generator=gen))
+        cs.append(torch.from_numpy(np.asarray(dataset.get_label(label_idx), dtype=np.float32)))
+    return torch.stack(zs), torch.stack(cs)
+
+
+def images_to_uint8(img):
+    """Generator output in [-1, 1] to the uint8 pixels the detectors see (the original rounding: truncation)."""
+    return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
+# ----------------------------------------------------------------------------
+# Detector loading.
+
+_detector_cache = dict()  # (spec, device) -> loaded TorchScript module
+
+
+def detector_spec(opts, kind):
+    """(path or URL, where it was named): the explicit option, then the environment variable, then the standard URL."""
+    info = DETECTORS[kind]
+    if opts.detectors.get(kind):
+        return str(opts.detectors[kind]), info.option
+    if os.environ.get(info.env):
+        return os.environ[info.env], f"${info.env}"
+    return info.url, None
+
+
+def detector_identity(spec):
+    """What the real-data cache is keyed by: the URL, or a local file's path, size and modification time."""
+    path = spec[len("file://"):] if spec.startswith("file://") else spec
+    if dnnlib.util.is_url(spec) or not os.path.isfile(path):
+        return spec
+    st = os.stat(path)
+    return dict(path=os.path.abspath(path), size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def load_detector(spec, kind, named_by=None, device="cpu", verbose=False):
+    """Load a TorchScript detector. Pickled detectors are refused: unpickling a file can run arbitrary code."""
+    info = DETECTORS[kind]
+    where = named_by or f"{info.title} detector"
+    how_to = f"pass {info.option}=PATH or set {info.env}=PATH to a local copy of {os.path.basename(info.url)}"
+    if spec.lower().endswith(".pkl"):
+        raise dnnlib.util.UserError(f"{where}: {spec} is a pickle, which is not loaded because unpickling can run "
+                                    f"arbitrary code; use the TorchScript file {info.url}")
+    try:
+        path = dnnlib.util.open_url(spec, num_attempts=3, verbose=verbose, return_filename=True)
+    except (dnnlib.util.UserError, OSError) as err:
+        if spec == info.url:
+            raise dnnlib.util.UserError(
+                f"{where}: cannot download {spec}; without network access put the file at "
+                f"{dnnlib.util.url_cache_path(spec)}, or {how_to} [{err}]") from err
+        raise dnnlib.util.UserError(f"{where}: cannot open {spec} ({err}); {how_to}") from err
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch calls TorchScript deprecated; the files are TorchScript
+            module = torch.jit.load(path, map_location=device)
+    except Exception as err:  # torch reports a wrong file format as RuntimeError, ValueError or zip errors
+        raise dnnlib.util.UserError(f"{where}: {spec} is not a TorchScript detector ({type(err).__name__}); "
+                                    f"use {os.path.basename(info.url)}, or {how_to}") from err
+    return module.eval()
+
+
+def get_feature_detector(opts, kind):
+    """The detector of `kind` on opts.device, loaded once per process; rank 0 downloads before the others read."""
+    spec, named_by = detector_spec(opts, kind)
+    key = (spec, str(opts.device))
+    if key not in _detector_cache:
+        distributed = opts.num_gpus > 1 and torch.distributed.is_initialized()
+        if distributed and opts.rank != 0:
+            torch.distributed.barrier()
+        _detector_cache[key] = load_detector(spec, kind, named_by, opts.device, verbose=opts.verbose and opts.rank == 0)
+        if distributed and opts.rank == 0:
+            torch.distributed.barrier()
+    return _detector_cache[key]
+
+
+def run_detector(detector, images, detector_kwargs):
+    """Grayscale images are repeated to RGB, as the detectors expect three channels."""
+    if images.shape[1] == 1:
+        images = images.repeat([1, 3, 1, 1])
+    return detector(images, **detector_kwargs)
+
+
+# ----------------------------------------------------------------------------
+# Feature statistics.
+
+
+class FeatureStats:
+    """Detector features of a set of images: all rows (float32) and/or float64 sums for the mean and covariance."""
+
+    def __init__(self,
+        capture_all         = False,    # Keep every feature row (KID, precision/recall, IS)?
+        capture_mean_cov    = False,    # Keep float64 sums of x and x^T x (FID)?
+        max_items           = None,     # Ignore rows beyond this count; None = unlimited.
+    ):
+        self.capture_all = capture_all
+        self.capture_mean_cov = capture_mean_cov
+        self.max_items = max_items
+        self.num_items = 0
+        self.num_features = None
+        self.all_features = []
+        self.raw_mean = None
+        self.raw_cov = None
+
+    def set_num_features(self, num_features):
+        if self.num_features is not None:
+            assert num_features == self.num_features
+            return
+        self.num_features = num_features
+        self.raw_mean = np.zeros([num_features], dtype=np.float64)
+        self.raw_cov = np.zeros([num_features, num_features], dtype=np.float64)
+
+    def is_full(self):
+        return self.max_items is not None and self.num_items >= self.max_items
+
+    def append(self, x):
+        x = np.asarray(x, dtype=np.float32)
+        assert x.ndim == 2
+        if self.max_items is not None:
+            x = x[:max(self.max_items - self.num_items, 0)]
+        self.set_num_features(x.shape[1])
+        if x.shape[0] == 0:
+            return
+        self.num_items += x.shape[0]
+        if self.capture_all:
+            self.all_features.append(x)
+        if self.capture_mean_cov:
+            x64 = x.astype(np.float64)
+            self.raw_mean += x64.sum(axis=0)
+            self.raw_cov += x64.T @ x64
+
+    def append_torch(self, x, num_gpus=1, rank=0):
+        """Append a batch; with several ranks, gather every rank's batch, interleaved in global image order."""
+        assert x.ndim == 2 and 0 <= rank < num_gpus
+        if num_gpus > 1:
+            parts = [torch.empty_like(x) for _ in range(num_gpus)]
+            torch.distributed.all_gather(parts, x.contiguous())
+            x = torch.stack(parts, dim=1).flatten(0, 1)
+        self.append(x.detach().cpu().numpy())
+
+    def get_all(self):
+        assert self.capture_all
+        if not self.all_features:
+            return np.zeros([0, self.num_features or 0], dtype=np.float32)
+        return np.concatenate(self.all_features)
+
+    def get_all_torch(self):
+        return torch.from_numpy(self.get_all())
+
+    def get_mean_cov(self):
+        """Mean and (population, 1/N) covariance, as the original FID code computes them."""
+        assert self.capture_mean_cov and self.num_items > 0
+        mean = self.raw_mean / self.num_items
+        cov = self.raw_cov / self.num_items - np.outer(mean, mean)
+        return mean, cov
+
+    def save(self, path):
+        """Write atomically as .npz (no pickles: a cache file must not be able to run code)."""
+        arrays = dict(
+            capture_all=np.array(self.capture_all), capture_mean_cov=np.array(self.capture_mean_cov),
+            max_items=np.array(-1 if self.max_items is None else self.max_items, dtype=np.int64),
+            num_items=np.array(self.num_items, dtype=np.int64),
+            num_features=np.array(-1 if self.num_features is None else self.num_features, dtype=np.int64))
+        if self.capture_all:
+            arrays["all_features"] = self.get_all()
+        if self.capture_mean_cov and self.num_features is not None:
+            arrays.update(raw_mean=self.raw_mean, raw_cov=self.raw_cov)
+        dnnlib.util.atomic_write(path, lambda f: np.savez(f, **arrays))
+
+    @staticmethod
+    def load(path):
+        with np.load(path, allow_pickle=False) as data:
+            max_items = int(data["max_items"])
+            stats = FeatureStats(capture_all=bool(data["capture_all"]), capture_mean_cov=bool(data["capture_mean_cov"]),
+                                 max_items=None if max_items < 0 else max_items)
+            stats.num_items = int(data["num_items"])
+            num_features = int(data["num_features"])
+            stats.num_features = None if num_features < 0 else num_features
+            if stats.capture_all:
+                stats.all_features = [data["all_features"]]
+            if "raw_mean" in data:
+                stats.raw_mean, stats.raw_cov = data["raw_mean"], data["raw_cov"]
+        return stats
+
+
+# ----------------------------------------------------------------------------
+# Real-data statistics cache.
+
+
+def dataset_identity(dataset_kwargs):
+    """Path, total size and latest modification time of the dataset's files; None when it has no local path."""
+    path = dataset_kwargs.get("path")
+    if not isinstance(path, str) or not os.path.exists(path):
+        return None
+    if os.path.isfile(path):
+        st = os.stat(path)
+        return dict(path=os.path.abspath(path), size=st.st_size, mtime_ns=st.st_mtime_ns)
+    files, size, mtime_ns = 0, 0, os.stat(path).st_mtime_ns
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            st = os.stat(os.path.join(root, name))
+            files, size, mtime_ns = files + 1, size + st.st_size, max(mtime_ns, st.st_mtime_ns)
+    return dict(path=os.path.abspath(path), files=files, size=size, mtime_ns=mtime_ns)
+
+
+def stats_cache_path(opts, kind, detector_kwargs, stats_kwargs):
+    """<cache>/gan-metrics/<dataset>-<detector>-<md5 of a canonical JSON of everything the statistics depend on>.npz"""
+    spec, _ = detector_spec(opts, kind)
+    dataset_kwargs = dict(opts.dataset_kwargs)
+    if isinstance(dataset_kwargs.get("path"), str):
+        dataset_kwargs["path"] = os.path.abspath(dataset_kwargs["path"])  # the same data from any working folder
+    key = dict(dataset_kwargs=dataset_kwargs, dataset=dataset_identity(opts.dataset_kwargs),
+               detector=detector_identity(spec), detector_kwargs=detector_kwargs, stats_kwargs=stats_kwargs, format=1)
+    digest = hashlib.md5(json.dumps(key, sort_keys=True, default=repr).encode("utf-8")).hexdigest()
+    path = opts.dataset_kwargs.get("path")
+    dataset_name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] if isinstance(path, str) else "data"
+    name = re.sub(r"[^0-9A-Za-z._-]", "_", f"{dataset_name}-{kind}-{digest}.npz")
+    return dnnlib.util.make_cache_dir_path("gan-metrics", name)
+
+
+def _rank0_flag(opts, flag):
+    """Rank 0's boolean, shared with every rank so that all take the same branch."""
+    if opts.num_gpus > 1 and torch.distributed.is_initialized():
+        t = torch.as_tensor(float(flag), dtype=torch.float32, device=opts.device)
+        torch.distributed.broadcast(t, src=0)
+        flag = bool(t.item())
+    return flag
+
+
+# ----------------------------------------------------------------------------
+# Feature extraction.
+
+
+def compute_feature_stats_for_dataset(opts, detector, detector_kwargs, max_items=None, **stats_kwargs):
+    """Features of the real images (all, or the first max_items in dataset order), cached on disk by rank 0."""
+    max_items = capped(max_items, opts.max_real)
+    cache_file = None
+    if opts.cache:
+        cache_file = stats_cache_path(opts, detector, detector_kwargs, dict(stats_kwargs, max_items=max_items))
+        if _rank0_flag(opts, opts.rank == 0 and os.path.isfile(cache_file)):
+            try:
+                return FeatureStats.load(cache_file)
+            except (OSError, ValueError, KeyError) as err:  # unreadable (e.g. an older format): compute afresh
+                warnings.warn(f"{cache_file}: ignoring unreadable cached statistics ({err})")
+
+    dataset = dnnlib.util.construct_class_by_name(**opts.dataset_kwargs)
+    num_items = capped(len(dataset), max_items)
+    stats = FeatureStats(max_items=num_items, **stats_kwargs)
+    detector_net = get_feature_detector(opts, detector)
+
+    # Rank r reads items r, r + N, r + 2N, ...; gathering interleaves them back into dataset order.
+    item_subset = [(i * opts.num_gpus + opts.rank) % num_items for i in range((num_items - 1) // opts.num_gpus + 1)]
+    loader_kwargs = dict(num_workers=opts.num_workers, pin_memory=opts.device.type == "cuda")
+    if opts.num_workers > 0:
+        loader_kwargs.update(prefetch_factor=2)
+    loader = torch.utils.data.DataLoader(dataset, sampler=item_subset, batch_size=opts.batch_size, **loader_kwargs)
+    progress = Progress(opts, "real images", num_items)
+    with no_tf32(), torch.no_grad():
+        for images, _labels in loader:
+            features = run_detector(detector_net, images.to(opts.device), detector_kwargs)
+            stats.append_torch(features, num_gpus=opts.num_gpus, rank=opts.rank)
+            progress.update(stats.num_items)
+    progress.close()
+
+    if cache_file is not None and opts.rank == 0:
+        stats.save(cache_file)
+    return stats
+
+
+def compute_feature_stats_for_generator(opts, detector, detector_kwargs, max_items, **stats_kwargs):
+    """Features of max_items generated images: z ~ N(0, I), c drawn from the real labels, noise_mode='random'."""
+    max_items = capped(max_items, opts.max_gen)
+    G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
+    G_kwargs = dict(truncation_psi=1, noise_mode="random")
+    G_kwargs.update(opts.G_kwargs)
+    dataset = dnnlib.util.construct_class_by_name(**opts.dataset_kwargs)  # for its labels
+    stats = FeatureStats(max_items=max_items, **stats_kwargs)
+    detector_net = get_feature_detector(opts, detector)
+
+    progress = Progress(opts, "generated images", max_items)
+    next_local = 0  # This rank's j-th image is global image j * num_gpus + rank.
+    with seeded_global_rng(mix_seed(opts.seed, opts.rank), opts.device), no_tf32(), torch.no_grad():
+        while not stats.is_full():
+            # Every rank makes the same count: its share of what is still missing, at most a batch.
+            batch = min(opts.batch_size, -(-(stats.max_items - stats.num_items) // opts.num_gpus))
+            images = []
+            for start in range(0, batch, opts.batch_gen):
+                count = min(opts.batch_gen, batch - start)
+                indices = [(next_local + k) * opts.num_gpus + opts.rank for k in range(count)]
+                next_local += count
+                z, c = latents_and_labels(indices, G.z_dim, dataset, opts.seed)
+                img = G(z=z.to(opts.device), c=c.to(opts.device), **G_kwargs)
+                images.append(images_to_uint8(img))
+            features = run_detector(detector_net, torch.cat(images), detector_kwargs)
+            stats.append_torch(features, num_gpus=opts.num_gpus, rank=opts.rank)
+            progress.update(stats.num_items)
+    progress.close()
+    return stats

@@ -1,0 +1,62 @@
+"""A small TorchScript stand-in for the Inception-v3 and VGG16 detector files, for tests and offline demos.
+
+It has the real detectors' call signature, so every metric runs end to end without the real files
+(100-500 MB, downloaded): uint8 or float NCHW images in [0, 255] of any size, resized internally,
+`return_features=True` -> [N, 2048] features, `no_output_bias=True` -> [N, 1008] class
+probabilities (softmax, like the real Inception file), `return_lpips=True` -> features whose
+squared differences play the LPIPS distance. Numbers computed with it mean nothing beyond tests.
+
+    python -m metrics.stand_in_detector STANDIN.pt
+"""
+import sys
+
+import torch
+
+
+class StandInDetector(torch.nn.Module):
+    """Fixed random projections of a 16x8 average-pooled image."""
+
+    def __init__(self,
+        num_features    = 2048,     # Width of return_features=True, as Inception-v3's pool3.
+        num_classes     = 1008,     # Width of the class probabilities, as the Inception graph of the IS paper.
+        pooled_size     = (16, 8),  # (H, W) every image is pooled to, whatever its size.
+        seed            = 0,        # Seed of the projections: same seed, same detector.
+    ):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        num_inputs = 3 * pooled_size[0] * pooled_size[1]
+        self.pooled_size = list(pooled_size)
+        self.register_buffer("proj", torch.randn([num_inputs, num_features], generator=gen) / num_inputs ** 0.5)
+        output_weight = torch.randn([num_features, num_classes], generator=gen) / num_features ** 0.5
+        self.register_buffer("output_weight", output_weight)
+        self.register_buffer("output_bias", torch.randn([num_classes], generator=gen))
+
+    def forward(self, img: torch.Tensor, return_features: bool = False, no_output_bias: bool = False,
+                resize_images: bool = True, return_lpips: bool = False) -> torch.Tensor:
+        x = img.to(torch.float32) / 127.5 - 1
+        x = torch.nn.functional.adaptive_avg_pool2d(x, self.pooled_size)  # any input size, like the real resize
+        projected = x.flatten(1) @ self.proj
+        if return_lpips:
+            return projected  # linear in the image, so tests can predict LPIPS differences exactly
+        features = torch.relu(projected)  # non-negative like Inception's pool3 features
+        if return_features:
+            return features
+        logits = features @ self.output_weight
+        if not no_output_bias:
+            logits = logits + self.output_bias
+        return torch.softmax(logits, dim=1)
+
+
+def save_stand_in_detector(path, **kwargs):
+    """Write a scripted StandInDetector(**kwargs) to `path` (a TorchScript .pt file)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch calls TorchScript deprecated; the real files are TorchScript
+        torch.jit.save(torch.jit.script(StandInDetector(**kwargs)), path)
+    return path
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m metrics.stand_in_detector OUT.pt")
+    save_stand_in_detector(sys.argv[1])
