@@ -98,8 +98,8 @@ def draw_figure(rnd: np.random.RandomState, height: int = 64, width: int = 32) -
     draw.rectangle([cx - limb_w * 0.4, top + 1.6 * head_r, cx + limb_w * 0.4, shoulder_y + 1], fill=skin)
     head_c = (cx, top + head_r)
     draw.ellipse([head_c[0] - head_r, head_c[1] - head_r, head_c[0] + head_r, head_c[1] + head_r], fill=skin)
-    draw.chord([head_c[0] - head_r * 1.05, head_c[1] - head_r * 1.1, head_c[0] + head_r * 1.05, head_c[1] + head_r * 0.6],
-               start=180, end=360, fill=hair)
+    hair_box = [head_c[0] - head_r * 1.05, head_c[1] - head_r * 1.1, head_c[0] + head_r * 1.05, head_c[1] + head_r * 0.6]
+    draw.chord(hair_box, start=180, end=360, fill=hair)
 
     img = img.resize((width, height), PIL.Image.LANCZOS)
     return np.asarray(img, dtype=np.uint8)

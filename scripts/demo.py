@@ -1,0 +1,87 @@
+"""The CPU demo (`make demo`): draw a small figure dataset, train on it for a few minutes, generate from the result.
+
+Steps, each a command a user could type:
+  1. scripts/make_demo_data.py draws 64x32 synthetic figures into <outdir>/figures-64x32.zip (no download);
+  2. train.py trains a thin StyleGAN2 on the CPU, stopping at --kimg or after --minutes, whichever is first,
+     and writes reals.png, fakes_init.png and fakesNNNNNN.png grids into its run folder;
+  3. generate.py draws images from the last snapshot into <run folder>/generated/.
+"""
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import click
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import dnnlib  # noqa: E402
+import dnnlib.cli  # noqa: E402
+
+# Thin networks and a small batch: figure shapes appear after about 16 kimg, which two CPU processes
+# (one thread each, gloo) reach in about six minutes on two cores.
+TRAIN_ARGS = ["--cfg=auto", "--batch=16", "--cbase=2048", "--cmax=64", "--map=2", "--gamma=1", "--mirror=1",
+              "--aug=noaug", "--metrics=none", "--workers=1", "--tick=1", "--snap=4", "--grid=16x4"]
+
+
+def run(cmd, env):
+    print("\n$ " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+
+
+def newest(pattern):
+    paths = glob.glob(pattern)
+    return max(paths, key=os.path.getmtime) if paths else None
+
+
+@click.command()
+@click.option("--outdir", help="Where the dataset and the run folder go", default=os.path.join(ROOT, "demo-runs"),
+              show_default=True)
+@click.option("--kimg", help="Training length in thousands of images", type=float, default=24, show_default=True)
+@click.option("--minutes", help="Stop training after this many minutes at the latest", type=float, default=9.5,
+              show_default=True)
+@click.option("--procs", help="Training processes  [default: 2 where there are 2 cores or more]", type=int,
+              default=None)
+@click.option("--threads", help="CPU threads per process (tiny networks run best on one)", type=int, default=1,
+              show_default=True)
+@click.option("--copy-to", help="Also copy the last fakes grid here (e.g. docs/images/demo.png)", metavar="PNG")
+def main(outdir, kimg, minutes, procs, threads, copy_to):
+    """Train StyleGAN2 on synthetic figures on the CPU and generate images from the result."""
+    start = time.time()
+    # A CPU demo even where there is a GPU (CUDA_VISIBLE_DEVICES=""), so that it behaves the same everywhere.
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), CUDA_VISIBLE_DEVICES="")
+    py = sys.executable
+    os.makedirs(outdir, exist_ok=True)
+
+    data = os.path.join(outdir, "figures-64x32.zip")
+    if not os.path.exists(data):
+        run([py, os.path.join("scripts", "make_demo_data.py"), f"--dest={data}", "--num=2000", "--seed=0"], env)
+
+    runs = os.path.join(outdir, "runs")
+    if procs is None:
+        procs = 2 if (os.cpu_count() or 1) >= 2 else 1
+    run([py, "train.py", f"--outdir={runs}", f"--data={data}", f"--gpus={procs}", f"--kimg={kimg:g}",
+         f"--max-minutes={minutes:g}", *TRAIN_ARGS], env)
+    run_dir = newest(os.path.join(runs, "*"))
+    snapshot = newest(os.path.join(run_dir, "network-snapshot-*.pkl"))
+    grids = sorted(glob.glob(os.path.join(run_dir, "fakes[0-9]*.png")), key=lambda p: int(re.findall(r"\d+", p)[-1]))
+    if snapshot is None or not grids:
+        raise dnnlib.util.UserError(f"{run_dir}: training wrote no snapshot or grid; see its log.txt")
+
+    generated = os.path.join(run_dir, "generated")
+    run([py, "generate.py", f"--network={snapshot}", "--seeds=0-31", "--grid=4x8", f"--outdir={generated}",
+         "--device=cpu"], env)
+
+    if copy_to:
+        shutil.copyfile(grids[-1], copy_to)
+    print(f"\nDemo finished in {dnnlib.util.format_time(time.time() - start)}.")
+    print(f"  training grids:   {run_dir}/reals.png, fakes_init.png, {os.path.basename(grids[-1])}")
+    print(f"  last snapshot:    {snapshot}")
+    print(f"  generated images: {generated}/grid.png")
+
+
+if __name__ == "__main__":
+    dnnlib.cli.run(main)

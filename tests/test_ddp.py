@@ -1,0 +1,62 @@
+"""Multi-process training (gloo, CPU): two processes compute what one computes with the same global batch."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers_training import ROOT, flat_optimizer_state, load, make_figures, snapshots, state_tensors
+
+# The stylegan2 preset has no values derived from the process count, so both runs get the same options;
+# batch 4 = one chunk of 2 on each of two processes = two chunks of 2 in one process.
+ARGS = ["--cfg=stylegan2", "--batch=4", "--cbase=512", "--cmax=32", "--map=2", "--metrics=none", "--workers=0",
+        "--grid=4x2", "--aug=fixed", "--aug-p=0.3", "--augpipe=bgc", "--kimg=0.072", "--tick=0.032", "--snap=100",
+        "--device=cpu"]
+
+
+def train(outdir, data, launcher, extra=()):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [*launcher, os.path.join(ROOT, "train.py"), f"--outdir={outdir}", f"--data={data}", *ARGS, *extra]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            timeout=240)
+    assert result.returncode == 0, result.stdout[-4000:]
+    (run_dir,) = [os.path.join(outdir, n) for n in os.listdir(outdir)]
+    return run_dir, result.stdout
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    data = make_figures(root / "figures.zip")
+    run_dir, _ = train(root / "single", data, [sys.executable], ["--batch-gpu=2"])
+    return data, load(snapshots(run_dir)[-1])
+
+
+def assert_same_training(a, b):
+    assert a["progress"]["cur_nimg"] == b["progress"]["cur_nimg"] == 72
+    # w_avg is a per-process running statistic of the mapping output (as in the original code), not trained.
+    ta, tb = state_tensors(a, skip=("w_avg",)), state_tensors(b, skip=("w_avg",))
+    assert ta.keys() == tb.keys()
+    for name in ta:
+        torch.testing.assert_close(ta[name], tb[name], rtol=1e-4, atol=2e-5, msg=name)
+    for opt in ("G_opt", "D_opt"):
+        oa, ob = (flat_optimizer_state(x["progress"]["optimizers"][opt]) for x in (a, b))
+        for name in oa:
+            torch.testing.assert_close(oa[name], ob[name], rtol=1e-3, atol=1e-7, msg=f"{opt} {name}")
+    torch.testing.assert_close(a["progress"]["pl_mean"], b["progress"]["pl_mean"], rtol=1e-4, atol=1e-6)
+
+
+def test_torchrun_two_processes_match_one(tmp_path, single):
+    data, reference = single
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    run_dir, output = train(tmp_path, data, launcher)
+    assert "gpus2" in os.path.basename(run_dir)
+    assert_same_training(load(snapshots(run_dir)[-1]), reference)
+
+
+def test_gpus_option_spawns_processes(tmp_path, single):
+    data, reference = single
+    run_dir, output = train(tmp_path, data, [sys.executable], ["--gpus=2"])
+    assert "2 CPU processes (gloo)" in output
+    assert_same_training(load(snapshots(run_dir)[-1]), reference)

@@ -1,0 +1,198 @@
+"""Training loop: exact resume, learning on a simple dataset, SIGTERM snapshots, stopping on NaN losses."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from helpers_training import (ROOT, TINY_ARGS, flat_optimizer_state, load, make_block_images, make_figures, snapshots,
+                              state_tensors, tiny_options, train_in_process)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory):
+    return make_figures(tmp_path_factory.mktemp("data") / "figures.zip")
+
+
+def test_resume_continues_exactly(tmp_path, figures):
+    # Fixed augmentation puts random augmentations in the steps too; 18 steps cross both lazy regularisers.
+    opts = tiny_options(figures, aug="fixed", p=0.5, augpipe="body")
+    status, full = train_in_process(tmp_path / "a", kimg=0.072, **opts)
+    assert status == 0
+    _, first = train_in_process(tmp_path / "b", kimg=0.032, **opts)
+    half = load(snapshots(first)[-1])
+    assert half["progress"]["cur_nimg"] == 32
+    _, resumed = train_in_process(tmp_path / "b", kimg=0.072, resume=snapshots(first)[-1], **opts)
+
+    # At the resume point: the resumed run starts from the snapshot's state...
+    log = open(os.path.join(resumed, "log.txt")).read()
+    assert "Resumed at kimg 0.032 (tick 3, step 8)" in log
+
+    # ...and after 10 more steps it equals the uninterrupted run, parameters, optimizers and counters.
+    a, b = load(snapshots(full)[-1]), load(snapshots(resumed)[-1])
+    assert a["progress"]["cur_nimg"] == b["progress"]["cur_nimg"] == 72
+    assert a["progress"]["cur_tick"] == b["progress"]["cur_tick"]
+    keys = ("G", "D", "G_ema", "augment_pipe")
+    ta, tb = state_tensors(a, keys=keys), state_tensors(b, keys=keys)
+    assert ta.keys() == tb.keys()
+    for name in ta:
+        torch.testing.assert_close(ta[name], tb[name], rtol=0, atol=0, msg=name)
+    for opt in ("G_opt", "D_opt"):
+        oa, ob = (flat_optimizer_state(x["progress"]["optimizers"][opt]) for x in (a, b))
+        assert oa.keys() == ob.keys() and len(oa) > 0
+        for name in oa:
+            torch.testing.assert_close(oa[name], ob[name], rtol=0, atol=0, msg=f"{opt} {name}")
+    torch.testing.assert_close(a["progress"]["pl_mean"], b["progress"]["pl_mean"], rtol=0, atol=0)
+    # The weights did change during the resumed part (a run that learns nothing would also "match").
+    th = state_tensors(half)
+    assert any(not torch.equal(th[name], tb[name]) for name in th)
+
+
+def test_run_folder_contents(tmp_path, figures):
+    status, run_dir = train_in_process(tmp_path, kimg=0.016, **tiny_options(figures))
+    assert status == 0
+    assert os.path.basename(run_dir).startswith("00000-figures-auto-gpus1-batch4-")
+    names = set(os.listdir(run_dir))
+    assert {"training_options.json", "log.txt", "stats.jsonl", "reals.png", "fakes_init.png"} <= names
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    assert any(n.startswith("fakes0") and n.endswith(".png") for n in names)
+    # 2:1 images in a 4x2 grid.
+    import PIL.Image
+    assert PIL.Image.open(os.path.join(run_dir, "reals.png")).size == (4 * 16, 2 * 32)
+    options = json.load(open(os.path.join(run_dir, "training_options.json")))
+    assert options["G_kwargs"]["aspect_ratio"] == [2, 1]
+    stats = [json.loads(line) for line in open(os.path.join(run_dir, "stats.jsonl"))]
+    assert all(np.isfinite(s["Loss/G/loss"]["mean"]) for s in stats if "Loss/G/loss" in s)
+    log = open(os.path.join(run_dir, "log.txt")).read()
+    assert "tick 0" in log and "sec/kimg" in log
+    data = load(snapshots(run_dir)[-1])
+    assert data["G"].img_height == 32 and data["G"].img_width == 16
+    assert data["training_set_kwargs"]["path"] == str(figures)
+
+
+def read_grid(path, cols, rows):
+    """The images of a grid PNG as [N, C, H, W] floats in [-1, 1]."""
+    import PIL.Image
+    grid = np.asarray(PIL.Image.open(path), dtype=np.float32) / 127.5 - 1
+    height, width = grid.shape[0] // rows, grid.shape[1] // cols
+    tiles = grid.reshape(rows, height, cols, width, 3).transpose(0, 2, 4, 1, 3)
+    return torch.from_numpy(tiles.reshape(rows * cols, 3, height, width).copy())
+
+
+def test_training_moves_fakes_towards_data(tmp_path):
+    # An orange field with a dark block: far from a fresh G's grey output, and learnable in 100 steps.
+    from training.dataset import ImageFolderDataset
+    data = make_block_images(tmp_path / "blocks.zip")
+    dataset = ImageFolderDataset(data)
+    reals = torch.from_numpy(np.stack([dataset[i][0] for i in range(len(dataset))])).float() / 127.5 - 1
+    opts = tiny_options(data, tick=0.1, snap=100, grid=(8, 4), glr=0.005, dlr=0.005)
+    _, run_dir = train_in_process(tmp_path / "runs", kimg=0.4, **opts)
+    before = read_grid(os.path.join(run_dir, "fakes_init.png"), 8, 4)
+    after = read_grid(os.path.join(run_dir, "fakes000000.png"), 8, 4)  # The final grid (kimg 0.4).
+
+    def mean_image_distance(fakes):
+        return float((fakes.mean(0) - reals.mean(0)).square().mean().sqrt())
+
+    def mean_colour_distance(fakes):
+        return float((fakes.mean([0, 2, 3]) - reals.mean([0, 2, 3])).abs().max())
+
+    assert mean_image_distance(after) < 0.6 * mean_image_distance(before)
+    assert mean_colour_distance(after) < 0.4 * mean_colour_distance(before)
+
+
+def test_sigterm_writes_snapshot_and_exits(tmp_path, figures):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), f"--outdir={tmp_path}", f"--data={figures}", "--kimg=1000",
+           "--tick=0.016", "--snap=1000", *TINY_ARGS]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        deadline = time.time() + 120
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("tick 2"):
+                break
+            assert time.time() < deadline, "training did not reach tick 2"
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = "".join(lines) + rest
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    assert "Stopped by SIGTERM" in output
+    (run_dir,) = [os.path.join(tmp_path, n) for n in os.listdir(tmp_path)]
+    data = load(snapshots(run_dir)[-1])
+    stopped_at = float(output.split("Stopped by SIGTERM at kimg ")[1].split(";")[0])
+    assert data["progress"]["cur_nimg"] == round(stopped_at * 1000) > 2 * 16
+    assert data["G_ema"] is not None and all(torch.isfinite(p).all() for p in data["G"].parameters())
+
+
+def test_nan_loss_stops_and_keeps_last_good_snapshot(tmp_path, figures, monkeypatch):
+    from training import loss as loss_module
+    from training.training_loop import NonFiniteLossError
+    original = loss_module.StyleGAN2Loss.accumulate_gradients
+    steps = []
+
+    def poisoned(self, phase, real_img, *args, **kwargs):
+        if phase == "Dmain":
+            steps.append(phase)
+        if len(steps) >= 12:  # From the 12th step on, D sees NaN images.
+            real_img = real_img * float("nan")
+        return original(self, phase, real_img, *args, **kwargs)
+
+    monkeypatch.setattr(loss_module.StyleGAN2Loss, "accumulate_gradients", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"NaN or Inf in the step ending at kimg 0\.048"):
+        train_in_process(tmp_path, kimg=1000, **tiny_options(figures))
+    (run_dir,) = [os.path.join(tmp_path, n) for n in os.listdir(tmp_path)]
+    paths = snapshots(run_dir)
+    assert paths, "the snapshots written before the NaN must stay"
+    for path in paths:
+        data = load(path)
+        for key in ("G", "D", "G_ema"):
+            assert all(torch.isfinite(t).all() for t in data[key].parameters()), (path, key)
+    # Snapshots come every tick (4 steps); the newest is from before the poisoned step 12.
+    assert load(paths[-1])["progress"]["batch_idx"] == 9
+
+
+def test_metrics_after_each_snapshot(tmp_path, figures, monkeypatch):
+    from metrics.stand_in_detector import save_stand_in_detector
+    monkeypatch.setenv("DNNLIB_CACHE_DIR", str(tmp_path / "cache"))
+    detector = save_stand_in_detector(str(tmp_path / "standin.pt"), num_features=64)  # Small: a fast sqrtm.
+    opts = tiny_options(figures, metrics="fid50k_full", detector=detector, metric_kwargs=dict(max_gen=64), snap=2)
+    _, run_dir = train_in_process(tmp_path / "runs", kimg=0.036, **opts)
+    lines = [json.loads(line) for line in open(os.path.join(run_dir, "metric-fid50k_full.jsonl"))]
+    assert len(lines) == 2  # Snapshots at tick 0 and at the end (tick 2).
+    assert all(line["metric"] == "fid50k_full" and np.isfinite(line["results"]["fid50k_full"]) for line in lines)
+    assert lines[-1]["snapshot_pkl"] == os.path.basename(snapshots(run_dir)[-1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (mixed precision runs on CUDA only)")
+def test_cuda_mixed_precision_training(tmp_path, figures):
+    # FP16 in the top 4 resolutions with conv_clamp, channels-last, ADA with the 'body' pipeline.
+    opts = tiny_options(figures, device="cuda", nhwc=True, aug="ada", augpipe="body", ada_kimg=1)
+    status, run_dir = train_in_process(tmp_path, kimg=0.2, **opts)
+    assert status == 0
+    data = load(snapshots(run_dir)[-1])
+    assert data["G"].synthesis.b32.use_fp16 and data["D"].b32.use_fp16  # The FP16 layers were in use.
+    for key in ("G", "D", "G_ema"):
+        assert all(torch.isfinite(t).all() for t in data[key].parameters()), key
+    stats = [json.loads(line) for line in open(os.path.join(run_dir, "stats.jsonl"))]
+    assert all(np.isfinite(s["Loss/G/loss"]["mean"]) and np.isfinite(s["Loss/D/loss"]["mean"])
+               for s in stats if "Loss/D/loss" in s)
+    assert "Progress/augment" in stats[-1]
+    torch.testing.assert_close(data["augment_pipe"].p, torch.as_tensor(stats[-1]["Progress/augment"]["mean"]),
+                               rtol=0, atol=1e-6)
