@@ -3,6 +3,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -17,3 +18,12 @@ def compat_dir():
     if not os.path.isfile(os.path.join(COMPAT_DIR, "tiny_64x32.pkl")):
         pytest.skip(f"compat fixtures not found in {COMPAT_DIR} (set SG2_COMPAT_DIR)")
     return COMPAT_DIR
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test single-threaded: tiny networks run fastest so, and the test machine's cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

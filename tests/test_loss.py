@@ -11,13 +11,7 @@ from training import networks
 from training.loss import StyleGAN2Loss, path_lengths, r1_penalty
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny networks run fastest single-threaded, and the test machine's cores are shared.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_nets(c_dim=0):

@@ -14,12 +14,7 @@ from helpers_training import (ROOT, TINY_ARGS, flat_optimizer_state, load, make_
                               state_tensors, tiny_options, train_in_process)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,7 @@ import torch
 from helpers_training import load, make_figures, snapshots, tiny_options, train_in_process
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_ada_p_moves_and_is_saved(tmp_path):
