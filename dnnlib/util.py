@@ -4,9 +4,9 @@ import importlib
 import io
 import os
 import re
-import shutil
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
@@ -139,7 +139,7 @@ def open_url(url: str, cache_dir: str = None, num_attempts: int = 10, verbose: b
     data = _download(url, num_attempts, verbose, cache_file if cache else None)
     if not cache:
         return io.BytesIO(data)
-    _atomic_write_bytes(cache_file, data)
+    atomic_write(cache_file, lambda f: f.write(data))
     return cache_file if return_filename else open(cache_file, "rb")
 
 
@@ -163,19 +163,6 @@ def _download(url: str, num_attempts: int, verbose: bool, cache_file: str) -> by
             time.sleep(min(2 ** attempt, 10) if attempt + 1 < num_attempts else 0)
     hint = f"; download it by hand and place it at {cache_file}" if cache_file else ""
     raise UserError(f"{url}: download failed ({last_error}){hint}, or pass a local path instead")
-
-
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def atomic_write(path: str, write_fn) -> None:

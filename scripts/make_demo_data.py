@@ -109,18 +109,19 @@ def make_demo_dataset(dest: str, num_images: int = 2000, seed: int = 0, height: 
     """Write `num_images` figures to the zip `dest`; returns `dest`."""
     if os.path.exists(dest):
         raise dnnlib.util.UserError(f"{dest}: already exists; remove it or choose another --dest")
-    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
     rnd = np.random.RandomState(seed)
-    tmp = dest + ".tmp"
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-        for idx in range(num_images):
-            buf = io.BytesIO()
-            PIL.Image.fromarray(draw_figure(rnd, height, width)).save(buf, format="png", compress_level=1)
-            # Fixed timestamps keep the zip byte-identical for a given seed.
-            info = zipfile.ZipInfo(f"{idx // 1000:05d}/img{idx:08d}.png", date_time=(2020, 1, 1, 0, 0, 0))
-            zf.writestr(info, buf.getvalue())
-        zf.writestr(zipfile.ZipInfo("dataset.json", date_time=(2020, 1, 1, 0, 0, 0)), '{"labels": null}')
-    os.replace(tmp, dest)
+
+    def write_zip(f):
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
+            for idx in range(num_images):
+                buf = io.BytesIO()
+                PIL.Image.fromarray(draw_figure(rnd, height, width)).save(buf, format="png", compress_level=1)
+                # Fixed timestamps keep the zip byte-identical for a given seed.
+                info = zipfile.ZipInfo(f"{idx // 1000:05d}/img{idx:08d}.png", date_time=(2020, 1, 1, 0, 0, 0))
+                zf.writestr(info, buf.getvalue())
+            zf.writestr(zipfile.ZipInfo("dataset.json", date_time=(2020, 1, 1, 0, 0, 0)), '{"labels": null}')
+
+    dnnlib.util.atomic_write(dest, write_zip)
     return dest
 
 
