@@ -9,12 +9,12 @@ import re
 
 import click
 import numpy as np
-import PIL.Image
 import torch
 from tqdm import tqdm
 
 import dnnlib
 import legacy
+from dnnlib.image_grid import make_grid, parse_grid, save_png  # noqa: F401 (parse_grid: public here too)
 from dnnlib.util import UserError
 
 
@@ -36,14 +36,6 @@ def parse_range(text):
         else:
             raise ValueError(f"'{part}' is not a number or a range like 0-9")
     return values
-
-
-def parse_grid(text):
-    """'4x8' -> (4, 8): rows, columns."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
-        raise ValueError(f"'{text}' is not of the form ROWSxCOLS, e.g. 4x8")
-    return int(match.group(1)), int(match.group(2))
 
 
 def seed_to_z(seed, z_dim):
@@ -83,24 +75,6 @@ def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, noise_
             for seed, pixels in zip(batch, to_uint8(img).cpu().numpy()):
                 yield seed, pixels
             bar.update(len(batch))
-
-
-def save_png(pixels, path):
-    """Write an HWC uint8 image (1 or 3 channels) as PNG."""
-    if pixels.shape[2] == 1:
-        PIL.Image.fromarray(pixels[:, :, 0], "L").save(path)
-    else:
-        PIL.Image.fromarray(pixels, "RGB").save(path)
-
-
-def make_grid(images, rows, cols):
-    """Tile HWC images row by row into one image; unused cells stay black."""
-    height, width, channels = images[0].shape
-    grid = np.zeros([rows * height, cols * width, channels], dtype=np.uint8)
-    for idx, pixels in enumerate(images):
-        row, col = divmod(idx, cols)
-        grid[row * height:(row + 1) * height, col * width:(col + 1) * width] = pixels
-    return grid
 
 
 def resolve_device(name):

@@ -16,23 +16,25 @@ Examples:
   python train.py --outdir=training-runs --data=... --cfg=shhq --mirror=1 --resume=training-runs/00000-...
 """
 import os
-import re
 import sys
 
 import click
 
 import dnnlib
 import dnnlib.cli
+from dnnlib import image_grid
 from training import launch, presets
 
 
 def _parse_grid(_ctx, _param, value):
+    """ROWSxCOLS, as generate.py's --grid, to the loop's (cols, rows)."""
     if value is None:
         return None
-    match = re.fullmatch(r"(\d+)x(\d+)", value)
-    if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
-        raise click.BadParameter("expected COLSxROWS, e.g. 8x4")
-    return int(match.group(1)), int(match.group(2))
+    try:
+        rows, cols = image_grid.parse_grid(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err))
+    return cols, rows
 
 
 @click.command()
@@ -96,7 +98,7 @@ def _parse_grid(_ctx, _param, value):
               "else download]", metavar="PT|URL")
 @click.option("--vgg16", help="VGG16 detector file or URL (pr50k3, ppl2_wend)  [default: $SG2_VGG16_DETECTOR, else "
               "download]", metavar="PT|URL")
-@click.option("--grid", help="Image grid size COLSxROWS  [default: what fits in 7680x4320]", callback=_parse_grid,
+@click.option("--grid", help="Image grid size ROWSxCOLS  [default: what fits in 7680x4320]", callback=_parse_grid,
               metavar="COLSxROWS")
 @click.option("--max-minutes", help="Stop with a snapshot at the first tick after this many minutes (e.g. before a "
               "cluster time limit)", type=click.FloatRange(min=0, min_open=True))

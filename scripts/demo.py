@@ -24,7 +24,7 @@ import dnnlib.cli  # noqa: E402
 # Thin networks and a small batch: figure shapes appear after about 16 kimg, which two CPU processes
 # (one thread each, gloo) reach in about six minutes on two cores.
 TRAIN_ARGS = ["--cfg=auto", "--batch=16", "--cbase=2048", "--cmax=64", "--map=2", "--gamma=1", "--mirror=1",
-              "--aug=noaug", "--metrics=none", "--workers=1", "--tick=1", "--snap=4", "--grid=16x4"]
+              "--aug=noaug", "--metrics=none", "--workers=1", "--tick=1", "--snap=4", "--grid=4x16"]
 
 
 def run(cmd, env):

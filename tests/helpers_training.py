@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Thin networks at 32x16 keep a training step at tens of milliseconds on one CPU core.
 # CPU even where CUDA exists: these tests check exact (CPU-deterministic) behaviour.
 TINY_ARGS = ["--cfg=auto", "--batch=4", "--cbase=512", "--cmax=32", "--map=2", "--metrics=none", "--workers=0",
-             "--grid=4x2", "--aug=noaug", "--device=cpu"]
+             "--grid=2x4", "--aug=noaug", "--device=cpu"]
 
 
 def make_figures(path, num=64, seed=0, height=32, width=16):

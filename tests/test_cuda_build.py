@@ -10,7 +10,6 @@ import sys
 import textwrap
 
 import pytest
-import torch
 
 from torch_utils import custom_ops
 

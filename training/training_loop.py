@@ -15,11 +15,11 @@ import signal
 import time
 
 import numpy as np
-import PIL.Image
 import torch
 
 import dnnlib
 import legacy
+from dnnlib import image_grid
 from torch_utils import misc
 from torch_utils import training_stats
 from training import training_state
@@ -59,13 +59,9 @@ def save_image_grid(img, fname, drange, grid_size):
     """Write NCHW images (values in `drange`) as one PNG of grid_size = (cols, rows); any height:width works."""
     lo, hi = drange
     img = np.asarray(img, dtype=np.float32)
-    img = (img - lo) * (255 / (hi - lo))
-    img = np.rint(img).clip(0, 255).astype(np.uint8)
-    gw, gh = grid_size
-    _n, channels, height, width = img.shape
-    img = img.reshape(gh, gw, channels, height, width).transpose(0, 3, 1, 4, 2)
-    img = img.reshape(gh * height, gw * width, channels)
-    PIL.Image.fromarray(img[:, :, 0] if channels == 1 else img, "L" if channels == 1 else "RGB").save(fname)
+    img = np.rint((img - lo) * (255 / (hi - lo))).clip(0, 255).astype(np.uint8)
+    cols, rows = grid_size
+    image_grid.save_png(image_grid.make_grid(img.transpose(0, 2, 3, 1), rows, cols), fname)
 
 
 def generate_grid(G_ema, grid_z, grid_c, batch_gpu):
