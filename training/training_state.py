@@ -47,18 +47,11 @@ def restore_rng_states(states: dict) -> None:
 
 def capture_ada(ada) -> dict:
     """The ADA controller's position in its adjustment interval and its partial sums."""
-    if hasattr(ada, "state_dict"):
-        return _to_cpu(ada.state_dict())
-    return dict(steps=int(ada._steps), sums=_to_cpu(ada._sums), rt=ada.rt)
+    return _to_cpu(ada.state_dict())
 
 
 def restore_ada(ada, saved: dict) -> None:
-    if hasattr(ada, "load_state_dict"):
-        ada.load_state_dict(saved)
-        return
-    ada._steps = int(saved["steps"])
-    ada._sums = saved["sums"].to(ada.augment_pipe.p.device) if saved["sums"] is not None else None
-    ada.rt = saved["rt"]
+    ada.load_state_dict(saved)
 
 
 def capture(state, opts, loss, ada, num_gpus, batch_size, random_seed) -> dict:
