@@ -43,7 +43,10 @@ def assert_same_training(a, b):
     for opt in ("G_opt", "D_opt"):
         oa, ob = (flat_optimizer_state(x["progress"]["optimizers"][opt]) for x in (a, b))
         for name in oa:
-            torch.testing.assert_close(oa[name], ob[name], rtol=1e-3, atol=1e-7, msg=f"{opt} {name}")
+            # Elements that nearly cancel (|g| ~ 1e-6 in a tensor of scale 1e-2) differ by float summation
+            # order between machines; the absolute tolerance follows the tensor's own scale.
+            atol = 1e-7 + 1e-5 * float(ob[name].abs().max())
+            torch.testing.assert_close(oa[name], ob[name], rtol=1e-3, atol=atol, msg=f"{opt} {name}")
     torch.testing.assert_close(a["progress"]["pl_mean"], b["progress"]["pl_mean"], rtol=1e-4, atol=1e-6)
 
 
