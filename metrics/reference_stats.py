@@ -130,7 +130,10 @@ def read_array(ref, key):
 
 def resolve(spec):
     """A --ref-stats path or URL -> a checked local path (downloaded once, like networks)."""
-    path = dnnlib.util.open_url(spec, return_filename=True)
+    try:
+        path = dnnlib.util.open_url(spec, return_filename=True)
+    except dnnlib.util.UserError as err:
+        raise dnnlib.util.UserError(f"--ref-stats: {err}") from None
     load_reference_stats(path)
     return os.path.abspath(path)
 
