@@ -6,15 +6,22 @@ Examples:
         --network=runs/00000-shhq/network-snapshot-001000.pkl
     torchrun --nproc_per_node=4 calc_metrics.py --metrics=fid50k_full --network=... --data=...
 
+    # FID without the dataset: write its statistics once, then compute FID anywhere against the file.
+    python calc_metrics.py --export-stats=shhq_512x256_stats.npz --data=shhq_512x256.zip
+    python calc_metrics.py --metrics=fid50k_full --network=SHHQ-1.0_sg2_512.pkl --ref-stats=shhq_512x256_stats.npz
+
 Prints one JSON line per metric on stdout; for a snapshot inside a training run folder the line is
 also appended to <run>/metric-<name>.jsonl.
 """
+import json
+
 import click
 
 import dnnlib
 from metrics import evaluate
 from metrics import metric_main
 from metrics import metric_utils
+from metrics import reference_stats
 
 
 def parse_metrics(text):
@@ -26,8 +33,21 @@ def parse_metrics(text):
     return names
 
 
+def export_stats_cli(out, data, mirror, with_features, device, detectors, other_options):
+    """--export-stats: the real-image statistics of --data alone, written to `out`; prints a summary line."""
+    if data is None:
+        raise dnnlib.util.UserError("--export-stats: needs --data (the real images to describe)")
+    given = [name for name, value in other_options.items() if value]
+    if given:
+        raise dnnlib.util.UserError(f"--export-stats: describes --data alone; drop {', '.join(given)}")
+    summary = evaluate.export_reference_stats(data, out, mirror=bool(mirror), with_features=with_features,
+                                              device=device, detectors=detectors)
+    print(json.dumps(summary), flush=True)
+
+
 @click.command()
-@click.option("--network", "network_pkl", help="Network pickle: path or URL", metavar="PATH", required=True)
+@click.option("--network", "network_pkl", help="Network pickle or .safetensors: path or URL", metavar="PATH")
+@click.option("--sha256", help="Expected SHA-256 of --network, checked before it is read", metavar="HEX")
 @click.option("--metrics", help=f"Comma-separated list of {', '.join(metric_main.list_valid_metrics())}",
               default="fid50k_full", show_default=True)
 @click.option("--data", help="Real images, folder or zip [default: the snapshot's training set]", metavar="PATH")
@@ -41,16 +61,39 @@ def parse_metrics(text):
               f"${metric_utils.DETECTORS['inception'].env}, else the standard URL]", metavar="PATH")
 @click.option("--vgg16", help=f"VGG16 TorchScript file or URL (precision/recall, PPL) [default: "
               f"${metric_utils.DETECTORS['vgg16'].env}, else the standard URL]", metavar="PATH")
+@click.option("--ref-stats", help="Real-image statistics file or URL (from --export-stats) in place of --data",
+              metavar="NPZ")
+@click.option("--export-stats", help="Write the real-image statistics of --data to this .npz and exit",
+              metavar="NPZ")
+@click.option("--with-features", help="With --export-stats: also store the features (for KID and precision/recall)",
+              is_flag=True)
 @click.option("--verbose", help="Show full tracebacks of errors", is_flag=True)
 @click.option("--num-gen", "max_gen", type=click.IntRange(min=2), hidden=True,
               help="Cap on generated images (quick checks only; the result line records it)")
-def main(network_pkl, metrics, data, mirror, gpus, device, seed, detector, vgg16, verbose, max_gen):
+def main(network_pkl, sha256, metrics, data, mirror, gpus, device, seed, detector, vgg16, ref_stats, export_stats,
+         with_features, verbose, max_gen):
     """Compute metrics of a network snapshot and print one JSON line per metric."""
+    detectors = dict(inception=detector, vgg16=vgg16)
+    if export_stats is not None:
+        export_stats_cli(export_stats, data, mirror, with_features, evaluate.resolve_device(device), detectors,
+                         {"--network": network_pkl, "--ref-stats": ref_stats, "--gpus": gpus != 1})
+        return
+    if network_pkl is None:
+        raise dnnlib.util.UserError("--network: missing; give the network to evaluate (or --export-stats to write "
+                                    "real-image statistics)")
+    if with_features:
+        raise dnnlib.util.UserError("--with-features: only applies with --export-stats")
+    if ref_stats is not None and data is not None:
+        raise dnnlib.util.UserError("--ref-stats: stands in for --data; give one of them")
     args = dnnlib.EasyDict(network_pkl=network_pkl, metrics=parse_metrics(metrics), num_gpus=gpus, seed=seed,
                            device=evaluate.resolve_device(device), max_gen=max_gen, progress=True,
-                           detectors=dict(inception=detector, vgg16=vgg16))
-    network_dict = evaluate.load_network(network_pkl, verbose=verbose)
-    args.dataset_kwargs = evaluate.dataset_kwargs_for(network_dict, data=data, mirror=mirror)
+                           detectors=detectors, sha256=sha256, ref_stats=None)
+    network_dict = evaluate.load_network(network_pkl, verbose=verbose, sha256=sha256)
+    if ref_stats is not None:
+        args.ref_stats = reference_stats.resolve(ref_stats)
+        args.dataset_kwargs = reference_stats.dataset_kwargs_without_data(network_dict, mirror=mirror)
+    else:
+        args.dataset_kwargs = evaluate.dataset_kwargs_for(network_dict, data=data, mirror=mirror)
     args.run_dir = evaluate.find_run_dir(network_pkl)
     del network_dict  # every process loads its own copy
     evaluate.launch(args)

@@ -3,6 +3,7 @@
 Examples:
   python generate.py --network=SHHQ-1.0_sg2_1024.pkl --seeds=0-9 --trunc=0.7 --outdir=out
   python generate.py --network=run/network-snapshot-000100.pkl --seeds=0-31 --grid=4x8 --outdir=out
+  python generate.py --network="https://drive.google.com/file/d/<ID>/view" --seeds=0-3 --outdir=out
 """
 import os
 import re
@@ -104,7 +105,9 @@ def _parse_grid(ctx, param, value):
 
 
 @click.command()
-@click.option("--network", "network_pkl", help="Network pickle path or URL", required=True, metavar="PATH|URL")
+@click.option("--network", "network_pkl", help="Network .pkl or .safetensors: path, or URL (http(s), Google Drive "
+              "link, hf://OWNER/REPO/FILE)", required=True, metavar="PATH|URL")
+@click.option("--sha256", help="Expected SHA-256 of --network, checked before it is read", metavar="HEX")
 @click.option("--seeds", callback=_parse_seeds, help="Seeds, e.g. 0-9,42", required=True)
 @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi")
 @click.option("--trunc-cutoff", "truncation_cutoff", type=click.IntRange(min=0), default=None,
@@ -121,7 +124,7 @@ def _parse_grid(ctx, param, value):
               help="Write one contact sheet grid.png instead of one file per seed")
 @click.option("--verbose", is_flag=True, help="Show full tracebacks on errors")
 def main(network_pkl, seeds, truncation_psi, truncation_cutoff, noise_mode, class_idx, outdir, batch_size,
-         device_name, grid, verbose):
+         device_name, grid, verbose, sha256):
     """Generate images with a pretrained StyleGAN2 network, one PNG per seed (seed%04d.png)."""
     device = resolve_device(device_name)
     if grid is not None and grid[0] * grid[1] < len(seeds):
@@ -129,7 +132,7 @@ def main(network_pkl, seeds, truncation_psi, truncation_cutoff, noise_mode, clas
                         f"were given")
 
     print(f'Loading network from "{network_pkl}"...')
-    G = legacy.load_network(network_pkl, key="G_ema", device=device)
+    G = legacy.load_network(network_pkl, key="G_ema", device=device, sha256=sha256)
     if G.c_dim == 0 and class_idx is not None:
         print("warning: --class is ignored for an unconditional network")
         class_idx = None

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 import dnnlib
+import plain_weights
 from dnnlib.util import UserError
 
 CHECKPOINT_KEYS = ("G", "D", "G_ema", "augment_pipe", "training_set_kwargs")
@@ -163,23 +164,30 @@ def _fp16_kwargs(class_name, kwargs):
 
 
 def _rebuild(record, key, force_fp16):
-    classes = _known_classes()
     if not isinstance(record, _PersistentRecord):
         raise ValueError(f"'{key}' is not a persistent network object")
-    cls = classes.get(record.class_name)
+    return rebuild_network(record.class_name, record.state.get("_init_args", ()), record.state.get("_init_kwargs", {}),
+                           _record_tensors(record), key, force_fp16, training=record.state.get("training", False))
+
+
+def rebuild_network(class_name, args, kwargs, tensors, key, force_fp16=False, training=False):
+    """One of this package's network classes, built from a file's class name and constructor arguments (never
+    imported by name), with its tensors loaded strictly. Shared by pickles and safetensors (plain weights)."""
+    classes = _known_classes()
+    cls = classes.get(class_name) if isinstance(class_name, str) else None
     if cls is None:
-        raise ValueError(f"'{key}' is of class '{record.class_name}', which this package does not provide "
+        raise ValueError(f"'{key}' is of class '{class_name}', which this package does not provide "
                          f"(load_network_pkl(..., allow_code=True) runs the file's own code, if you trust it)")
-    args = tuple(record.state.get("_init_args", ()))
-    kwargs = dict(record.state.get("_init_kwargs", {}))
+    args = tuple(args)
+    kwargs = dict(kwargs)
     if force_fp16:
-        kwargs = _fp16_kwargs(record.class_name, kwargs)
+        kwargs = _fp16_kwargs(class_name, kwargs)
     try:
         module = cls(*args, **kwargs)
     except (TypeError, ValueError, AssertionError) as err:
-        raise ValueError(f"'{key}' ({record.class_name}) has constructor arguments this package cannot build: {err}")
-    load_tensors_strict(module, _record_tensors(record), key)
-    module.train(bool(record.state.get("training", False)))
+        raise ValueError(f"'{key}' ({class_name}) has constructor arguments this package cannot build: {err}")
+    load_tensors_strict(module, tensors, key)
+    module.train(bool(training))
     return module
 
 
@@ -211,9 +219,12 @@ def load_tensors_strict(module, tensors, what):
 def load_network_pkl(f, force_fp16=False, allow_code=False):
     """Read a checkpoint from an open binary file: dict with G, D, G_ema, augment_pipe, training_set_kwargs.
 
-    Keys the file lacks come back as None; other keys of the file (e.g. training progress) are kept.
+    A safetensors file (plain weights, see plain_weights.py) is recognised by its first bytes and read
+    without any unpickling. Keys the file lacks come back as None; other keys of the file (e.g. training progress) are kept.
     """
     name = getattr(f, "name", "<checkpoint stream>")
+    if plain_weights.is_safetensors(f):
+        return _load_plain_weights(f, name, force_fp16)
     try:
         data = pickle.load(f) if allow_code else _RestrictedUnpickler(f).load()
     except pickle.UnpicklingError as err:
@@ -250,9 +261,25 @@ def load_network_pkl(f, force_fp16=False, allow_code=False):
     return result
 
 
-def load_network(url_or_path, key="G_ema", device=None, **kwargs):
-    """Open a path or URL and return one network from the checkpoint (default G_ema), ready to run."""
-    with dnnlib.util.open_url(url_or_path) as f:
+def _load_plain_weights(f, name, force_fp16):
+    """A safetensors checkpoint (plain_weights.py): the dict and the checks of a pickle, without unpickling."""
+    try:
+        config, tensors = plain_weights.read_plain_weights(f)
+        result = {key: None for key in CHECKPOINT_KEYS}
+        for key, spec in config["networks"].items():
+            result[key] = rebuild_network(spec["class_name"], spec.get("init_args", []), spec.get("init_kwargs", {}),
+                                          tensors[key], key, force_fp16, training=spec.get("training", False))
+    except ValueError as err:
+        raise CheckpointError(f"{name}: {err}") from None
+    if config.get("training_set_kwargs") is not None:
+        result["training_set_kwargs"] = dnnlib.EasyDict(config["training_set_kwargs"])
+    return result
+
+
+def load_network(url_or_path, key="G_ema", device=None, sha256=None, **kwargs):
+    """Open a path or URL (.pkl or .safetensors; `sha256` checked first) and return one network from the
+    checkpoint (default G_ema), ready to run."""
+    with dnnlib.util.open_url(url_or_path, sha256=sha256) as f:
         data = load_network_pkl(f, **kwargs)
     net = data[key]
     if net is None:

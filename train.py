@@ -98,6 +98,8 @@ def _parse_grid(_ctx, _param, value):
               "else download]", metavar="PT|URL")
 @click.option("--vgg16", help="VGG16 detector file or URL (pr50k3, ppl2_wend)  [default: $SG2_VGG16_DETECTOR, else "
               "download]", metavar="PT|URL")
+@click.option("--ref-stats", help="Real-image statistics for the metrics (calc_metrics.py --export-stats) in place of "
+              "the dataset's", metavar="NPZ|URL")
 @click.option("--grid", help="Image grid size ROWSxCOLS  [default: what fits in 7680x4320]", callback=_parse_grid,
               metavar="COLSxROWS")
 @click.option("--max-minutes", help="Stop with a snapshot at the first tick after this many minutes (e.g. before a "

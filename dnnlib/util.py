@@ -5,8 +5,6 @@ import io
 import os
 import re
 import tempfile
-import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
@@ -94,7 +92,7 @@ def is_url(obj: Any, allow_file_urls: bool = False) -> bool:
     if not isinstance(obj, str) or "://" not in obj:
         return False
     scheme = urllib.parse.urlparse(obj).scheme
-    return scheme in ("http", "https") or (allow_file_urls and scheme == "file")
+    return scheme in ("http", "https", "hf") or (allow_file_urls and scheme == "file")
 
 
 def _file_url_to_path(url: str) -> str:
@@ -111,58 +109,57 @@ def url_cache_path(url: str, cache_dir: str = None) -> str:
 
 
 def open_url(url: str, cache_dir: str = None, num_attempts: int = 10, verbose: bool = True,
-             return_filename: bool = False, cache: bool = True) -> Any:
-    """Open a local path, a file:// URL or an http(s) URL as a binary file object.
+             return_filename: bool = False, cache: bool = True, sha256: str = None) -> Any:
+    """Open a local path, a file:// URL, an http(s) URL or a Hugging Face hf:// URL as a binary file object.
 
-    http(s) downloads are kept in `cache_dir` (default: make_cache_dir_path('downloads')) and reused,
-    so a file is fetched once. A failed download raises UserError naming the URL and the cache path
-    where the file can be placed by hand.
+    http(s) downloads (Google Drive file links included) are kept in `cache_dir` (default:
+    make_cache_dir_path('downloads')) under the URL's key and reused, so a file is fetched once; see
+    dnnlib/download.py for streaming, resuming and the checks. `sha256` (or a '#sha256=HEX' URL
+    fragment) is checked before the file is returned. A failed download raises UserError naming the
+    URL and the cache path where the file can be placed by hand.
     """
+    from . import download  # here: download imports this module
     assert num_attempts >= 1
+    if is_url(url, allow_file_urls=True):
+        url, sha256 = download.split_sha256_fragment(url, sha256)
+    else:
+        sha256 = download.normalize_sha256(sha256)
+    path = _local_or_hub_path(url)
+    if path is not None:
+        download.check_sha256(path, sha256, url)
+        return path if return_filename else open(path, "rb")
+
+    if not cache:
+        if return_filename:
+            raise ValueError("return_filename=True needs cache=True")
+        with tempfile.TemporaryDirectory() as temp_dir:
+            temp_file = download.download_file(url, os.path.join(temp_dir, "download"), sha256, num_attempts,
+                                               verbose, hint=", or pass a local path instead")
+            with open(temp_file, "rb") as f:
+                return io.BytesIO(f.read())
+    cache_file = url_cache_path(url, cache_dir)
+    if not download.cached_file_usable(cache_file, url, sha256, verbose):
+        download.download_file(url, cache_file, sha256, num_attempts, verbose,
+                               hint=f"; download it by hand and place it at {cache_file}, or pass a local path instead")
+    return cache_file if return_filename else open(cache_file, "rb")
+
+
+def _local_or_hub_path(url: str) -> Any:
+    """The file a path, file:// URL or Hugging Face URL names (None for other http(s) URLs)."""
+    from . import download
+    if download.parse_hub_url(url) is not None:
+        return download.hub_download(url)
     if not is_url(url, allow_file_urls=True):
         path = os.path.expanduser(url)
         if not os.path.isfile(path):
             raise UserError(f"{url}: no such file")
-        return path if return_filename else open(path, "rb")
+        return path
     if url.startswith("file://"):
         path = _file_url_to_path(url)
         if not os.path.isfile(path):
             raise UserError(f"{url}: no such file ({path})")
-        return path if return_filename else open(path, "rb")
-
-    cache_file = url_cache_path(url, cache_dir)
-    if cache and os.path.isfile(cache_file):
-        return cache_file if return_filename else open(cache_file, "rb")
-    if not cache and return_filename:
-        raise ValueError("return_filename=True needs cache=True")
-
-    data = _download(url, num_attempts, verbose, cache_file if cache else None)
-    if not cache:
-        return io.BytesIO(data)
-    atomic_write(cache_file, lambda f: f.write(data))
-    return cache_file if return_filename else open(cache_file, "rb")
-
-
-def _download(url: str, num_attempts: int, verbose: bool, cache_file: str) -> bytes:
-    last_error = None
-    for attempt in range(num_attempts):
-        if verbose:
-            print(f"Downloading {url} ...", end="", flush=True)
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response:
-                data = response.read()
-            if verbose:
-                print(" done")
-            return data
-        except Exception as err:  # network errors come in many types; all mean "try again"
-            last_error = err
-            if verbose:
-                print(" failed")
-            if isinstance(err, urllib.error.HTTPError) and err.code in (403, 404):
-                break
-            time.sleep(min(2 ** attempt, 10) if attempt + 1 < num_attempts else 0)
-    hint = f"; download it by hand and place it at {cache_file}" if cache_file else ""
-    raise UserError(f"{url}: download failed ({last_error}){hint}, or pass a local path instead")
+        return path
+    return None
 
 
 def atomic_write(path: str, write_fn) -> None:
@@ -181,3 +178,12 @@ def atomic_write(path: str, write_fn) -> None:
             os.remove(tmp)
         raise
 
+
+
+def package_version() -> str:
+    """This package's version as installed (recorded in exported files), or 'unknown' when run from a bare checkout."""
+    import importlib.metadata
+    try:
+        return importlib.metadata.version("stylegan-human-sg2")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

@@ -11,15 +11,20 @@ import tempfile
 import torch
 
 import dnnlib
+from . import frechet_inception_distance
 from . import metric_main
+from . import metric_utils
+from . import precision_recall
+from . import reference_stats
 
 DATASET_CLASS = "training.dataset.ImageFolderDataset"
 
 
-def load_network(network_pkl, verbose=False):
-    """The snapshot dict of a network pickle (path or URL): G, D, G_ema, augment_pipe, training_set_kwargs."""
+def load_network(network_pkl, verbose=False, sha256=None):
+    """The snapshot dict of a network pickle or safetensors file (path or URL; `sha256` checked first):
+    G, D, G_ema, augment_pipe, training_set_kwargs."""
     import legacy  # imported here: the metrics themselves work on any generator object
-    with dnnlib.util.open_url(network_pkl, verbose=verbose) as f:
+    with dnnlib.util.open_url(network_pkl, verbose=verbose, sha256=sha256) as f:
         network_dict = legacy.load_network_pkl(f)
     if network_dict.get("G_ema") is None and network_dict.get("G") is None:
         raise dnnlib.util.UserError(f"--network: {network_pkl} holds no generator (G_ema or G); "
@@ -97,13 +102,14 @@ def evaluate_rank(rank, args, num_gpus, local_rank=None, init_method=None):
         backend = "nccl" if device.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend=backend, init_method=init_method, rank=rank, world_size=num_gpus)
     try:
-        G = generator_of(load_network(args.network_pkl, verbose=False))
+        G = generator_of(load_network(args.network_pkl, verbose=False, sha256=args.get("sha256")))
         for metric in args.metrics:
             if rank == 0:
                 print(f"Calculating {metric}...", file=sys.stderr, flush=True)
             result = metric_main.calc_metric(
                 metric=metric, G=G, dataset_kwargs=args.dataset_kwargs, num_gpus=num_gpus, rank=rank, device=device,
-                verbose=args.progress, detectors=args.detectors, seed=args.seed, max_gen=args.max_gen)
+                verbose=args.progress, detectors=args.detectors, seed=args.seed, max_gen=args.max_gen,
+                ref_stats=args.get("ref_stats"))
             if rank == 0:
                 metric_main.report_metric(result, run_dir=args.run_dir, snapshot_pkl=args.network_pkl)
     finally:
@@ -140,3 +146,31 @@ def launch(args):
         except torch.multiprocessing.ProcessExitedException as err:
             raise dnnlib.util.UserError(f"--gpus: metric process {err.error_index} failed (exit code {err.exit_code}); "
                                         "see its message above") from err
+
+
+def export_reference_stats(data, out, mirror=False, with_features=False, device="cpu", detectors=None, verbose=True):
+    """calc_metrics.py --export-stats: the statistics of every real image of `data` (x-flipped copies too with
+    `mirror`), computed exactly as the metrics compute them; `with_features` adds the features KID and
+    precision/recall need. Returns the summary of metrics/reference_stats.save_reference_stats."""
+    from training.dataset import ImageFolderDataset  # the dataset class itself: nothing named by a file
+    dataset_kwargs = dnnlib.EasyDict(class_name=DATASET_CLASS, path=data, use_labels=True, xflip=bool(mirror))
+    dataset = ImageFolderDataset(path=data, use_labels=True, xflip=bool(mirror))
+    try:
+        image_shape, labels = list(dataset.image_shape), reference_stats.dataset_labels(dataset)
+    finally:
+        dataset.close()
+    opts = metric_utils.MetricOptions(dataset_kwargs=dataset_kwargs, device=device, detectors=detectors,
+                                      verbose=verbose)
+    stats = metric_utils.compute_feature_stats_for_dataset(
+        opts, "inception", frechet_inception_distance.DETECTOR_KWARGS, max_items=None, capture_mean_cov=True,
+        capture_all=with_features)
+    extra = {}
+    if with_features:
+        vgg16 = metric_utils.compute_feature_stats_for_dataset(opts, "vgg16", precision_recall.DETECTOR_KWARGS,
+                                                               max_items=None, capture_all=True)
+        extra = dict(inception_features=stats.get_all(), vgg16_features=vgg16.get_all(),
+                     vgg16_sha256=metric_utils.detector_sha256(opts, "vgg16"))
+    mu, sigma = stats.get_mean_cov()
+    return reference_stats.save_reference_stats(out, mu, sigma, stats.num_items,
+                                                metric_utils.detector_sha256(opts, "inception"), image_shape,
+                                                bool(mirror), labels, extra)

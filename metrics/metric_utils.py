@@ -19,6 +19,7 @@ import torch
 import tqdm
 
 import dnnlib
+from . import reference_stats
 
 # ----------------------------------------------------------------------------
 # Detectors: the standard files, and the option / environment variable that point at a local copy.
@@ -61,6 +62,7 @@ class MetricOptions:
         batch_size      = 64,       # Images per detector call; the results do not depend on it.
         batch_gen       = None,     # Images per generator call; None = min(batch_size, 4) as in the original.
         num_workers     = None,     # DataLoader worker processes; None = 3 on CUDA, 0 on the CPU.
+        ref_stats       = None,     # Reference statistics file (metrics/reference_stats.py) in place of the real images.
     ):
         assert 0 <= rank < num_gpus
         if device is None:
@@ -81,6 +83,7 @@ class MetricOptions:
         self.batch_size = batch_size
         self.batch_gen = batch_gen if batch_gen is not None else min(batch_size, 4)
         self.num_workers = num_workers if num_workers is not None else (3 if self.device.type == "cuda" else 0)
+        self.ref_stats = ref_stats
 
 
 def capped(count, cap):
@@ -235,6 +238,21 @@ def get_feature_detector(opts, kind):
         if distributed and opts.rank == 0:
             torch.distributed.barrier()
     return _detector_cache[key]
+
+
+_detector_sha256 = dict()  # (path, size, mtime_ns) -> hex digest
+
+
+def detector_sha256(opts, kind):
+    """SHA-256 of the detector file of `kind` this run uses: what reference statistics files record."""
+    get_feature_detector(opts, kind)  # fetched, and checked to be a detector, first
+    spec, _ = detector_spec(opts, kind)
+    path = dnnlib.util.open_url(spec, num_attempts=3, verbose=False, return_filename=True)
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _detector_sha256:
+        _detector_sha256[key] = dnnlib.download.file_sha256(path)
+    return _detector_sha256[key]
 
 
 def run_detector(detector, images, detector_kwargs):
@@ -394,9 +412,28 @@ def _rank0_flag(opts, flag):
 # Feature extraction.
 
 
+def label_source(opts):
+    """What generated images draw labels from: the real dataset, or the reference statistics file's labels."""
+    if opts.ref_stats is not None and "class_name" not in opts.dataset_kwargs:
+        return reference_stats.label_table(reference_stats.cached_reference_stats(opts.ref_stats), int(opts.G.c_dim))
+    return dnnlib.util.construct_class_by_name(**opts.dataset_kwargs)
+
+
+def reference_feature_stats(opts, kind, max_items):
+    """Real-image statistics from the file opts.ref_stats instead of the dataset, once the file is known to fit."""
+    ref = reference_stats.cached_reference_stats(opts.ref_stats)
+    spec, _ = detector_spec(opts, kind)
+    image_shape = reference_stats.generator_image_shape(opts.G) if opts.G is not None else None
+    reference_stats.check_compatible(ref, kind, detector_sha256(opts, kind), f"{DETECTORS[kind].title} detector "
+                                     f"({spec})", xflip=opts.dataset_kwargs.get("xflip", False), image_shape=image_shape)
+    return reference_stats.FileStats(ref, kind, max_items)
+
+
 def compute_feature_stats_for_dataset(opts, detector, detector_kwargs, max_items=None, **stats_kwargs):
     """Features of the real images (all, or the first max_items in dataset order), cached on disk by rank 0."""
     max_items = capped(max_items, opts.max_real)
+    if opts.ref_stats is not None:
+        return reference_feature_stats(opts, detector, max_items)
     cache_file = None
     if opts.cache:
         cache_file = stats_cache_path(opts, detector, detector_kwargs, dict(stats_kwargs, max_items=max_items))
@@ -436,7 +473,7 @@ def compute_feature_stats_for_generator(opts, detector, detector_kwargs, max_ite
     G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
     G_kwargs = dict(truncation_psi=1, noise_mode="random")
     G_kwargs.update(opts.G_kwargs)
-    dataset = dnnlib.util.construct_class_by_name(**opts.dataset_kwargs)  # for its labels
+    dataset = label_source(opts)
     stats = FeatureStats(max_items=max_items, **stats_kwargs)
     detector_net = get_feature_detector(opts, detector)
 

@@ -75,7 +75,7 @@ def compute_ppl(opts, num_samples, epsilon, space, sampling, crop, batch_size):
     """PPL over num_samples paths; noise buffers are redrawn for each batch. NaN on ranks other than 0."""
     assert space in ("z", "w") and sampling in ("full", "end")
     num_samples = metric_utils.capped(num_samples, opts.max_gen)
-    dataset = dnnlib.util.construct_class_by_name(**opts.dataset_kwargs)  # for its labels
+    dataset = metric_utils.label_source(opts)
     vgg16 = metric_utils.get_feature_detector(opts, "vgg16")
     G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)  # its noise buffers get overwritten
     noise_bufs = [buf for name, buf in G.named_buffers() if name.endswith(".noise_const")]

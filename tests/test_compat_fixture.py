@@ -8,9 +8,15 @@ import torch
 import legacy
 
 
-@pytest.fixture(scope="module")
-def fixture(compat_dir):
-    with open(os.path.join(compat_dir, "tiny_64x32.pkl"), "rb") as f:
+@pytest.fixture(scope="module", params=["pkl", "safetensors"])
+def fixture(request, compat_dir, tmp_path_factory):
+    path = os.path.join(compat_dir, "tiny_64x32.pkl")
+    if request.param == "safetensors":  # the plain-weights export must reproduce the same outputs
+        import convert
+        exported = str(tmp_path_factory.mktemp("plain_weights") / "tiny_64x32.safetensors")
+        convert.convert_checkpoint(path, exported)
+        path = exported
+    with open(path, "rb") as f:
         nets = legacy.load_network_pkl(f)
     expected = dict(np.load(os.path.join(compat_dir, "tiny_64x32_expected.npz")))
     return nets, expected

@@ -248,7 +248,7 @@ def loopback_url(monkeypatch):
     """Point the standard Inception URL at a closed local port: a download that fails at once, as offline."""
     url = "http://127.0.0.1:9/metrics/inception-2015-12-05.pt"
     monkeypatch.setitem(metric_utils.DETECTORS["inception"], "url", url)
-    monkeypatch.setattr(dnnlib.util.time, "sleep", lambda _seconds: None)  # skip the retry back-off
+    monkeypatch.setattr(dnnlib.download.time, "sleep", lambda _seconds: None)  # skip the retry back-off
     return url
 
 

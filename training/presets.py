@@ -115,6 +115,7 @@ def make_training_options(
     vgg16       = None,     # VGG16 detector file/URL (pr50k3, ppl2_wend); None = $SG2_VGG16_DETECTOR or download.
     device      = None,     # 'cpu' or 'cuda'; None = CUDA when available.
     metric_kwargs = None,   # More metrics.metric_utils.MetricOptions kwargs (library use, e.g. max_gen).
+    ref_stats   = None,     # Real-image statistics file/URL (calc_metrics.py --export-stats) for the metrics.
 ) -> tuple:
     """Validated training_loop kwargs (an EasyDict) and a short run description for the run folder name."""
     from training.dataset import ImageFolderDataset
@@ -208,6 +209,9 @@ def make_training_options(
     detectors = {kind: path for kind, path in [("inception", detector), ("vgg16", vgg16)] if path}
     if detectors:
         c.metric_kwargs.detectors = detectors
+    if ref_stats is not None:
+        from metrics import reference_stats
+        c.metric_kwargs.ref_stats = reference_stats.resolve(ref_stats)
     c.grid_size = list(grid) if grid is not None else None
     c.data_loader_kwargs = dnnlib.EasyDict(num_workers=workers, prefetch_factor=2 if workers > 0 else None)
     c.cudnn_benchmark = not nobench

@@ -1,0 +1,237 @@
+"""FID without the dataset: real-image statistics made once (--export-stats), used in its place (--ref-stats).
+
+A reference statistics file is an .npz (read with allow_pickle=False) holding:
+
+| array | meaning |
+| --- | --- |
+| `mu`, `sigma` | float64 mean [F] and covariance [F, F] of the Inception-v3 features (the names other FID tools use) |
+| `num_images` | how many real images (items: with x-flips, each image counts twice) |
+| `detector_sha256` | SHA-256 of the Inception-v3 detector file the features came from |
+| `image_shape` | [C, H, W] of the real images |
+| `xflip` | whether x-flipped copies were added |
+| `package_version`, `format_version` | what wrote the file |
+| `labels` | (optional) float32 [num_images, L], the class labels, for conditional networks |
+| `inception_features` | (optional, --with-features) float32 [num_images, F], for KID |
+| `vgg16_features`, `vgg16_sha256` | (optional, --with-features) VGG16 features and detector, for precision/recall |
+
+The statistics are exactly what the metrics compute from the dataset, so FID against the file equals
+FID against the dataset. A file made with another detector, image size or flip setting is refused.
+"""
+import os
+
+import numpy as np
+import torch
+
+import dnnlib
+
+FORMAT_VERSION = 1
+MAX_FEATURES = 1 << 14          # bound on the feature width (Inception-v3: 2048, VGG16: 4096)
+MAX_LABEL_DIM = 1 << 16
+SHA_KEYS = {"inception": "detector_sha256", "vgg16": "vgg16_sha256"}  # detector kind -> its SHA-256 in the file
+
+# ----------------------------------------------------------------------------
+# Writing.
+
+def dataset_labels(dataset):
+    """float32 [len, L] labels of every item, or None when the dataset has none."""
+    if not dataset.has_labels:
+        return None
+    return np.stack([np.asarray(dataset.get_label(i), dtype=np.float32) for i in range(len(dataset))])
+
+
+def save_reference_stats(path, mu, sigma, num_images, detector_sha256, image_shape, xflip, labels=None, extra=None):
+    """Write a reference statistics file atomically; `extra` holds the optional feature arrays. Returns a summary."""
+    arrays = dict(mu=np.asarray(mu, dtype=np.float64), sigma=np.asarray(sigma, dtype=np.float64),
+                  num_images=np.int64(num_images), detector_sha256=np.str_(detector_sha256),
+                  image_shape=np.array(image_shape, dtype=np.int64), xflip=np.bool_(xflip),
+                  package_version=np.str_(dnnlib.util.package_version()), format_version=np.int64(FORMAT_VERSION))
+    if labels is not None:
+        arrays["labels"] = np.asarray(labels, dtype=np.float32)
+    arrays.update(extra or {})
+    dnnlib.util.atomic_write(os.fspath(path), lambda f: np.savez(f, **arrays))
+    return dict(path=os.fspath(path), num_images=int(num_images), image_shape=list(image_shape), xflip=bool(xflip),
+                features=sorted(k for k in arrays if k.endswith("_features")))
+
+
+# ----------------------------------------------------------------------------
+# Reading, with shapes checked before any large array is read.
+
+def _array_header(npz, key):
+    """(shape, dtype) of one array of an open NpzFile, from its header alone."""
+    with npz.zip.open(key + ".npy") as member:
+        version = np.lib.format.read_magic(member)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        shape, _fortran_order, dtype = read_header(member)
+    return shape, dtype
+
+
+_REQUIRED = ("mu", "sigma", "num_images", "detector_sha256", "image_shape", "xflip", "format_version")
+
+
+def _check_layout(npz, path):
+    """Refuse a file whose arrays are missing, of the wrong kind or implausibly large, before reading them."""
+    names = set(npz.files)
+    missing = [key for key in _REQUIRED if key not in names]
+    if missing:
+        raise dnnlib.util.UserError(f"--ref-stats: {path} is not a reference statistics file (lacks "
+                                    f"{', '.join(missing)}); write one with calc_metrics.py --export-stats")
+    headers = {key: _array_header(npz, key) for key in names}
+    num_images = int(npz["num_images"]) if headers["num_images"] == ((), np.dtype("i8")) else -1
+    mu_shape = headers["mu"][0]
+    width = mu_shape[0] if len(mu_shape) == 1 else -1
+    expected = dict(mu=((width,), "f8"), sigma=((width, width), "f8"))
+    for key in ("labels", "inception_features", "vgg16_features"):
+        if key in names:
+            shape = headers[key][0]
+            expected[key] = ((num_images, shape[1] if len(shape) == 2 else -1), "f4")
+    for key, (shape, dtype) in expected.items():
+        limit = MAX_LABEL_DIM if key == "labels" else MAX_FEATURES
+        if headers[key] != (shape, np.dtype(dtype)) or num_images < 2 or not 0 < shape[-1] <= limit:
+            got_shape, got_dtype = headers[key]
+            raise dnnlib.util.UserError(f"--ref-stats: {path}: array '{key}' is {got_dtype} {list(got_shape)}, "
+                                        f"which does not fit {num_images} images; the file is damaged")
+
+
+def _scalar(npz, key, kind, path):
+    value = npz[key]
+    if value.shape != () or value.dtype.kind != kind:
+        raise dnnlib.util.UserError(f"--ref-stats: {path}: '{key}' is not a single {kind!r} value; the file is damaged")
+    return value.item()
+
+
+def load_reference_stats(path):
+    """The small fields of a reference statistics file (an EasyDict); large arrays are read later by key."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            _check_layout(npz, path)
+            ref = dnnlib.EasyDict(path=path, files=set(npz.files),
+                                  num_images=_scalar(npz, "num_images", "i", path),
+                                  detector_sha256=_scalar(npz, "detector_sha256", "U", path),
+                                  xflip=_scalar(npz, "xflip", "b", path),
+                                  format_version=_scalar(npz, "format_version", "i", path),
+                                  image_shape=[int(v) for v in npz["image_shape"]])
+            if "vgg16_sha256" in npz.files:
+                ref.vgg16_sha256 = _scalar(npz, "vgg16_sha256", "U", path)
+    except (OSError, ValueError, KeyError, EOFError) as err:  # not a zip, or a damaged npz member
+        raise dnnlib.util.UserError(f"--ref-stats: {path} is not a readable .npz file ({err})") from None
+    if ref.format_version > FORMAT_VERSION:
+        raise dnnlib.util.UserError(f"--ref-stats: {path} has format_version {ref.format_version}; this package "
+                                    f"reads up to {FORMAT_VERSION}, update it")
+    if len(ref.image_shape) != 3:
+        raise dnnlib.util.UserError(f"--ref-stats: {path}: image_shape {ref.image_shape} is not [C, H, W]")
+    return ref
+
+
+def read_array(ref, key):
+    with np.load(ref.path, allow_pickle=False) as npz:
+        return npz[key]
+
+
+def resolve(spec):
+    """A --ref-stats path or URL -> a checked local path (downloaded once, like networks)."""
+    try:
+        path = dnnlib.util.open_url(spec, return_filename=True)
+    except dnnlib.util.UserError as err:
+        raise dnnlib.util.UserError(f"--ref-stats: {err}") from None
+    load_reference_stats(path)
+    return os.path.abspath(path)
+
+
+# ----------------------------------------------------------------------------
+# Standing in for the dataset.
+
+def generator_image_shape(G):
+    return [int(G.img_channels), int(getattr(G, "img_height", G.img_resolution)),
+            int(getattr(G, "img_width", G.img_resolution))]
+
+
+def check_compatible(ref, kind, detector_sha256, detector_name, xflip, image_shape=None):
+    """Refuse a file made with another detector, flip setting or image size than this metric run uses."""
+    where = f"--ref-stats: {ref.path}"
+    theirs = ref.get(SHA_KEYS[kind])
+    if theirs is None and kind != "inception":
+        raise dnnlib.util.UserError(f"{where} holds no {kind} features; precision/recall need them: write the file "
+                                    "with calc_metrics.py --export-stats --with-features")
+    if theirs != detector_sha256:
+        raise dnnlib.util.UserError(f"{where} was made with a detector of SHA-256 {theirs}, but this run's "
+                                    f"{detector_name} has SHA-256 {detector_sha256}; use the same detector file")
+    if ref.xflip != bool(xflip):
+        raise dnnlib.util.UserError(f"{where} holds statistics with xflip={ref.xflip}, but this metric needs "
+                                    f"xflip={bool(xflip)}; export statistics with --mirror={int(bool(xflip))}")
+    if image_shape is not None and list(image_shape) != ref.image_shape:
+        raise dnnlib.util.UserError(f"{where} holds statistics of {ref.image_shape} (CxHxW) images, but the network "
+                                    f"makes {list(image_shape)}; use statistics of matching images")
+
+
+class FileStats:
+    """What metric_utils.FeatureStats offers the metrics, served from a reference statistics file."""
+
+    def __init__(self, ref, kind, max_items):
+        self.ref = ref
+        self.kind = kind
+        self.num_items = ref.num_images if max_items is None else min(ref.num_images, max_items)
+
+    def get_mean_cov(self):
+        if self.num_items != self.ref.num_images:
+            raise dnnlib.util.UserError(
+                f"--ref-stats: this metric uses the first {self.num_items} real images, but {self.ref.path} holds "
+                f"the statistics of {self.ref.num_images}; use the *_full metric with this file")
+        return read_array(self.ref, "mu"), read_array(self.ref, "sigma")
+
+    def get_all(self):
+        key = f"{self.kind}_features"
+        if key not in self.ref.files:
+            raise dnnlib.util.UserError(
+                f"--ref-stats: {self.ref.path} holds the mean and covariance only; KID and precision/recall need "
+                "the features: write the file with calc_metrics.py --export-stats --with-features")
+        return read_array(self.ref, key)[:self.num_items]
+
+    def get_all_torch(self):
+        return torch.from_numpy(self.get_all())
+
+
+_loaded = dict()  # path -> (size, mtime_ns, ref)
+
+
+def cached_reference_stats(path):
+    st = os.stat(path)
+    entry = _loaded.get(path)
+    if entry is None or entry[:2] != (st.st_size, st.st_mtime_ns):
+        entry = _loaded[path] = (st.st_size, st.st_mtime_ns, load_reference_stats(path))
+    return entry[2]
+
+
+class LabelTable:
+    """Where generated images draw their labels when there is no dataset: the file's labels, or empty ones."""
+
+    def __init__(self, labels):
+        self.labels = labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def get_label(self, idx):
+        return self.labels[idx].copy()
+
+
+def label_table(ref, c_dim):
+    """Labels for the generator, as the dataset would give them (same count, same order)."""
+    if c_dim == 0:
+        return LabelTable(np.zeros([ref.num_images, 0], dtype=np.float32))
+    if "labels" not in ref.files:
+        raise dnnlib.util.UserError(f"--ref-stats: {ref.path} has no labels, but the network is conditional "
+                                    f"(c_dim={c_dim}); export statistics of a dataset with labels")
+    labels = read_array(ref, "labels")
+    if labels.shape[1] != c_dim:
+        raise dnnlib.util.UserError(f"--ref-stats: {ref.path} has labels of width {labels.shape[1]}, but the network "
+                                    f"takes c_dim={c_dim}")
+    return LabelTable(labels)
+
+
+def dataset_kwargs_without_data(network_dict, mirror=None):
+    """dataset_kwargs for metrics against a reference file: no dataset, only the flip setting the metrics check
+    (--mirror, else the snapshot's training set, else none)."""
+    tsk = network_dict.get("training_set_kwargs") or {}
+    xflip = bool(mirror) if mirror is not None else bool(tsk.get("xflip", False))
+    return dnnlib.EasyDict(xflip=xflip)
