@@ -22,6 +22,7 @@ import sys
 
 import click
 
+import dnnlib
 import dnnlib.cli
 from dnnlib import image_grid
 from training import launch, presets
@@ -125,6 +126,8 @@ def main(outdir, data, gpus, dry_run, verbose, **opts):
     if gpus is None:
         gpus = env[1] if env is not None else 1
     resume = resume_option.resolve_resume_option(opts.pop("resume"))
+    if resume is not None and not dnnlib.util.is_url(resume, allow_file_urls=True):
+        resume = launch.find_latest_snapshot(resume)  # A run folder: its newest snapshot.
     c, desc = presets.make_training_options(data=data, gpus=gpus, resume=resume, **opts)
     status = launch.launch(c, outdir=outdir, desc=desc, dry_run=dry_run)
     if status:

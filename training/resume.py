@@ -35,11 +35,10 @@ ORIGINAL_RESUME_NAMES = ("ffhq256", "ffhq512", "ffhq1024", "celebahq256", "lsund
 
 
 def resolve_resume_option(text):
-    """--resume as typed -> a snapshot path or URL, or None ('noresume' is stylegan2-ada-pytorch's 'none').
+    """--resume as typed -> an existing path (file or run folder) or a URL, or None for no resume.
 
-    A run folder gives its newest snapshot (training.launch.find_latest_snapshot).
+    'noresume' is stylegan2-ada-pytorch's way of saying none; its named downloads are refused clearly.
     """
-    from training import launch
     if text is None or text == "noresume":
         return None
     if dnnlib.util.is_url(text, allow_file_urls=True):
@@ -49,7 +48,7 @@ def resolve_resume_option(text):
             raise UserError(f"--resume={text} is one of stylegan2-ada-pytorch's named downloads, which this package "
                             "does not have; download the pickle and give its path or URL")
         raise UserError(f"--resume: {text} does not exist; give a snapshot .pkl or a run folder")
-    return launch.find_latest_snapshot(text)
+    return text
 
 
 def read_checkpoint(path):
