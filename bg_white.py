@@ -121,8 +121,8 @@ def whiten_folder(images_dir: str, masks_dir: str, outdir: str, feather: float =
 
 
 @click.command()
-@click.option("--images", "images_dir", required=True, metavar="DIR", help="Folder of photos (png/jpg)")
-@click.option("--masks", "masks_dir", required=True, metavar="DIR",
+@click.option("--images", "--raw_img_dir", "images_dir", required=True, metavar="DIR", help="Folder of photos (png/jpg)")
+@click.option("--masks", "--raw_seg_dir", "masks_dir", required=True, metavar="DIR",
               help="Folder of person masks, same file stems (png/jpg)")
 @click.option("--outdir", required=True, metavar="DIR", help="Where <stem>.png results go")
 @click.option("--feather", type=click.FloatRange(min=0), default=2.0, show_default=True,

@@ -97,6 +97,18 @@ def _parse_seeds(ctx, param, value):
         raise click.BadParameter(str(err))
 
 
+# StyleGAN-Human's generate.py picks the network family with --version; this package runs version 2 only.
+OTHER_VERSIONS = {1: "StyleGAN1 (TensorFlow)", 3: "StyleGAN3"}
+
+
+def _check_version(ctx, param, value):
+    if value is not None and value != 2:
+        family = OTHER_VERSIONS.get(value, f"version {value}")
+        raise click.BadParameter(f"{value}: {family} networks are not supported; this package runs StyleGAN2 "
+                                 "networks (--version 2)")
+    return value
+
+
 def _parse_grid(ctx, param, value):
     try:
         return None if value is None else parse_grid(value)
@@ -123,6 +135,10 @@ def _parse_grid(ctx, param, value):
 @click.option("--grid", callback=_parse_grid, default=None, metavar="ROWSxCOLS",
               help="Write one contact sheet grid.png instead of one file per seed")
 @click.option("--verbose", is_flag=True, help="Show full tracebacks on errors")
+@click.option("--version", type=int, hidden=True, expose_value=False, callback=_check_version,
+              help="StyleGAN-Human's network version: only 2 (StyleGAN2)")
+@dnnlib.cli.unsupported_option("--projected-w", "stylegan2-ada-pytorch's generate.py",
+                               "generate from seeds with --seeds")
 def main(network_pkl, seeds, truncation_psi, truncation_cutoff, noise_mode, class_idx, outdir, batch_size,
          device_name, grid, verbose, sha256):
     """Generate images with a pretrained StyleGAN2 network, one PNG per seed (seed%04d.png)."""

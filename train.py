@@ -14,8 +14,10 @@ Examples:
 
   # Continue a run exactly where it stopped (snapshot or run folder):
   python train.py --outdir=training-runs --data=... --cfg=shhq --mirror=1 --resume=training-runs/00000-...
+
+  # Fine-tune a released model on your own 512x256 images (architecture taken from the file):
+  python train.py --outdir=finetune-runs --data=my-512x256.zip --resume=SHHQ-1.0_sg2_512.pkl --aug=ada --mirror=1
 """
-import os
 import sys
 
 import click
@@ -24,6 +26,7 @@ import dnnlib
 import dnnlib.cli
 from dnnlib import image_grid
 from training import launch, presets
+from training import resume as resume_option
 
 
 def _parse_grid(_ctx, _param, value):
@@ -44,7 +47,8 @@ def _parse_grid(_ctx, _param, value):
 @click.option("--gpus", help="Number of processes (GPUs; CPU processes with gloo when there is no CUDA)  [default: 1, "
               "WORLD_SIZE under torchrun]", type=click.IntRange(min=1), default=None)
 # Base configuration.
-@click.option("--cfg", help="Preset", type=click.Choice(list(presets.CONFIG_SPECS)), default="auto", show_default=True)
+@click.option("--cfg", help="Preset", metavar=f"[{'|'.join(presets.CONFIG_SPECS)}]", default="auto",
+              show_default=True)
 @click.option("--batch", help="Total batch size  [default: preset]", type=click.IntRange(min=1))
 @click.option("--batch-gpu", help="Images per GPU per pass (gradient accumulation below batch/gpus)  [default: preset]",
               type=click.IntRange(min=1))
@@ -57,16 +61,20 @@ def _parse_grid(_ctx, _param, value):
               show_default=True)
 @click.option("--seed", help="Random seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--aspect", help="Image height:width, e.g. 2:1  [default: from the dataset]", metavar="H:W")
+@click.option("--square", help="StyleGAN-Human's spelling of --aspect: False = 2:1, True = 1:1", type=bool,
+              hidden=True)
 # Dataset.
 @click.option("--mirror", help="Add x-flipped copies of the images", type=bool, default=False, show_default=True)
 @click.option("--cond", help="Class-conditional training from dataset.json labels", type=bool, default=False,
               show_default=True)
 @click.option("--subset", help="Train on a random subset of this many images", type=click.IntRange(min=1))
 # Networks and optimisation.
-@click.option("--cbase", help="Channel base (channels = min(cbase/res, cmax))  [default: preset]",
+@click.option("--cbase", help="Channel base (channels = min(cbase/res, cmax))  [default: preset; with --resume, the "
+              "file's]",
               type=click.IntRange(min=1))
-@click.option("--cmax", help="Maximum channels  [default: 512]", type=click.IntRange(min=1))
-@click.option("--map", help="Mapping network depth  [default: preset]", type=click.IntRange(min=1))
+@click.option("--cmax", help="Maximum channels  [default: 512; with --resume, the file's]", type=click.IntRange(min=1))
+@click.option("--map", help="Mapping network depth  [default: preset; with --resume, the file's]",
+              type=click.IntRange(min=1))
 @click.option("--mbstd-group", help="Minibatch-stddev group size  [default: preset]", type=click.IntRange(min=1))
 @click.option("--glr", help="G learning rate  [default: preset]", type=click.FloatRange(min=0, min_open=True))
 @click.option("--dlr", help="D learning rate  [default: preset]", type=click.FloatRange(min=0, min_open=True))
@@ -76,13 +84,16 @@ def _parse_grid(_ctx, _param, value):
 @click.option("--p", "--aug-p", "p", help="Augmentation probability for --aug=fixed  [default: 0.2]; under torchrun "
               "write --aug-p (torchrun reads --p as one of its own options)", type=click.FloatRange(0, 1))
 @click.option("--target", help="ADA target value for --aug=ada  [default: 0.6]", type=click.FloatRange(0, 1))
-@click.option("--ada-kimg", help="ADA speed: kimg for p to go from 0 to 1", type=click.FloatRange(min=0, min_open=True),
-              default=500, show_default=True)
+@click.option("--ada-kimg", help="ADA speed: kimg for p to go from 0 to 1  [default: 500, fine-tuning 100]",
+              type=click.FloatRange(min=0, min_open=True))
 @click.option("--augpipe", help="Augmentation pipeline (training/augment.py; 'body' keeps figures upright)",
               default="bgc", show_default=True)
 # Transfer learning and resuming.
-@click.option("--resume", help="Continue from a snapshot or run folder (exact: counters, optimizers, RNG); a "
-              "checkpoint without training state only initialises the weights", metavar="PKL|DIR|URL")
+@click.option("--resume", help="Continue from a snapshot or run folder (exact: counters, optimizers, RNG), or "
+              "fine-tune a checkpoint without training state (e.g. a released one); the networks are built as the "
+              "file says", metavar="PKL|DIR|URL")
+@click.option("--freezed", help="Freeze-D: the first N layers of D (from the image side) are not trained  [default: 0]",
+              type=click.IntRange(min=0), metavar="N")
 # Performance.
 @click.option("--fp32", help="Disable mixed precision", type=bool, default=False, show_default=True)
 @click.option("--nhwc", help="Channels-last memory format in the FP16 layers", type=bool, default=False,
@@ -116,11 +127,9 @@ def main(outdir, data, gpus, dry_run, verbose, **opts):
     env = launch.torchrun_env()
     if gpus is None:
         gpus = env[1] if env is not None else 1
-    resume = opts.pop("resume")
+    resume = resume_option.resolve_resume_option(opts.pop("resume"))
     if resume is not None and not dnnlib.util.is_url(resume, allow_file_urls=True):
-        if not os.path.exists(resume):
-            raise dnnlib.util.UserError(f"--resume: {resume} does not exist; give a snapshot .pkl or a run folder")
-        resume = launch.find_latest_snapshot(resume)
+        resume = launch.find_latest_snapshot(resume)  # A run folder: its newest snapshot.
     c, desc = presets.make_training_options(data=data, gpus=gpus, resume=resume, **opts)
     status = launch.launch(c, outdir=outdir, desc=desc, dry_run=dry_run)
     if status:

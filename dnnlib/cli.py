@@ -8,6 +8,15 @@ import click
 from .util import UserError
 
 
+def unsupported_option(name: str, origin: str, instead: str):
+    """A hidden option that the original tool `origin` has and this package does not: giving it is a clear error."""
+    def refuse(_ctx, _param, value):
+        if value is not None:
+            raise click.UsageError(f"{name} is an option of {origin} that this package does not have; {instead}")
+        return value
+    return click.option(name, hidden=True, expose_value=False, callback=refuse)
+
+
 def run(command: click.Command) -> None:
     """Invoke a click command; UserError (and unreadable files) print one line and exit 1.
 

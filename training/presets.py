@@ -9,6 +9,7 @@ import math
 import re
 
 import dnnlib
+from training import freeze_d
 
 # Keys: ref_gpus = GPUs the batch was tuned for (-1 = the run's), kimg = default length, mb = batch,
 # mbstd = minibatch-stddev group, fmaps = channel_base / 32768, lrate = Adam lr (G and D), gamma = R1
@@ -21,6 +22,13 @@ CONFIG_SPECS = {
     "paper256":  dict(ref_gpus=8,  kimg=25000, mb=64, mbstd=8,  fmaps=0.5, lrate=0.0025, gamma=1,   ema=20, ramp=None, map=8),
     "paper512":  dict(ref_gpus=8,  kimg=25000, mb=64, mbstd=8,  fmaps=1,   lrate=0.0025, gamma=0.5, ema=20, ramp=None, map=8),
     "paper1024": dict(ref_gpus=8,  kimg=25000, mb=32, mbstd=4,  fmaps=1,   lrate=0.002,  gamma=2,   ema=10, ramp=None, map=8),
+}
+
+# Presets of the original code bases that this package does not have, with what they were for.
+ORIGINAL_ONLY_CFGS = {
+    "cifar": "stylegan2-ada-pytorch's CIFAR-10 preset (32x32, class-conditional)",
+    "stylegan3-t": "a StyleGAN3 preset (StyleGAN-Human trains SG3 with it)",
+    "stylegan3-r": "a StyleGAN3 preset (StyleGAN-Human trains SG3 with it)",
 }
 
 AUG_MODES = ("noaug", "ada", "fixed")
@@ -57,6 +65,26 @@ def parse_aspect(text: str) -> tuple:
     return (h // g, w // g)
 
 
+def aspect_option(aspect, square):
+    """(option, text as typed, (H, W)) of --aspect or StyleGAN-Human's --square (False = 2:1); None if neither."""
+    if square is not None:
+        square_aspect = (1, 1) if square else (2, 1)
+        if aspect is not None and parse_aspect(aspect) != square_aspect:
+            raise dnnlib.util.UserError(f"--square={square} contradicts --aspect={aspect}; give one of them")
+        return "square", f"{bool(square)}", square_aspect
+    if aspect is not None:
+        return "aspect", aspect, parse_aspect(aspect)
+    return None
+
+
+def check_cfg(cfg):
+    if cfg in ORIGINAL_ONLY_CFGS:
+        raise dnnlib.util.UserError(f"--cfg: '{cfg}' is {ORIGINAL_ONLY_CFGS[cfg]}, which this package does not have; "
+                                    f"choose one of {', '.join(CONFIG_SPECS)}")
+    if cfg not in CONFIG_SPECS:
+        raise dnnlib.util.UserError(f"--cfg: unknown preset '{cfg}'; choose one of {', '.join(CONFIG_SPECS)}")
+
+
 def parse_metrics(text) -> list:
     """'fid50k_full,kid50k' -> list of names; 'none' or '' -> []. Names are checked against metrics.metric_main."""
     if text is None:
@@ -74,6 +102,34 @@ def parse_metrics(text) -> list:
             raise dnnlib.util.UserError(f"--metrics: unknown metric '{name}'; choose from "
                                         f"{', '.join(metric_main.list_valid_metrics())} or none")
     return names
+
+
+def _start_from_checkpoint(c, path, shape, explicit, fp32, nhwc, freezed, mbstd_group, batch_gpu):
+    """Take G and D from the checkpoint's own options (training/resume.py); True when the run fine-tunes.
+
+    A run fine-tunes unless the file continues a run exactly (or continues a run that fine-tuned).
+    """
+    from training import resume as resume_lib
+    data = resume_lib.read_checkpoint(path)
+    c.G_kwargs, c.D_kwargs = resume_lib.network_options(path, data, shape, explicit, c.G_kwargs, c.D_kwargs,
+                                                        fp32=fp32, nhwc=nhwc)
+    if data.get("D") is not None:
+        epilogue = c.D_kwargs.setdefault("epilogue_kwargs", {})
+        group = mbstd_group if mbstd_group is not None else epilogue.get("mbstd_group_size", 4)
+        if group is not None:
+            group = min(group, batch_gpu)
+            if batch_gpu % group != 0:
+                raise dnnlib.util.UserError(f"--batch-gpu: {batch_gpu} is not a multiple of the minibatch-stddev group "
+                                            f"({group}) of {path}'s D; pass --mbstd-group with a divisor of it")
+        epilogue["mbstd_group_size"] = group
+    exact = resume_lib.is_exact(data)
+    frozen = freeze_d.frozen_layers(c.D_kwargs)
+    if not exact:  # Freeze-D is a choice of the run (--freezed, default 0), not of the file's D.
+        (c.D_kwargs.get("block_kwargs") or {}).pop("freeze_layers", None)
+    elif freezed is not None and freezed != frozen:
+        raise dnnlib.util.UserError(f"--freezed={freezed}: {path} continues a run trained with --freezed={frozen} "
+                                    "and holds its optimizer state; omit --freezed")
+    return not exact or bool(data["progress"].get("fine_tune", False))
 
 
 def make_training_options(
@@ -97,12 +153,14 @@ def make_training_options(
     glr         = None,     # G learning rate; None = preset.
     dlr         = None,     # D learning rate; None = preset.
     aspect      = None,     # 'H:W'; None = from the dataset (which must then match).
+    square      = None,     # StyleGAN-Human's --square: False = 2:1, True = 1:1 (an alias of aspect).
     aug         = None,     # noaug | ada | fixed; None = noaug for shhq, ada otherwise.
     p           = None,     # Augmentation probability for --aug=fixed (0.2 default when fixed).
     target      = None,     # ADA target for the sign of D(real) (default 0.6).
-    ada_kimg    = 500,      # ADA speed: kimg for p to go from 0 to 1.
+    ada_kimg    = None,     # ADA speed: kimg for p to go from 0 to 1; None = 500, 100 when fine-tuning.
     augpipe     = "bgc",    # Augmentation pipeline name (training/augment.py).
-    resume      = None,     # Snapshot to continue from (exact resume) or initialise from (transfer).
+    resume      = None,     # Snapshot to continue from (exact resume) or checkpoint to fine-tune (weights only).
+    freezed     = None,     # Freeze-D: keep the first N layers of D fixed (training/freeze_d.py); None = 0 or the file's.
     fp32        = False,    # Disable mixed precision.
     nhwc        = False,    # Channels-last memory format in the FP16 layers.
     nobench     = False,    # Disable cuDNN benchmarking.
@@ -120,8 +178,7 @@ def make_training_options(
     """Validated training_loop kwargs (an EasyDict) and a short run description for the run folder name."""
     from training.dataset import ImageFolderDataset
 
-    if cfg not in CONFIG_SPECS:
-        raise dnnlib.util.UserError(f"--cfg: unknown preset '{cfg}'; choose one of {', '.join(CONFIG_SPECS)}")
+    check_cfg(cfg)
     if gpus < 1:
         raise dnnlib.util.UserError(f"--gpus: must be at least 1, got {gpus}")
     c = dnnlib.EasyDict()
@@ -137,11 +194,14 @@ def make_training_options(
         if cond and not dataset.has_labels:
             raise dnnlib.util.UserError(f"--cond: {data} has no labels in dataset.json; add labels or drop --cond")
         dataset_aspect = tuple(dataset.aspect_ratio)
-        if aspect is not None and parse_aspect(aspect) != dataset_aspect:
-            raise dnnlib.util.UserError(f"--aspect: {aspect} does not match the dataset's images ({dataset.height}x"
-                                        f"{dataset.width}, H:W = {dataset_aspect[0]}:{dataset_aspect[1]}); "
-                                        "omit --aspect or use a matching dataset")
+        typed_aspect = aspect_option(aspect, square)
+        if typed_aspect is not None and typed_aspect[2] != dataset_aspect:
+            raise dnnlib.util.UserError(f"--{typed_aspect[0]}={typed_aspect[1]} does not match the dataset's images "
+                                        f"({dataset.height}x{dataset.width}, H:W = {dataset_aspect[0]}:"
+                                        f"{dataset_aspect[1]}); omit it or use a matching dataset")
         resolution, name = dataset.resolution, dataset.name
+        shape = dnnlib.EasyDict(path=data, height=dataset.height, width=dataset.width,
+                                channels=dataset.num_channels, label_dim=dataset.label_dim)
     finally:
         dataset.close()
 
@@ -183,6 +243,17 @@ def make_training_options(
     if nhwc:
         c.G_kwargs.synthesis_kwargs.fp16_channels_last = True
         c.D_kwargs.block_kwargs.fp16_channels_last = True
+    fine_tune = False
+    if resume is not None:
+        explicit = {key: (value, value) for key, value in [("cbase", cbase), ("cmax", cmax), ("map", map)]
+                    if value is not None}
+        if typed_aspect is not None:
+            explicit[typed_aspect[0]] = typed_aspect[1:]
+        fine_tune = _start_from_checkpoint(c, resume, shape, explicit, fp32=fp32, nhwc=nhwc, freezed=freezed,
+                                           mbstd_group=spec["mbstd"] if mbstd_group is not None else None,
+                                           batch_gpu=batch_gpu)
+    if freezed is not None:
+        freeze_d.set_frozen_layers(c.D_kwargs, freezed, resolution)
 
     # Adam with beta1 = 0 and the lazy-regularisation intervals of the StyleGAN2 paper (appendix B).
     c.G_opt_kwargs = dnnlib.EasyDict(class_name="torch.optim.Adam", lr=spec["lrate"] if glr is None else glr,
@@ -199,7 +270,9 @@ def make_training_options(
     c.batch_size = spec["mb"]
     c.batch_gpu = batch_gpu
     c.ema_kimg = spec["ema"]
-    c.ema_rampup = spec["ramp"]
+    # Fine-tuning as in StyleGAN2-ADA's transfer learning: no G_ema ramp-up, faster ADA (below).
+    c.ema_rampup = None if fine_tune else spec["ramp"]
+    c.fine_tune = fine_tune
     c.kimg_per_tick = tick
     c.image_snapshot_ticks = c.network_snapshot_ticks = snap
     c.random_seed = seed
@@ -238,7 +311,7 @@ def make_training_options(
                 raise dnnlib.util.UserError(f"--p: {p} is not a probability in [0, 1]")
         else:
             c.ada_target = 0.6 if target is None else float(target)
-            c.ada_kimg = ada_kimg
+            c.ada_kimg = ada_kimg if ada_kimg is not None else (100 if fine_tune else 500)
             if not 0 <= c.ada_target <= 1:
                 raise dnnlib.util.UserError(f"--target: {target} must lie in [0, 1]")
 
@@ -257,4 +330,6 @@ def make_training_options(
         desc += f"-{aug}-{augpipe}" + (f"-p{c.augment_p:g}" if aug == "fixed" else "")
     if resume is not None:
         desc += "-resume"
+    if freeze_d.frozen_layers(c.D_kwargs):
+        desc += f"-freezed{freeze_d.frozen_layers(c.D_kwargs):d}"
     return c, desc

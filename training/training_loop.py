@@ -22,6 +22,7 @@ import legacy
 from dnnlib import image_grid
 from torch_utils import misc
 from torch_utils import training_stats
+from training import resume
 from training import training_state
 
 # ----------------------------------------------------------------------------
@@ -115,16 +116,6 @@ def _memory_gb():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
-def _check_resume_shapes(src, dst, what):
-    """A snapshot whose tensors have other shapes than this run's networks is a user error, named clearly."""
-    src_tensors = dict(misc.named_params_and_buffers(src))
-    for name, tensor in misc.named_params_and_buffers(dst):
-        if name in src_tensors and src_tensors[name].shape != tensor.shape:
-            raise dnnlib.util.UserError(
-                f"--resume: {what} has {name} of shape {list(src_tensors[name].shape)}, this run's network needs "
-                f"{list(tensor.shape)}; use the snapshot's options (resolution, --cbase, --cmax, --map, --cond)")
-
-
 class NonFiniteLossError(dnnlib.util.UserError):
     """Training diverged (a NaN or Inf loss); the run stops without writing a snapshot of the broken state."""
 
@@ -189,6 +180,7 @@ def training_loop(
     grid_size               = None,     # (cols, rows) of the image grids; None = as many as fit in 7680x4320.
     resume_pkl              = None,     # Snapshot to start from: exact resume with `progress`, else weights only.
     resume_progress         = True,     # Restore the `progress` of resume_pkl (counters, optimizers, RNG)?
+    fine_tune               = False,    # The run started from another run's weights (kept in snapshots for resumes).
     cudnn_benchmark         = True,     # Let cuDNN pick the fastest convolution algorithms.
     allow_tf32              = False,    # Allow TF32 matmul/convolutions on Ampere and newer.
     device                  = None,     # torch.device; None = cuda:rank if available, else cpu.
@@ -234,19 +226,11 @@ def training_loop(
         raise dnnlib.util.UserError(f"{training_set_kwargs.get('path')}: images are {training_set.image_shape[1:]} "
                                     f"(HxW) but the generator makes {G.img_height}x{G.img_width}; check --aspect")
 
-    # Resume: weights always, the full state when the snapshot has it.
-    resume_data = None
+    # Resume: weights always (each network from the best source in the file), the full state when it has it.
+    resume_progress_state = None
     if resume_pkl is not None:
-        log(f"Resuming from {resume_pkl}")
-        with dnnlib.util.open_url(resume_pkl) as f:
-            resume_data = legacy.load_network_pkl(f)
-        exact = resume_progress and resume_data.get("progress") is not None
-        for name, module in [("G", G), ("D", D), ("G_ema", G_ema), ("augment_pipe", augment_pipe)]:
-            if module is not None and resume_data.get(name) is not None:
-                _check_resume_shapes(resume_data[name], module, f"{resume_pkl} '{name}'")
-                misc.copy_params_and_buffers(resume_data[name], module, require_all=exact)
-        if not exact:
-            resume_data["progress"] = None
+        resume_progress_state = resume.load_weights(
+            resume_pkl, dict(G=G, G_ema=G_ema, D=D, augment_pipe=augment_pipe), exact_allowed=resume_progress, log=log)
 
     # Phases with lazy regularisation (StyleGAN2 appendix B): lr and betas scaled by mb_ratio.
     loss = dnnlib.util.construct_class_by_name(device=device, G=G, D=D, augment_pipe=augment_pipe, **loss_kwargs)
@@ -276,10 +260,10 @@ def training_loop(
     # Per-rank seeds for whatever is not seeded per chunk (a resume below restores the saved states instead).
     np.random.seed((random_seed * num_gpus + rank) % 2 ** 32)
     state = dnnlib.EasyDict(cur_nimg=0, cur_tick=0, batch_idx=0, tick_start_nimg=0)
-    if resume_data is not None and resume_data["progress"] is not None:
-        training_state.restore(resume_data["progress"], state=state, opts=opts, loss=loss, ada=ada,
+    if resume_progress_state is not None:
+        training_state.restore(resume_progress_state, state=state, opts=opts, loss=loss, ada=ada,
                                num_gpus=num_gpus, batch_size=batch_size, log=log)
-    del resume_data
+    del resume_progress_state
 
     if distributed:
         for module in [G, D, G_ema, augment_pipe]:
@@ -352,7 +336,7 @@ def training_loop(
         if rank == 0:
             data["progress"] = training_state.capture(state=state, opts=opts, loss=loss, ada=ada,
                                                       num_gpus=num_gpus, batch_size=batch_size,
-                                                      random_seed=random_seed)
+                                                      random_seed=random_seed, fine_tune=fine_tune)
             legacy.save_network_pkl(path, data)
         snapshot_pkl = path
         last_snapshot_nimg = state.cur_nimg

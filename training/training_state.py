@@ -54,8 +54,11 @@ def restore_ada(ada, saved: dict) -> None:
     ada.load_state_dict(saved)
 
 
-def capture(state, opts, loss, ada, num_gpus, batch_size, random_seed) -> dict:
+def capture(state, opts, loss, ada, num_gpus, batch_size, random_seed, fine_tune=False) -> dict:
     """The progress dict of rank 0: counters, optimizer states, pl_mean, ADA state and RNG states.
+
+    `fine_tune` records that the run started from another checkpoint's weights, so that a resume
+    keeps the fine-tuning settings (training/presets.py).
 
     Snapshots are written at the end of a tick, so the counters are stored as the next tick
     starts: a resumed run reports and snapshots at the same ticks as an uninterrupted one.
@@ -69,6 +72,7 @@ def capture(state, opts, loss, ada, num_gpus, batch_size, random_seed) -> dict:
         num_gpus=int(num_gpus),
         batch_size=int(batch_size),
         random_seed=int(random_seed),
+        fine_tune=bool(fine_tune),
         optimizers={name: _to_cpu(opt.state_dict()) for name, opt in opts.items()},
         pl_mean=loss.pl_mean.detach().cpu().clone(),
         ada=capture_ada(ada) if ada is not None else None,
