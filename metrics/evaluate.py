@@ -13,7 +13,7 @@ import torch
 import dnnlib
 from . import metric_main
 
-DATASET_CLASS = "training.dataset.ImageFolderDataset"
+DATASET_CLASS = "training.dataset.ImageFolderDataset"  # The only dataset class; see training.dataset.open_dataset.
 
 
 def load_network(network_pkl, verbose=False):
@@ -38,7 +38,9 @@ def dataset_kwargs_for(network_dict, data=None, mirror=None):
     if data is not None:
         dataset_kwargs = dnnlib.EasyDict(class_name=DATASET_CLASS, path=data)
     elif network_dict.get("training_set_kwargs"):
-        dataset_kwargs = dnnlib.EasyDict(network_dict["training_set_kwargs"])
+        # Checked like any data from a file: ImageFolderDataset's options only, never a class named by the file.
+        from training.dataset import dataset_kwargs_from_checkpoint
+        dataset_kwargs = dataset_kwargs_from_checkpoint(network_dict["training_set_kwargs"], "--network")
         path = dataset_kwargs.get("path")
         if isinstance(path, str):
             path = dataset_kwargs.path = os.path.expanduser(path)

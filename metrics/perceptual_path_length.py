@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 import dnnlib
+from training.dataset import open_dataset
 from . import metric_utils
 
 
@@ -75,7 +76,7 @@ def compute_ppl(opts, num_samples, epsilon, space, sampling, crop, batch_size):
     """PPL over num_samples paths; noise buffers are redrawn for each batch. NaN on ranks other than 0."""
     assert space in ("z", "w") and sampling in ("full", "end")
     num_samples = metric_utils.capped(num_samples, opts.max_gen)
-    dataset = dnnlib.util.construct_class_by_name(**opts.dataset_kwargs)  # for its labels
+    dataset = open_dataset(opts.dataset_kwargs)  # for its labels
     vgg16 = metric_utils.get_feature_detector(opts, "vgg16")
     G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)  # its noise buffers get overwritten
     noise_bufs = [buf for name, buf in G.named_buffers() if name.endswith(".noise_const")]
