@@ -5,7 +5,6 @@ Dicts stored in checkpoints (`training_set_kwargs`, `progress`, ...) are data, n
 counted again, so a small file cannot expand into a huge structure), accepts a `class_name` only
 from an allow-list of this package's own classes, and returns an unshared copy.
 """
-import numbers
 from collections import OrderedDict
 
 import numpy as np
@@ -84,8 +83,3 @@ def plain_copy(value, where, allowed_class_names=(), allow_tensors=False, max_it
     kept as they are when `allow_tensors`; any dict's `class_name` must be in `allowed_class_names`.
     """
     return _Copier(allowed_class_names, allow_tensors, max_items).copy(value, where, 0)
-
-
-def is_number(value) -> bool:
-    """An int or float (numpy ones included), not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))

@@ -216,7 +216,7 @@ def storage_blob_bomb():
 # ----------------------------------------------------------------------------
 # Checkpoints from the compat fixture, edited.
 
-class _Record:
+class Record:
     """Stand-in for a persistent object while a checkpoint is edited; pickles back in the same format."""
 
     def __init__(self, meta):
@@ -227,17 +227,17 @@ class _Record:
         return (persistence._reconstruct_persistent_obj, (self.meta,))
 
 
-class _FixtureReader(pickle.Unpickler):
+class FixtureReader(pickle.Unpickler):
     # The fixture is our own trusted test data: real tensor globals, records for persistent objects.
     def find_class(self, module, name):
         if (module, name) == PERSISTENT:
-            return _Record
+            return Record
         return super().find_class(module, name)
 
 
 def read_fixture(compat_dir):
     with open(os.path.join(compat_dir, "tiny_64x32.pkl"), "rb") as f:
-        return _FixtureReader(f).load()
+        return FixtureReader(f).load()
 
 
 def fixture_with(compat_dir, edit):
@@ -249,7 +249,7 @@ def fixture_with(compat_dir, edit):
 
 def tiny_checkpoint(edit=None):
     """A small checkpoint of this package (2:1 G, D, G_ema at 16x8, thin), optionally edited like fixture_with."""
-    records = _FixtureReader(io.BytesIO(_tiny_checkpoint_bytes())).load()
+    records = FixtureReader(io.BytesIO(_tiny_checkpoint_bytes())).load()
     if edit is not None:
         edit(records)
     return pickle.dumps(records, protocol=4)

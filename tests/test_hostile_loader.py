@@ -85,6 +85,10 @@ CASES = {
         class_name="hostile_files.create_marker", path=".", marker="never"))),
         r"class_name 'hostile_files.create_marker' is not one of this package's classes"),
     "negative_cur_nimg": (lambda c: _with_progress(c, cur_nimg=-5), r"cur_nimg is not an integer from 0"),
+    "augment_kwargs_foreign_class": (_edit(lambda d: d.__setitem__("augment_kwargs", dict(
+        class_name="subprocess.Popen", args="touch x"))), r"'augment_kwargs': class_name 'subprocess.Popen'"),
+    "nested_class_name_in_extra_entry": (_edit(lambda d: d.__setitem__("extras", {"a": [dict(
+        class_name="builtins.exec")]})), r"'extras'.a\[0\]: class_name 'builtins.exec'"),
 }
 
 
@@ -103,6 +107,8 @@ LOADABLE = {  # Files that must keep loading (the control group of the same proc
                                                                                      "training_set_kwargs")]),
     "tiny": _edit(None),
     "tiny_sound_progress": lambda c: _with_progress(c),
+    "tiny_own_augment_kwargs": _edit(lambda d: d.__setitem__("augment_kwargs", dict(
+        class_name="training.augment.AugmentPipe", xflip=1, scale=1))),
 }
 
 
