@@ -10,9 +10,9 @@ strictly. Pass `allow_code=True` to unpickle a file you trust with the full pick
 Before anything is built the loader bounds the work a file can cause: the pickle's opcodes are
 replayed on placeholders (dnnlib/pickle_scan.py: no hash bombs, deep nesting or memo tricks),
 each persistent record is checked for its fields, constructor arguments must lie in sane ranges
-(training/network_limits.py) and describe exactly the tensors the record holds (checked on the
-meta device, which allocates nothing), and other entries (training_set_kwargs, progress, ...)
-must be plain data whose class names are this package's own (dnnlib/plain_data.py).
+(training/network_limits.py) and the build may allocate only about what the record's tensors hold,
+and other entries (training_set_kwargs, progress, ...) must be plain data whose class names are this
+package's own (dnnlib/plain_data.py).
 """
 import collections
 import copy
@@ -87,6 +87,11 @@ class _StorageIdReader(pickle.Unpickler):
         self.pid = pid
 
 
+def _storage_blob_global_role(module, name):
+    # A storage blob names only its storage type (torch.FloatStorage, ...), as data in its persistent id.
+    return pickle_scan.CALL if module == "torch" and name.endswith("Storage") and name.isidentifier() else None
+
+
 def _check_storage_blob(data):
     """A storage blob (torch's legacy format: five pickles, then raw bytes) of bounded structure and size.
 
@@ -100,8 +105,7 @@ def _check_storage_blob(data):
     for index in range(5):  # Magic number, protocol, system info, the storage's persistent id, storage keys.
         start = stream.tell()
         try:
-            pickle_scan.scan(stream, len(data) - start, lambda module, name: pickle_scan.CALL,
-                             allow_persistent_ids=True)
+            pickle_scan.scan(stream, len(data) - start, _storage_blob_global_role, allow_persistent_ids=True)
         except pickle_scan.PickleScanError as err:
             raise pickle.UnpicklingError(f"tensor storage: {err}") from None
         if index == 3:

@@ -16,6 +16,8 @@ a memo slot at index 2**32 (a huge allocation). `scan` replays the opcodes on pl
 import pickletools
 from typing import Callable, NamedTuple, Optional
 
+from .util import escape_text
+
 
 class PickleScanError(ValueError):
     """A pickle whose structure was refused; the message says why (without naming the file)."""
@@ -235,8 +237,8 @@ class _Machine:
         qualified = f"{module}.{name}"
         role = self.classify(module, name)
         if role is None:
-            raise PickleScanError(f"it names the global '{qualified}', which does not belong in a network "
-                                  "checkpoint (refused without running it)")
+            raise PickleScanError(f"it names the global '{escape_text(qualified, 120)}', which does not belong "
+                                  "in a network checkpoint (refused without running it)")
         return _Node(_GLOBAL, value=qualified, role=role)
 
     def op_global(self, arg):

@@ -10,6 +10,10 @@ ranges, so building costs at most what a real network costs:
   - layer counts: up to 64; kernel sizes: 1 to 16; resampling factors: 1 to 8;
   - activations and architectures: the names this package implements;
   - every other number finite, every other value a plain scalar.
+
+Within those ranges a network can still be far larger than the tensors its file holds; the
+loader therefore builds it inside `AllocationBudget`, which refuses torch factory calls (randn,
+zeros, ...) beyond a budget set by those tensors, before the memory is taken.
 """
 import inspect
 import math
