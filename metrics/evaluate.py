@@ -40,7 +40,10 @@ def dataset_kwargs_for(network_dict, data=None, mirror=None):
     elif network_dict.get("training_set_kwargs"):
         # Checked like any data from a file: ImageFolderDataset's options only, never a class named by the file.
         from training.dataset import dataset_kwargs_from_checkpoint
-        dataset_kwargs = dataset_kwargs_from_checkpoint(network_dict["training_set_kwargs"], "--network")
+        try:
+            dataset_kwargs = dataset_kwargs_from_checkpoint(network_dict["training_set_kwargs"], "--network")
+        except dnnlib.util.UserError as err:
+            raise dnnlib.util.UserError(f"{err}; pass --data=PATH for the real images") from None
         path = dataset_kwargs.get("path")
         if isinstance(path, str):
             path = dataset_kwargs.path = os.path.expanduser(path)

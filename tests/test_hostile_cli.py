@@ -195,3 +195,12 @@ def test_calc_metrics_refuses_an_expanding_training_set_kwargs(tmp_path, capsys,
     status, stderr = run_cli(calc_metrics.main, [f"--network={path}", "--device=cpu"], capsys, monkeypatch)
     print(f"refused in {time.time() - start:.3f} s")
     assert_one_line_error(status, stderr, "bomb.pkl", "expand to more than")
+
+
+def test_unusable_recorded_dataset_options_point_at_data(compat_dir):
+    from metrics import evaluate
+    from test_metrics_pipeline import load_fixture_generator
+    G = load_fixture_generator(compat_dir)
+    for recorded in (dict(path=None), dict(path="x.zip", resolution="1024"), dict(path="x.zip", xflip=[True] * 3)):
+        with pytest.raises(dnnlib.util.UserError, match=r"^--network training_set_kwargs: .*pass --data=PATH"):
+            evaluate.dataset_kwargs_for(dict(G_ema=G, training_set_kwargs=recorded))
