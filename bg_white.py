@@ -19,9 +19,12 @@ import tqdm
 
 import dnnlib
 import dnnlib.cli
+from dnnlib.image_files import open_image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 LOSSY_EXTENSIONS = (".jpg", ".jpeg")
+MAX_FEATHER = 100.0  # Pixels; the blur kernel spans 8 sigma, so this bounds its cost.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 def files_by_stem(folder: str) -> Dict[str, str]:
@@ -40,25 +43,45 @@ def files_by_stem(folder: str) -> Dict[str, str]:
     return found
 
 
+def open_file(path: str):
+    """Context manager: the PIL image at `path`, opened as its extension's format (errors name the file)."""
+    return open_image(lambda: open(path, "rb"), path, path)
+
+
 def image_size(path: str) -> Tuple[int, int]:
     """(width, height) from the header alone; an unreadable file is an error naming it."""
-    try:
-        with PIL.Image.open(path) as img:
-            return img.size
-    except (OSError, SyntaxError, ValueError) as err:
-        raise dnnlib.util.UserError(f"{path}: not a readable image ({err}); replace or remove it") from err
+    with open_file(path) as img:
+        return img.size
 
 
 def load_mask(path: str, threshold: Optional[int] = None) -> np.ndarray:
     """Boolean [H, W] person mask; threshold None = 127 for JPEG masks, 0 for lossless ones."""
     if threshold is None:
         threshold = 127 if path.lower().endswith(LOSSY_EXTENSIONS) else 0
-    with PIL.Image.open(path) as img:
+    with open_file(path) as img:
         if img.mode in ("I", "I;16", "F"):  # Wide integer/float label maps: use the values as they are.
             values = np.asarray(img)
         else:  # Gray, palette and coloured label maps: black is background.
             values = np.asarray(img.convert("RGB")).max(axis=2)
     return values > threshold
+
+
+def photo_rgb(img: PIL.Image.Image, path: str) -> np.ndarray:
+    """uint8 [H, W, 3] of a photo; 16-bit grayscale is scaled to 8 bits (PIL's convert would clip it to white)."""
+    if img.mode in SIXTEEN_BIT_MODES:
+        gray = (np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8)
+        return np.repeat(gray[:, :, np.newaxis], 3, axis=2)
+    if img.mode in ("I", "F"):
+        raise dnnlib.util.UserError(f"{path}: a {img.mode} (32-bit) photo; convert it to 8 or 16 bits per channel")
+    return np.asarray(img.convert("RGB"))
+
+
+def check_options(outdir: str, feather: float) -> None:
+    """--feather in range and --outdir a folder (or creatable), before any work is done."""
+    if not 0 <= feather <= MAX_FEATHER:  # NaN fails too.
+        raise dnnlib.util.UserError(f"--feather: {feather} is not from 0 to {MAX_FEATHER:g} pixels")
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise dnnlib.util.UserError(f"--outdir: {outdir} is a file, not a folder; choose another --outdir")
 
 
 # Feathered matte: the binary person mask blurred by a Gaussian, so edges blend instead of aliasing.
@@ -104,16 +127,14 @@ def plan_pairs(images_dir: str, masks_dir: str, outdir: str, force: bool) -> Tup
 def whiten_folder(images_dir: str, masks_dir: str, outdir: str, feather: float = 2.0, threshold: int = None,
                   force: bool = False, progress: bool = True) -> Tuple[List[str], List[str]]:
     """Write <outdir>/<stem>.png for every image with a mask; returns (written paths, skipped image names)."""
+    check_options(outdir, feather)
     pairs, missing = plan_pairs(images_dir, masks_dir, outdir, force)
-    os.makedirs(outdir, exist_ok=True)
+    dnnlib.util.make_output_dir(outdir, "--outdir")
     written = []
     for image_path, mask_path, out_path in tqdm.tqdm(pairs, desc="bg_white", unit="img", disable=not progress):
-        try:
-            with PIL.Image.open(image_path) as img:
-                image = np.asarray(img.convert("RGB"))
-            mask = load_mask(mask_path, threshold)
-        except (OSError, SyntaxError, ValueError) as err:  # Corrupt after a valid header.
-            raise dnnlib.util.UserError(f"{image_path} or its mask {mask_path}: cannot decode ({err})") from err
+        with open_file(image_path) as img:  # Decoding errors (e.g. truncated after a valid header) name the file.
+            image = photo_rgb(img, image_path)
+        mask = load_mask(mask_path, threshold)
         out = composite_on_white(image, soft_alpha(mask, feather))
         PIL.Image.fromarray(out, "RGB").save(out_path)  # PNG: no second round of JPEG loss.
         written.append(out_path)

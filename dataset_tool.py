@@ -19,7 +19,8 @@ import tqdm
 
 import dnnlib
 import dnnlib.cli
-from training.dataset import LABELS_FILE, ImageSource, is_image_name, is_power_of_two, read_header, read_labels_json
+from training.dataset import (LABELS_FILE, ImageSource, is_image_name, labels_to_array, open_image, read_header,
+                              read_labels_json, trainable_size_problem)
 
 TRANSFORMS = ("none", "center-crop")
 GRAYSCALE_MODES = ("1", "L", "LA")
@@ -80,9 +81,10 @@ def plan_output(source: ImageSource, names: List[str], height: Optional[int], wi
         if transform == "none" and src_height * width != src_width * height:
             raise dnnlib.util.UserError(f"{where}: image is {src_height}x{src_width} (HxW), not the "
                                         f"{height}x{width} aspect ratio; add --transform=center-crop")
-    if not (is_power_of_two(height) and is_power_of_two(width)):
+    problem = trainable_size_problem(height, width)
+    if problem is not None:
         raise dnnlib.util.UserError(f"--height/--width: {height}x{width} (HxW) is not a power-of-two size "
-                                    "the networks can train on; give e.g. --height=512 --width=256")
+                                    f"the networks can train on ({problem}); give e.g. --height=512 --width=256")
     all_gray = all(mode in GRAYSCALE_MODES for _h, _w, mode in headers.values())
     return height, width, "L" if all_gray else "RGB"
 
@@ -96,22 +98,54 @@ def carried_labels(source: ImageSource, names: List[str]) -> Optional[list]:
     if missing:
         raise dnnlib.util.UserError(f"{source.describe(LABELS_FILE)}: no label for {missing[0]} "
                                     f"({len(missing)} images without one); label every image or remove the file")
-    return [labels[name] for name in names]
+    chosen = [labels[name] for name in names]
+    labels_to_array(chosen, source.describe(LABELS_FILE))  # Refuse what training would refuse, before writing.
+    return chosen
+
+
+def claim_dest(dest: str) -> None:
+    """Create `dest` as an empty placeholder, atomically (O_EXCL / mkdir): of two runs, one wins, the other stops."""
+    is_zip = dest.lower().endswith(".zip")
+    try:
+        if is_zip:
+            os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        else:
+            os.mkdir(dest)
+    except FileExistsError:
+        raise dnnlib.util.UserError(f"{dest}: already exists; choose another --dest or delete it first") from None
+    except (NotADirectoryError, PermissionError) as err:
+        raise dnnlib.util.UserError(f"--dest: cannot create {dest} ({err.strerror}); choose another --dest") from None
+
+
+def release_dest(dest: str) -> None:
+    """Remove the placeholder of claim_dest (only if it is still the empty placeholder)."""
+    try:
+        if os.path.isdir(dest):
+            os.rmdir(dest)  # Fails, harmlessly, if anything was put there.
+        elif os.path.getsize(dest) == 0:
+            os.remove(dest)
+    except OSError:
+        pass
 
 
 def open_writer(dest: str) -> tuple:
-    """A temporary zip or folder beside `dest`: (write(name, data), finish(), abort())."""
+    """A temporary zip or folder beside `dest`: (write(name, data), finish(), abort()).
+
+    finish() renames it over the placeholder made by claim_dest; files get the user's umask.
+    """
     parent = os.path.dirname(os.path.abspath(dest))
     os.makedirs(parent, exist_ok=True)
     prefix = f".{os.path.basename(dest)}."
     if dest.lower().endswith(".zip"):
         fd, tmp = tempfile.mkstemp(dir=parent, prefix=prefix, suffix=".partial")
         os.close(fd)
+        dnnlib.util.apply_umask(tmp)
         archive = zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED)  # PNG data is compressed already.
         write = archive.writestr
         close, remove = archive.close, lambda: os.remove(tmp)
     else:
         tmp = tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=".partial")
+        dnnlib.util.apply_umask(tmp)
 
         def write(name: str, data: bytes) -> None:
             os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
@@ -121,7 +155,7 @@ def open_writer(dest: str) -> tuple:
 
     def finish() -> None:
         close()
-        os.replace(tmp, dest)  # Readers never see a half-written dataset under the real name.
+        os.replace(tmp, dest)  # Over our own empty placeholder: readers never see a half-written dataset.
 
     def abort() -> None:
         close()
@@ -143,15 +177,17 @@ def convert_dataset(source_path: str, dest: str, height: int = None, width: int 
     height, width, mode = plan_output(source, names, height, width, transform)
     labels = carried_labels(source, names)
 
-    write, finish, abort = open_writer(dest)
+    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+    claim_dest(dest)
+    try:
+        write, finish, abort = open_writer(dest)
+    except BaseException:
+        release_dest(dest)
+        raise
     try:
         for idx, name in enumerate(tqdm.tqdm(names, desc=os.path.basename(dest), unit="img", disable=not progress)):
-            try:
-                with source.open(name) as f, PIL.Image.open(f) as img:
-                    out = convert_image(img, height, width, transform, mode)
-            except (OSError, SyntaxError, ValueError) as err:  # E.g. truncated after a valid header.
-                raise dnnlib.util.UserError(f"{source.describe(name)}: cannot decode image ({err}); "
-                                            "replace or remove the file") from err
+            with open_image(source, name) as img:  # Errors (e.g. truncated after a valid header) name the file.
+                out = convert_image(img, height, width, transform, mode)
             buffer = io.BytesIO()
             out.save(buffer, format="png")
             write(output_name(idx), buffer.getvalue())
@@ -160,6 +196,7 @@ def convert_dataset(source_path: str, dest: str, height: int = None, width: int 
         finish()
     except BaseException:  # Ctrl-C included: leave no partial output behind.
         abort()
+        release_dest(dest)
         raise
     finally:
         source.close()

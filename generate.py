@@ -5,6 +5,7 @@ Examples:
   python generate.py --network=run/network-snapshot-000100.pkl --seeds=0-31 --grid=4x8 --outdir=out
   python generate.py --network="https://drive.google.com/file/d/<ID>/view" --seeds=0-3 --outdir=out
 """
+import math
 import os
 import re
 
@@ -18,19 +19,27 @@ import legacy
 from dnnlib.image_grid import make_grid, parse_grid, save_png  # noqa: F401 (parse_grid: public here too)
 from dnnlib.util import UserError
 
+MAX_SEED = 2 ** 32 - 1      # numpy.random.RandomState takes 32-bit seeds.
+MAX_SEED_COUNT = 1_000_000  # Images in one call; a typo like 0-99999999999 should not fill the memory.
+
 
 def parse_range(text):
-    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11]."""
+    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11]; seeds from 0 to 2**32-1, at most MAX_SEED_COUNT of them."""
     if isinstance(text, list):
         return text
     values = []
     for part in str(text).split(","):
         part = part.strip()
         match = re.fullmatch(r"(\d+)-(\d+)", part)
+        numbers = [int(n) for n in match.groups()] if match else [int(part)] if re.fullmatch(r"\d+", part) else []
+        if any(n > MAX_SEED for n in numbers):
+            raise ValueError(f"'{part}': seeds go from 0 to {MAX_SEED}")
         if match:
-            lo, hi = int(match.group(1)), int(match.group(2))
+            lo, hi = numbers
             if hi < lo:
                 raise ValueError(f"range '{part}' runs backwards")
+            if len(values) + hi - lo + 1 > MAX_SEED_COUNT:
+                raise ValueError(f"more than {MAX_SEED_COUNT} seeds")
             values.extend(range(lo, hi + 1))
         elif re.fullmatch(r"\d+", part):
             values.append(int(part))
@@ -143,6 +152,8 @@ def main(network_pkl, seeds, truncation_psi, truncation_cutoff, noise_mode, clas
          device_name, grid, verbose, sha256):
     """Generate images with a pretrained StyleGAN2 network, one PNG per seed (seed%04d.png)."""
     device = resolve_device(device_name)
+    if not math.isfinite(truncation_psi):
+        raise UserError(f"--trunc: {truncation_psi} is not a finite number (e.g. 0.7, or 1 for no truncation)")
     if grid is not None and grid[0] * grid[1] < len(seeds):
         raise UserError(f"--grid: {grid[0]}x{grid[1]} holds {grid[0] * grid[1]} images, but {len(seeds)} seeds "
                         f"were given")
@@ -153,7 +164,7 @@ def main(network_pkl, seeds, truncation_psi, truncation_cutoff, noise_mode, clas
         print("warning: --class is ignored for an unconditional network")
         class_idx = None
 
-    os.makedirs(outdir, exist_ok=True)
+    dnnlib.util.make_output_dir(outdir, "--outdir")
     images = []
     for seed, pixels in generate_images(G, seeds, truncation_psi, truncation_cutoff, noise_mode, class_idx,
                                         batch_size, device, progress=True):

@@ -5,7 +5,7 @@ import traceback
 
 import click
 
-from .util import UserError
+from .util import UserError, escape_text
 
 
 def unsupported_option(name: str, origin: str, instead: str):
@@ -31,8 +31,9 @@ def run(command: click.Command) -> None:
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
-    except (UserError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
+    except (UserError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+            PermissionError) as err:
         if verbose:
             traceback.print_exc()
-        click.echo(f"Error: {err}", err=True)
+        click.echo(f"Error: {escape_text(str(err))}", err=True)
         sys.exit(1)

@@ -27,11 +27,28 @@ class EasyDict(dict):
 
 
 class UserError(Exception):
-    """A problem with the user's input (a file, an option): shown as one line, without a traceback."""
+    """A problem with the user's input (a file, an option): shown as one line, without a traceback.
+
+    Control characters in the message (e.g. from a file or class name read from a file) are escaped,
+    so a message cannot span lines, move the cursor or recolour the terminal.
+    """
+
+    def __init__(self, message: Any = "", *args: Any) -> None:
+        super().__init__(escape_text(str(message)), *args)
 
 
 # ----------------------------------------------------------------------------
 # Formatting.
+
+def escape_text(text: str, max_len: int = None) -> str:
+    """`text` with every non-printable character (newlines, ANSI escapes, bidi overrides) written as
+    a Python escape such as \\x1b; cut to `max_len` characters with '...' when given. Idempotent."""
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    if max_len is not None and len(text) > max_len:
+        text = text[:max(max_len - 3, 0)] + "..."
+    return text
+
 
 def format_time(seconds: float) -> str:
     """Human-readable duration, e.g. '1h 02m 03s'."""
@@ -163,11 +180,15 @@ def _local_or_hub_path(url: str) -> Any:
 
 
 def atomic_write(path: str, write_fn) -> None:
-    """Write a file through `write_fn(f)` into a temporary file beside it, then rename: readers never see half a file."""
+    """Write a file through `write_fn(f)` into a temporary file beside it, then rename: readers never see half a file.
+
+    The file gets the permissions of a plain open() under the user's umask (mkstemp alone would make it 0600).
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".tmp-")
     try:
+        apply_umask(tmp)
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
             f.flush()
@@ -187,3 +208,41 @@ def package_version() -> str:
         return importlib.metadata.version("stylegan-human-sg2")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+# ----------------------------------------------------------------------------
+# Output files and folders.
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (/proc), else by setting it back at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str) -> None:
+    """Give a file made by mkstemp/mkdtemp (0600/0700) the mode open()/mkdir() would: 0666/0777 less the umask."""
+    full = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, full & ~current_umask())
+
+
+def make_output_dir(path: str, option: str = "--outdir") -> str:
+    """Create the folder `path` (and its parents) if needed; a file in the way is a UserError naming `option`."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = path
+        while blocker and not os.path.exists(blocker):
+            blocker = os.path.dirname(blocker)
+        raise UserError(f"{option}: {path} cannot be a folder, {blocker or path} is a file; "
+                        f"choose another {option}") from None
+    except PermissionError as err:
+        raise UserError(f"{option}: cannot create {path} ({err.strerror}); choose another {option}") from None
+    return path

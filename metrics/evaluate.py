@@ -17,7 +17,7 @@ from . import metric_utils
 from . import precision_recall
 from . import reference_stats
 
-DATASET_CLASS = "training.dataset.ImageFolderDataset"
+DATASET_CLASS = "training.dataset.ImageFolderDataset"  # The only dataset class; see training.dataset.open_dataset.
 
 
 def load_network(network_pkl, verbose=False, sha256=None):
@@ -43,7 +43,12 @@ def dataset_kwargs_for(network_dict, data=None, mirror=None):
     if data is not None:
         dataset_kwargs = dnnlib.EasyDict(class_name=DATASET_CLASS, path=data)
     elif network_dict.get("training_set_kwargs"):
-        dataset_kwargs = dnnlib.EasyDict(network_dict["training_set_kwargs"])
+        # Checked like any data from a file: ImageFolderDataset's options only, never a class named by the file.
+        from training.dataset import dataset_kwargs_from_checkpoint
+        try:
+            dataset_kwargs = dataset_kwargs_from_checkpoint(network_dict["training_set_kwargs"], "--network")
+        except dnnlib.util.UserError as err:
+            raise dnnlib.util.UserError(f"{err}; pass --data=PATH for the real images") from None
         path = dataset_kwargs.get("path")
         if isinstance(path, str):
             path = dataset_kwargs.path = os.path.expanduser(path)

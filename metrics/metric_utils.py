@@ -19,6 +19,8 @@ import torch
 import tqdm
 
 import dnnlib
+from torch_utils import misc
+from training.dataset import open_dataset
 from . import reference_stats
 
 # ----------------------------------------------------------------------------
@@ -416,7 +418,7 @@ def label_source(opts):
     """What generated images draw labels from: the real dataset, or the reference statistics file's labels."""
     if opts.ref_stats is not None and "class_name" not in opts.dataset_kwargs:
         return reference_stats.label_table(reference_stats.cached_reference_stats(opts.ref_stats), int(opts.G.c_dim))
-    return dnnlib.util.construct_class_by_name(**opts.dataset_kwargs)
+    return open_dataset(opts.dataset_kwargs)
 
 
 def reference_feature_stats(opts, kind, max_items):
@@ -443,14 +445,15 @@ def compute_feature_stats_for_dataset(opts, detector, detector_kwargs, max_items
             except (OSError, ValueError, KeyError) as err:  # unreadable (e.g. an older format): compute afresh
                 warnings.warn(f"{cache_file}: ignoring unreadable cached statistics ({err})")
 
-    dataset = dnnlib.util.construct_class_by_name(**opts.dataset_kwargs)
+    dataset = open_dataset(opts.dataset_kwargs)
     num_items = capped(len(dataset), max_items)
     stats = FeatureStats(max_items=num_items, **stats_kwargs)
     detector_net = get_feature_detector(opts, detector)
 
     # Rank r reads items r, r + N, r + 2N, ...; gathering interleaves them back into dataset order.
     item_subset = [(i * opts.num_gpus + opts.rank) % num_items for i in range((num_items - 1) // opts.num_gpus + 1)]
-    loader_kwargs = dict(num_workers=opts.num_workers, pin_memory=opts.device.type == "cuda")
+    loader_kwargs = dict(num_workers=opts.num_workers, pin_memory=opts.device.type == "cuda",
+                         worker_init_fn=misc.ignore_stop_signals)
     if opts.num_workers > 0:
         loader_kwargs.update(prefetch_factor=2)
     loader = torch.utils.data.DataLoader(dataset, sampler=item_subset, batch_size=opts.batch_size, **loader_kwargs)

@@ -86,3 +86,17 @@ def flat_optimizer_state(state_dict):
     """'<param index>.<key>' -> tensor of an optimizer state_dict's per-parameter state."""
     return {f"{idx}.{key}": torch.as_tensor(value) for idx, entry in state_dict["state"].items()
             for key, value in entry.items()}
+
+
+def assert_same_training_state(a, b, keys=("G", "D", "G_ema")):
+    """Two snapshots hold bit-identical networks, optimizer states and path length means."""
+    ta, tb = state_tensors(a, keys=keys), state_tensors(b, keys=keys)
+    assert ta.keys() == tb.keys()
+    for name in ta:
+        torch.testing.assert_close(ta[name], tb[name], rtol=0, atol=0, msg=name)
+    for opt in ("G_opt", "D_opt"):
+        oa, ob = (flat_optimizer_state(x["progress"]["optimizers"][opt]) for x in (a, b))
+        assert oa.keys() == ob.keys() and len(oa) > 0
+        for name in oa:
+            torch.testing.assert_close(oa[name], ob[name], rtol=0, atol=0, msg=f"{opt} {name}")
+    torch.testing.assert_close(a["progress"]["pl_mean"], b["progress"]["pl_mean"], rtol=0, atol=0)

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
+import hostile_files
 import legacy
-from torch_utils import persistence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,27 +24,7 @@ class _ShellPayload:
         return (os.system, (f"touch {self.marker}",))
 
 
-class _Record:
-    """Stand-in for a persistent object while we rewrite the fixture; pickles back in the same format."""
-
-    def __init__(self, meta):
-        self.meta = meta
-
-    def __reduce__(self):
-        return (persistence._reconstruct_persistent_obj, (self.meta,))
-
-
-class _FixtureReader(pickle.Unpickler):
-    # The fixture is our own trusted test data: real tensor globals, records for persistent objects.
-    def find_class(self, module, name):
-        if name == "_reconstruct_persistent_obj":
-            return _Record
-        return super().find_class(module, name)
-
-
-def _read_fixture(compat_dir):
-    with open(os.path.join(compat_dir, "tiny_64x32.pkl"), "rb") as f:
-        return _FixtureReader(f).load()
+_read_fixture = hostile_files.read_fixture  # The fixture's records as editable stand-ins.
 
 
 def _records(obj):

@@ -1,6 +1,7 @@
 """Tensor and module utilities used across the package (names and signatures of the ecosystem)."""
 import contextlib
 import re
+import signal
 import warnings
 
 import numpy as np
@@ -33,6 +34,20 @@ def constant(value, shape=None, dtype=None, device=None, memory_format=None):
         tensor = tensor.contiguous(memory_format=memory_format)
         _constant_cache[key] = tensor
     return tensor
+
+
+# ----------------------------------------------------------------------------
+# Data loading.
+
+def ignore_stop_signals(_worker_id=None):
+    """worker_init_fn of DataLoaders: workers ignore SIGINT and SIGTERM.
+
+    Ctrl-C and cluster schedulers (`kill -TERM -PGID`, Slurm) signal the whole process group; the
+    main process then finishes its step and writes a snapshot, and it still needs the workers'
+    data until it stops them itself.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # ----------------------------------------------------------------------------

@@ -3,10 +3,21 @@
 Images may have any power-of-two aspect ratio (height:width), e.g. 2:1 for SHHQ at 1024x512.
 Only 8-bit RGB and grayscale (L) images are read directly; `dataset_tool.py` converts anything
 else (RGBA is flattened onto white there), so a dataset never depends on a silent conversion.
+
+Files are distrusted: an image is decoded only as the format its extension names (PNG or JPEG),
+within PIL's decompression-bomb limit; zip members are read whole, so their CRC is checked;
+anything that is not a regular file (a FIFO, a device) is refused instead of blocking; labels
+must be finite and class indices below MAX_CLASSES. Dataset options read from a checkpoint are
+checked by `dataset_kwargs_from_checkpoint`, and `open_dataset` is the one way to build a
+dataset from such options: it never imports a class named in them.
 """
+import inspect
+import io
 import json
 import math
+import numbers
 import os
+import stat
 import zipfile
 from typing import IO, List, Optional
 
@@ -15,10 +26,16 @@ import PIL.Image
 import torch
 
 import dnnlib
+from dnnlib import image_files
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 CHANNELS_BY_MODE = {"L": 1, "RGB": 3}  # PIL image mode -> channels in the CHW array
 LABELS_FILE = "dataset.json"
+CLASS_NAME = "training.dataset.ImageFolderDataset"
+MIN_SIDE, MAX_SIDE, MAX_ASPECT = 8, 4096, 4  # Trainable sizes: larger side 8..4096, at most 4:1 (networks.py).
+MAX_CLASSES = 4096                  # Class labels 0..4095 (the networks' c_dim is at most 4096).
+MAX_MEMBER_BYTES = 1 << 30          # A zip member is read whole (CRC checked), so its size is bounded.
+MAX_LABELS_BYTES = 1 << 30
 
 
 def is_image_name(name: str) -> bool:
@@ -27,6 +44,17 @@ def is_image_name(name: str) -> bool:
 
 def is_power_of_two(n: int) -> bool:
     return n >= 1 and (n & (n - 1)) == 0
+
+
+def trainable_size_problem(height: int, width: int) -> Optional[str]:
+    """Why the networks cannot train on height x width images, or None when they can."""
+    if not (is_power_of_two(height) and is_power_of_two(width)):
+        return "height and width must be powers of two"
+    if not MIN_SIDE <= max(height, width) <= MAX_SIDE:
+        return f"the larger side must be {MIN_SIDE} to {MAX_SIDE} pixels"
+    if max(height, width) > MAX_ASPECT * min(height, width):
+        return f"the aspect ratio may be at most {MAX_ASPECT}:1 either way"
+    return None
 
 
 class ImageSource:
@@ -60,9 +88,21 @@ class ImageSource:
         return self._zip
 
     def open(self, name: str) -> IO[bytes]:
+        """The file's bytes. Only regular files are opened (a FIFO would block); zip members are read whole,
+        so a bad CRC is an error here rather than silently wrong pixels."""
         if self.kind == "dir":
-            return open(os.path.join(self.path, name), "rb")
-        return self._get_zip().open(name, "r")
+            fd = os.open(os.path.join(self.path, name), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise dnnlib.util.UserError(f"{self.describe(name)}: not a regular file (a FIFO, device or socket); "
+                                            "remove it from the dataset")
+            return os.fdopen(fd, "rb")
+        info = self._get_zip().getinfo(name)
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise dnnlib.util.UserError(f"{self.describe(name)}: {info.file_size} bytes uncompressed, more than "
+                                        f"{MAX_MEMBER_BYTES}; not an image of a training set")
+        with self._get_zip().open(info, "r") as f:
+            return io.BytesIO(f.read())
 
     def describe(self, name: str) -> str:
         """How error messages name a file: a real path, or 'archive.zip/member'."""
@@ -77,14 +117,15 @@ class ImageSource:
         return dict(self.__dict__, _zip=None, _zip_pid=None)
 
 
+def open_image(source: ImageSource, name: str):
+    """Context manager: the PIL image of one file of `source` (see dnnlib.image_files.open_image)."""
+    return image_files.open_image(lambda: source.open(name), name, source.describe(name))
+
+
 def read_header(source: ImageSource, name: str) -> tuple:
     """(height, width, PIL mode) of one image, reading only its header (no pixel decoding)."""
-    try:
-        with source.open(name) as f, PIL.Image.open(f) as img:
-            return img.height, img.width, img.mode
-    except (OSError, SyntaxError, ValueError) as err:  # PIL reports unknown/corrupt data as OSError.
-        raise dnnlib.util.UserError(f"{source.describe(name)}: not a readable image ({err}); "
-                                    "replace or remove the file") from err
+    with open_image(source, name) as img:
+        return img.height, img.width, img.mode
 
 
 def read_labels_json(source: ImageSource) -> Optional[dict]:
@@ -92,29 +133,51 @@ def read_labels_json(source: ImageSource) -> Optional[dict]:
     if LABELS_FILE not in source.names:
         return None
     where = source.describe(LABELS_FILE)
+    expected = ('expected {"labels": [["00000/img00000000.png", 6], ...]} or {"labels": null}; fix or remove '
+                "the file")
     try:
         with source.open(LABELS_FILE) as f:
-            labels = json.load(f).get("labels")
-        return None if labels is None else {str(name): label for name, label in labels}
+            text = f.read(MAX_LABELS_BYTES + 1)
+        if len(text) > MAX_LABELS_BYTES:
+            raise dnnlib.util.UserError(f"{where}: larger than {MAX_LABELS_BYTES} bytes; {expected}")
+        labels = json.loads(text).get("labels")
+        if labels is None:
+            return None
+        if not isinstance(labels, list) or not all(isinstance(entry, list) and len(entry) == 2 and
+                                                   isinstance(entry[0], str) for entry in labels):
+            raise dnnlib.util.UserError(f"{where}: {expected}")
+        return {name: label for name, label in labels}
+    except RecursionError:
+        raise dnnlib.util.UserError(f"{where}: nested too deeply to read; {expected}") from None
     except (ValueError, TypeError, AttributeError) as err:
-        raise dnnlib.util.UserError(f'{where}: expected {{"labels": [["00000/img00000000.png", 6], ...]}} '
-                                    f"or {{\"labels\": null}} ({err}); fix or remove the file") from err
+        raise dnnlib.util.UserError(f"{where}: {expected} ({err})") from None
 
 
 def labels_to_array(labels: list, where: str) -> np.ndarray:
-    """Integer class labels become one-hot float32 rows; lists of numbers become float32 rows."""
+    """Integer class labels (0 .. MAX_CLASSES-1) become one-hot float32 rows; lists of finite numbers become
+    float32 rows (at most MAX_CLASSES values each)."""
     if all(isinstance(x, int) and not isinstance(x, bool) for x in labels):
+        bad = [x for x in labels if not 0 <= x < MAX_CLASSES]
+        if bad:
+            raise dnnlib.util.UserError(f"{where}: class label {dnnlib.util.escape_text(str(bad[0]), 30)} is not "
+                                        f"from 0 to {MAX_CLASSES - 1}; fix the labels")
         classes = np.array(labels, dtype=np.int64)
-        if classes.min() < 0:
-            raise dnnlib.util.UserError(f"{where}: class labels must be >= 0; fix the labels")
         onehot = np.zeros([len(labels), classes.max() + 1], dtype=np.float32)
         onehot[np.arange(len(labels)), classes] = 1
         return onehot
     try:
-        return np.array(labels, dtype=np.float32).reshape(len(labels), -1)
-    except (ValueError, TypeError) as err:
+        with np.errstate(over="ignore"):  # Too large for float32 becomes inf, refused below.
+            array = np.array(labels, dtype=np.float32).reshape(len(labels), -1)
+    except (ValueError, TypeError, OverflowError) as err:
         raise dnnlib.util.UserError(f"{where}: labels must be all class integers or all equal-length "
                                     f"lists of numbers ({err}); fix the labels") from err
+    if not np.isfinite(array).all():
+        raise dnnlib.util.UserError(f"{where}: labels hold NaN or infinite values (or numbers too large for "
+                                    "float32); fix the labels")
+    if array.shape[1] > MAX_CLASSES:
+        raise dnnlib.util.UserError(f"{where}: labels of {array.shape[1]} values, more than {MAX_CLASSES}; "
+                                    "fix the labels")
+    return array
 
 
 # Training-set format of the StyleGAN2-ADA code base (Karras et al. 2020): zip/folder + dataset.json, --mirror x-flips.
@@ -170,6 +233,9 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         for raw_idx in raw_indices:
             name = self._image_fnames[raw_idx]
             height, width, mode = read_header(self._source, name)
+            if max(height, width) > MAX_SIDE:  # Before any pixel is decoded.
+                raise dnnlib.util.UserError(f"{self._source.describe(name)}: image is {height}x{width} (HxW), "
+                                            f"larger than {MAX_SIDE} pixels on a side; resize it with dataset_tool.py")
             if mode not in CHANNELS_BY_MODE:
                 raise dnnlib.util.UserError(f"{self._source.describe(name)}: image mode {mode} is not supported "
                                             "(need RGB or L); convert the images with dataset_tool.py")
@@ -185,9 +251,10 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
     def _check_shape_options(self, resolution: Optional[int], square: Optional[bool]) -> None:
         size = f"{self.height}x{self.width} (HxW)"
-        if not (is_power_of_two(self.height) and is_power_of_two(self.width)):
-            raise dnnlib.util.UserError(f"{self._path}: images are {size}; height and width must be powers of "
-                                        "two (e.g. 1024x512), resize them with dataset_tool.py")
+        problem = trainable_size_problem(self.height, self.width)
+        if problem is not None:
+            raise dnnlib.util.UserError(f"{self._path}: images are {size}, but {problem} (e.g. 1024x512); "
+                                        "resize them with dataset_tool.py")
         if resolution is not None and resolution != self.resolution:
             raise dnnlib.util.UserError(f"{self._path}: images are {size}, not resolution {resolution} "
                                         "on the larger side; pick the matching dataset or resolution")
@@ -208,12 +275,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
     def _load_raw_image(self, raw_idx: int) -> np.ndarray:
         name = self._image_fnames[raw_idx]
-        try:
-            with self._source.open(name) as f, PIL.Image.open(f) as img:
-                image = np.array(img)  # Decodes the pixels.
-        except (OSError, SyntaxError, ValueError) as err:  # E.g. a file truncated after a valid header.
-            raise dnnlib.util.UserError(f"{self._source.describe(name)}: cannot decode image ({err}); "
-                                        "replace or remove the file") from err
+        with open_image(self._source, name) as img:
+            image = np.array(img)  # Decodes the pixels.
         image = image[:, :, np.newaxis] if image.ndim == 2 else image
         image = image.transpose(2, 0, 1)  # HWC -> CHW
         if list(image.shape) != self.image_shape or image.dtype != np.uint8:
@@ -245,3 +308,61 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             self.close()
         except Exception:  # Interpreter shutdown may have torn down zipfile already.
             pass
+
+
+# ----------------------------------------------------------------------------
+# Dataset options read from a checkpoint, and the one way to build a dataset from options.
+
+def _option_checks():
+    """Key -> (check, what it must be) of the options ImageFolderDataset takes."""
+    def is_int(value, low, high):
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool) and low <= value <= high
+    return {
+        "path": (lambda v: isinstance(v, str) and 0 < len(v) <= 4096 and "\0" not in v, "a path"),
+        "resolution": (lambda v: v is None or is_int(v, MIN_SIDE, MAX_SIDE) and is_power_of_two(int(v)),
+                       f"a power of two from {MIN_SIDE} to {MAX_SIDE}, or null"),
+        "use_labels": (lambda v: isinstance(v, bool), "true or false"),
+        "max_size": (lambda v: v is None or is_int(v, 0, 2 ** 40), "a non-negative integer, or null"),
+        "xflip": (lambda v: isinstance(v, bool), "true or false"),
+        "random_seed": (lambda v: is_int(v, 0, 2 ** 32 - 1), "an integer from 0 to 2**32-1"),
+        "square": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
+    }
+
+
+def check_dataset_kwargs(kwargs, where: str) -> dnnlib.EasyDict:
+    """A clean copy of dataset options: class_name (if any) must be ImageFolderDataset, every known key of the
+    right type and range; keys ImageFolderDataset does not take are dropped. UserError naming `where` otherwise."""
+    from dnnlib import plain_data
+    try:
+        kwargs = plain_data.plain_copy(kwargs, where, allowed_class_names=[CLASS_NAME], max_items=10_000)
+    except plain_data.PlainDataError as err:
+        raise dnnlib.util.UserError(str(err)) from None
+    if not isinstance(kwargs, dict):
+        raise dnnlib.util.UserError(f"{where}: the dataset options are not a dict")
+    clean = dnnlib.EasyDict(class_name=CLASS_NAME)
+    checks = _option_checks()
+    params = inspect.signature(ImageFolderDataset.__init__).parameters.values()
+    accepted = [p.name for p in params if p.name != "self" and p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    for key in accepted:
+        if key not in kwargs:
+            continue
+        check, expected = checks.get(key, (lambda v: v is None or isinstance(v, (bool, int, float, str)),
+                                           "a plain value"))
+        if not check(kwargs[key]):
+            raise dnnlib.util.UserError(f"{where}: dataset option {key} must be {expected}")
+        clean[key] = kwargs[key]
+    if "path" not in clean:
+        raise dnnlib.util.UserError(f"{where}: the dataset options name no path")
+    return clean
+
+
+def dataset_kwargs_from_checkpoint(kwargs, where: str) -> dnnlib.EasyDict:
+    """Dataset options recorded in a checkpoint (its training_set_kwargs), checked (see check_dataset_kwargs)."""
+    return check_dataset_kwargs(kwargs, f"{where} training_set_kwargs")
+
+
+def open_dataset(dataset_kwargs, where: str = "dataset options") -> ImageFolderDataset:
+    """ImageFolderDataset from options such as training_set_kwargs, checked first; no class is looked up by name."""
+    kwargs = check_dataset_kwargs(dataset_kwargs, where)
+    del kwargs["class_name"]
+    return ImageFolderDataset(**kwargs)

@@ -7,12 +7,14 @@ Three ways in, one code path:
     finds its rank in the environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT).
 Processes talk over NCCL on GPUs and gloo on CPUs; rank 0 writes every file.
 """
+import contextlib
 import json
 import os
 import re
 import signal
 import sys
 import tempfile
+import time
 
 import torch
 
@@ -30,17 +32,43 @@ def torchrun_env():
 
 
 def make_run_dir(outdir, desc):
-    """Create <outdir>/<NNNNN>-<desc>, numbered one past the highest existing run."""
-    os.makedirs(outdir, exist_ok=True)
-    while True:
+    """Create <outdir>/<NNNNN>-<desc>, numbered one past the highest existing run.
+
+    The number is chosen under run_number_lock, so two runs starting at once in one folder never
+    share a number, whatever their descriptions.
+    """
+    dnnlib.util.make_output_dir(outdir, "--outdir")
+    with run_number_lock(outdir):
         prev = [re.match(r"^\d+", name) for name in os.listdir(outdir) if os.path.isdir(os.path.join(outdir, name))]
         run_id = max((int(m.group()) for m in prev if m is not None), default=-1) + 1
         run_dir = os.path.join(outdir, f"{run_id:05d}-{desc}")
+        os.makedirs(run_dir)
+    return run_dir
+
+
+@contextlib.contextmanager
+def run_number_lock(outdir, stale_after=30.0):
+    """Held by one process at a time per folder: an atomic mkdir of <outdir>/.run-number-lock (also on NFS).
+
+    The lock lives for the milliseconds of choosing a number; one older than `stale_after` seconds
+    was left by a killed process and is taken over.
+    """
+    lock = os.path.join(outdir, ".run-number-lock")
+    while True:
         try:
-            os.makedirs(run_dir)
-            return run_dir
-        except FileExistsError:  # Another run took the number first.
-            continue
+            os.mkdir(lock)
+            break
+        except FileExistsError:
+            try:
+                if time.time() - os.stat(lock).st_mtime > stale_after:
+                    os.rmdir(lock)
+            except OSError:  # Released (or taken over) meanwhile.
+                pass
+            time.sleep(0.01)
+    try:
+        yield
+    finally:
+        os.rmdir(lock)
 
 
 def find_latest_snapshot(path):
@@ -140,7 +168,7 @@ def _spawned_worker(rank, c, temp_dir):
                              init_method="file://" + os.path.join(temp_dir, "init"))
     except dnnlib.util.UserError as err:
         if rank == 0:
-            print(f"Error: {err}", file=sys.stderr, flush=True)
+            print(f"Error: {dnnlib.util.escape_text(str(err))}", file=sys.stderr, flush=True)
         sys.exit(1)
     if rank == 0 and result["stopped_by"] is not None:
         with open(os.path.join(temp_dir, "stopped_by"), "w") as f:

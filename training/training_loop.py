@@ -24,6 +24,7 @@ from torch_utils import misc
 from torch_utils import training_stats
 from training import resume
 from training import training_state
+from training.dataset import open_dataset
 
 # ----------------------------------------------------------------------------
 # Image grids.
@@ -95,11 +96,6 @@ class SkippingSampler(torch.utils.data.Sampler):
         for _ in range(self.skip):
             next(it)
         return it
-
-
-def _ignore_sigint(_worker_id):
-    # Ctrl-C reaches the whole process group; data workers must keep serving until the loop saves and exits.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # ----------------------------------------------------------------------------
@@ -207,7 +203,7 @@ def training_loop(
     log = print if rank == 0 else (lambda *args, **kwargs: None)
 
     # Data: each rank reads every num_gpus-th item of one shuffled stream.
-    training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
+    training_set = open_dataset(training_set_kwargs)
     log(f"Dataset: {training_set.name}, {len(training_set)} images of {training_set.image_shape} (CxHxW), "
         f"labels {training_set.label_shape}")
 
@@ -280,7 +276,7 @@ def training_loop(
     loader_kwargs.setdefault("pin_memory", device.type == "cuda")
     training_set_iterator = iter(torch.utils.data.DataLoader(
         dataset=training_set, sampler=SkippingSampler(sampler, skip), batch_size=batch_size // num_gpus,
-        worker_init_fn=_ignore_sigint, **loader_kwargs))
+        worker_init_fn=misc.ignore_stop_signals, **loader_kwargs))
 
     # Output: summaries, reals grid and the initial fakes (rank 0).
     grid_size_wh = grid_z = grid_c = None

@@ -4,12 +4,17 @@ Snapshots are read back by `legacy.load_network_pkl`, whose unpickler admits onl
 containers and numbers, so everything here is stored as tensors, dicts, lists, ints, floats and
 strings (no numpy arrays, no custom classes).
 """
+import math
+import numbers
 import random
 
 import numpy as np
 import torch
 
+import dnnlib
+
 PROGRESS_VERSION = 1
+MAX_COUNT = 2 ** 53  # Counters (images, ticks, steps) beyond this are not from a real run.
 
 
 def _to_cpu(obj):
@@ -88,16 +93,87 @@ def load_optimizer_state(opt, saved: dict) -> None:
         group.update(values)
 
 
-def restore(progress, state, opts, loss, ada, num_gpus, batch_size, log=print) -> None:
-    """Apply a progress dict to a freshly built run (the networks are restored separately)."""
+# ----------------------------------------------------------------------------
+# Checking a progress entry read from a file, before any of it is used.
+
+def _is_int(value, low, high):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and low <= value <= high
+
+
+def _is_int_list(value, length, low, high):
+    return isinstance(value, (list, tuple)) and len(value) == length and all(_is_int(v, low, high) for v in value)
+
+
+def _rng_problem(rng):
+    """What is wrong with the saved RNG states, or None."""
+    if not isinstance(rng, dict):
+        return "rng is not a dict"
+    torch_state = rng.get("torch")
+    if not (isinstance(torch_state, torch.Tensor) and torch_state.dtype == torch.uint8 and torch_state.ndim == 1):
+        return "rng.torch is not a byte tensor"
+    if not (isinstance(rng.get("cuda", []), list) and all(isinstance(t, torch.Tensor) for t in rng.get("cuda", []))):
+        return "rng.cuda is not a list of tensors"
+    numpy_state = rng.get("numpy")
+    if not (isinstance(numpy_state, (list, tuple)) and len(numpy_state) == 5 and numpy_state[0] == "MT19937" and
+            _is_int_list(numpy_state[1], 624, 0, 2 ** 32 - 1) and _is_int(numpy_state[2], 0, 624) and
+            _is_int(numpy_state[3], 0, 1) and isinstance(numpy_state[4], float)):
+        return "rng.numpy is not a numpy MT19937 state"
+    python_state = rng.get("python")
+    if not (isinstance(python_state, (list, tuple)) and len(python_state) == 3 and _is_int(python_state[0], 0, 99) and
+            _is_int_list(python_state[1], 625, 0, 2 ** 32 - 1) and
+            (python_state[2] is None or isinstance(python_state[2], float))):
+        return "rng.python is not a Python random state"
+    return None
+
+
+def progress_problem(progress):
+    """What makes `progress` unusable for an exact resume (a one-line reason), or None when it is sound."""
+    if not isinstance(progress, dict):
+        return "it is not a dict"
+    if progress.get("version") != PROGRESS_VERSION:
+        return f"version {dnnlib.util.escape_text(repr(progress.get('version')), 20)} is not {PROGRESS_VERSION}"
+    for key in ("cur_nimg", "cur_tick", "batch_idx", "tick_start_nimg"):
+        if not _is_int(progress.get(key), 0, MAX_COUNT):
+            return f"{key} is not an integer from 0 to 2**53"
+    if progress["tick_start_nimg"] > progress["cur_nimg"]:
+        return "tick_start_nimg is past cur_nimg"
+    for key, high in (("num_gpus", 1 << 16), ("batch_size", 1 << 24), ("random_seed", 2 ** 63)):
+        if not _is_int(progress.get(key), 1 if key != "random_seed" else 0, high):
+            return f"{key} is out of range"
+    optimizers = progress.get("optimizers")
+    if not (isinstance(optimizers, dict) and all(isinstance(v, dict) and isinstance(v.get("state"), dict) and
+                                                 isinstance(v.get("param_groups"), list) for v in optimizers.values())):
+        return "optimizers is not a dict of optimizer states"
+    pl_mean = progress.get("pl_mean")
+    if not (isinstance(pl_mean, torch.Tensor) and pl_mean.numel() == 1 and math.isfinite(float(pl_mean))):
+        return "pl_mean is not one finite number"
+    if not (progress.get("ada") is None or isinstance(progress.get("ada"), dict)):
+        return "ada is not a dict"
+    return _rng_problem(progress.get("rng"))
+
+
+def check_progress(progress, where: str) -> None:
+    """UserError naming `where` unless `progress` is a sound progress entry of this package."""
+    problem = progress_problem(progress)
+    if problem is not None:
+        raise dnnlib.util.UserError(f"{where}: the snapshot's progress entry cannot be resumed from: {problem}")
+
+
+def restore(progress, state, opts, loss, ada, num_gpus, batch_size, log=print, where="--resume") -> None:
+    """Apply a progress dict to a freshly built run (the networks are restored separately); checked first."""
+    check_progress(progress, where)
+    try:
+        for name, opt in opts.items():
+            load_optimizer_state(opt, progress["optimizers"][name])
+        loss.pl_mean.copy_(progress["pl_mean"].to(loss.pl_mean.device))
+        if ada is not None and progress.get("ada") is not None:
+            restore_ada(ada, progress["ada"])
+        restore_rng_states(progress["rng"])
+    except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as err:
+        raise dnnlib.util.UserError(f"{where}: the snapshot's progress entry does not fit this run "
+                                    f"({type(err).__name__}: {dnnlib.util.escape_text(str(err), 200)})") from None
     for key in ("cur_nimg", "cur_tick", "batch_idx", "tick_start_nimg"):
         state[key] = int(progress[key])
-    for name, opt in opts.items():
-        load_optimizer_state(opt, progress["optimizers"][name])
-    loss.pl_mean.copy_(progress["pl_mean"].to(loss.pl_mean.device))
-    if ada is not None and progress.get("ada") is not None:
-        restore_ada(ada, progress["ada"])
-    restore_rng_states(progress["rng"])
     if progress["num_gpus"] != num_gpus or progress["batch_size"] != batch_size:
         log(f"Note: the snapshot was trained with {progress['num_gpus']} processes and batch {progress['batch_size']}, "
             f"this run uses {num_gpus} and {batch_size}; training continues, but not bit-for-bit as before")
