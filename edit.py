@@ -14,7 +14,6 @@ or the bands coarse (ws 0-3), middle (4-7), fine (8+), or all.
 import os
 
 import click
-import torch
 from tqdm import tqdm
 
 import dnnlib
@@ -26,18 +25,12 @@ from generate import resolve_device
 from latent import directions, space, video
 
 
-def _parse_list(ctx, param, value):
+def parse_floats(text):
+    """'-3,-1.5,0' -> [-3.0, -1.5, 0.0]."""
     try:
-        return None if value is None else [float(v) for v in value.split(",")]
+        return [float(v) for v in text.split(",")]
     except ValueError:
-        raise click.BadParameter(f"'{value}' is not a comma-separated list of numbers") from None
-
-
-def _parse_seeds(ctx, param, value):
-    try:
-        return None if value is None else space.parse_range(value)
-    except ValueError as err:
-        raise click.BadParameter(str(err))
+        raise ValueError(f"'{text}' is not a comma-separated list of numbers") from None
 
 
 def _layers(text, G):
@@ -77,11 +70,11 @@ def sefa(network_pkl, layers, num, output, verbose):
 @main.command()
 @click.option("--network", "network_pkl", help="Network pickle path or URL", required=True, metavar="PATH|URL")
 @click.option("--direction", "direction_spec", required=True, metavar="FILE[:INDEX]", help="Direction file")
-@click.option("--seeds", callback=_parse_seeds, help="Seeds to edit, e.g. 0-3")
+@click.option("--seeds", callback=dnnlib.cli.parsed_by(space.parse_range), help="Seeds to edit, e.g. 0-3")
 @click.option("--latents", "latent_files", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
               help="Saved latents to edit (projected_w.npz, --save-w output); repeatable")
-@click.option("--strengths", callback=_parse_list, default="-3,-1.5,0,1.5,3", show_default=True,
-              help="Strengths of the strip")
+@click.option("--strengths", callback=dnnlib.cli.parsed_by(parse_floats), default="-3,-1.5,0,1.5,3",
+              show_default=True, help="Strengths of the strip")
 @click.option("--layers", default="all", show_default=True, help="Layers the direction is added to")
 @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi (seeds)")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True,

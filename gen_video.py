@@ -22,20 +22,6 @@ from generate import resolve_device
 from latent import interpolation, space, video
 
 
-def _parse_seeds(ctx, param, value):
-    try:
-        return None if value is None else space.parse_range(value)
-    except ValueError as err:
-        raise click.BadParameter(str(err))
-
-
-def _parse_grid(ctx, param, value):
-    try:
-        return parse_grid(value)
-    except ValueError as err:
-        raise click.BadParameter(str(err))
-
-
 def keyframe_ws(G, seeds, latent_files, truncation_psi, device):
     """ws [M, num_ws, w_dim] of the seeds (mapped, truncated) or of the latent files, in order."""
     if (seeds is None) == (not latent_files):
@@ -47,11 +33,11 @@ def keyframe_ws(G, seeds, latent_files, truncation_psi, device):
 
 @click.command()
 @click.option("--network", "network_pkl", help="Network pickle path or URL", required=True, metavar="PATH|URL")
-@click.option("--seeds", callback=_parse_seeds, help="Keyframe seeds, e.g. 0-31")
+@click.option("--seeds", callback=dnnlib.cli.parsed_by(space.parse_range), help="Keyframe seeds, e.g. 0-31")
 @click.option("--latents", "latent_files", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
               help="Keyframe latent file (projected_w.npz, generate.py --save-w output); repeatable")
-@click.option("--grid", callback=_parse_grid, default="1x1", show_default=True, metavar="ROWSxCOLS",
-              help="Loops shown at once")
+@click.option("--grid", callback=dnnlib.cli.parsed_by(parse_grid), default="1x1", show_default=True,
+              metavar="ROWSxCOLS", help="Loops shown at once")
 @click.option("--num-keyframes", type=click.IntRange(min=1), default=None,
               help="Keyframes per loop  [default: keyframes given / cells]")
 @click.option("--w-frames", type=click.IntRange(min=1), default=120, show_default=True,

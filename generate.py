@@ -88,8 +88,8 @@ def _parse_grid(ctx, param, value):
 @click.option("--grid", callback=_parse_grid, default=None, metavar="ROWSxCOLS",
               help="Write one contact sheet grid.png instead of one file per seed")
 @click.option("--verbose", is_flag=True, help="Show full tracebacks on errors")
-def main(network_pkl, seeds, projected_w, save_w, truncation_psi, truncation_cutoff, noise_mode, class_idx, outdir, batch_size,
-         device_name, grid, verbose):
+def main(network_pkl, seeds, projected_w, save_w, truncation_psi, truncation_cutoff, noise_mode, class_idx, outdir,
+         batch_size, device_name, grid, verbose):
     """Generate images with a pretrained StyleGAN2 network, one PNG per seed (seed%04d.png)."""
     device = resolve_device(device_name)
     if (seeds is None) == (projected_w is None):

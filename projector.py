@@ -91,13 +91,6 @@ def run_projection(G, target, vgg16, outdir, space_name="w", wplus_init="w", num
     return paths
 
 
-def _parse_color(ctx, param, value):
-    try:
-        return projection.parse_color(value)
-    except ValueError as err:
-        raise click.BadParameter(str(err))
-
-
 @click.command()
 @click.option("--network", "network_pkl", help="Network pickle path or URL", required=True, metavar="PATH|URL")
 @click.option("--target", "target_path", type=click.Path(dir_okay=False), required=True,
@@ -113,8 +106,8 @@ def _parse_color(ctx, param, value):
               help="W+ start: a W search first, or the mean w")
 @click.option("--fit", type=click.Choice(projection.FITS), default="pad", show_default=True,
               help="Fitting the photo to the network's aspect")
-@click.option("--pad-color", callback=_parse_color, default="white", show_default=True,
-              help="Padding colour for --fit=pad: white, black, #rrggbb or r,g,b")
+@click.option("--pad-color", callback=dnnlib.cli.parsed_by(projection.parse_color), default="white",
+              show_default=True, help="Padding colour for --fit=pad: white, black, #rrggbb or r,g,b")
 @click.option("--pixel-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Weight of a mean-squared pixel term beside LPIPS")
 @click.option("--pti-steps", type=click.IntRange(min=0), default=0, show_default=True,

@@ -1,7 +1,7 @@
 """Style mixing: a grid where each row seed takes the column seeds' styles at the chosen layers.
 
 Examples:
-  python style_mixing.py --network=SHHQ-1.0_sg2_1024.pkl --rows=85,100,75 --cols=55,821,1789 --styles=coarse --outdir=out
+  python style_mixing.py --network=SHHQ-1.0_sg2_1024.pkl --rows=85,100 --cols=55,821,1789 --styles=coarse --outdir=out
   python style_mixing.py --network=SHHQ-1.0_sg2_512.pkl --rows=1-3 --cols=10-13 --styles=8-15 --trunc=0.7 --outdir=out
 
 --styles takes ws indices and ranges (0-3,8) or the bands coarse (4-8 px, ws 0-3), middle (16-32, ws 4-7) and
@@ -20,17 +20,12 @@ from generate import resolve_device
 from latent import space
 
 
-def _parse_seeds(ctx, param, value):
-    try:
-        return space.parse_range(value)
-    except ValueError as err:
-        raise click.BadParameter(str(err))
-
-
 @click.command()
 @click.option("--network", "network_pkl", help="Network pickle path or URL", required=True, metavar="PATH|URL")
-@click.option("--rows", "row_seeds", callback=_parse_seeds, required=True, help="Seeds of the rows, e.g. 0-3,42")
-@click.option("--cols", "col_seeds", callback=_parse_seeds, required=True, help="Seeds of the columns")
+@click.option("--rows", "row_seeds", callback=dnnlib.cli.parsed_by(space.parse_range), required=True,
+              help="Seeds of the rows, e.g. 0-3,42")
+@click.option("--cols", "col_seeds", callback=dnnlib.cli.parsed_by(space.parse_range), required=True,
+              help="Seeds of the columns")
 @click.option("--styles", "styles", default="0-6", show_default=True,
               help="Layers the columns give: ws indices/ranges or coarse, middle, fine")
 @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi")

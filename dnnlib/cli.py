@@ -27,3 +27,15 @@ def run(command: click.Command) -> None:
             traceback.print_exc()
         click.echo(f"Error: {err}", err=True)
         sys.exit(1)
+
+
+def parsed_by(parse):
+    """A click callback that parses an option's text with `parse` (None stays None); ValueError -> usage error."""
+    def callback(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError as err:
+            raise click.BadParameter(str(err)) from None
+    return callback

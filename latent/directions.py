@@ -20,7 +20,6 @@ import re
 import numpy as np
 import torch
 
-import dnnlib
 from dnnlib.image_grid import make_grid
 from dnnlib.util import UserError
 
@@ -71,23 +70,12 @@ def sefa(G, layers, num=10):
 
 def save_directions(path, directions, eigenvalues=None, layers=None):
     """Write directions [K, w_dim]: .npz (keys directions, eigenvalues, layers), .npy or .pt; atomically."""
-    path = os.fspath(path)
-    ext = os.path.splitext(path)[1].lower()
-    directions = directions.detach().cpu().to(torch.float32)
-    if ext == ".npz":
-        arrays = dict(directions=directions.numpy())
-        if eigenvalues is not None:
-            arrays["eigenvalues"] = np.asarray(eigenvalues, dtype=np.float64)
-        if layers is not None:
-            arrays["layers"] = np.asarray(layers, dtype=np.int64)
-        dnnlib.util.atomic_write(path, lambda f: np.savez(f, **arrays))
-    elif ext == ".npy":
-        dnnlib.util.atomic_write(path, lambda f: np.save(f, directions.numpy(), allow_pickle=False))
-    elif ext in (".pt", ".pth"):
-        dnnlib.util.atomic_write(path, lambda f: torch.save(directions.clone(), f))
-    else:
-        raise UserError(f"{path}: unknown direction file type '{ext}'; use .npz, .npy or .pt")
-    return path
+    extra = {}
+    if eigenvalues is not None:
+        extra["eigenvalues"] = np.asarray(eigenvalues, dtype=np.float64)
+    if layers is not None:
+        extra["layers"] = np.asarray(layers, dtype=np.int64)
+    return space.write_arrays(path, "directions", directions, extra)
 
 
 def split_spec(spec):

@@ -229,19 +229,25 @@ def load_latents(path, G):
     return ws, noise
 
 
-def save_latents(path, ws, noise=None):
-    """Write ws [N, num_ws, w_dim] as .npz (key `w`, plus noise maps), .npy or .pt, atomically."""
+def write_arrays(path, key, main, extra=None):
+    """Write a float32 tensor atomically: .npz holds it as `key` beside the `extra` arrays; .npy and .pt hold
+    it alone (a plain array / tensor, readable without pickles)."""
     path = os.fspath(path)
-    w = ws.detach().cpu().to(torch.float32)
+    main = main.detach().cpu().to(torch.float32)
     ext = os.path.splitext(path)[1].lower()
     if ext == ".npz":
-        arrays = {"w": w.numpy()}
-        arrays.update({NOISE_PREFIX + name: t.detach().cpu().float().numpy() for name, t in (noise or {}).items()})
+        arrays = {key: main.numpy(), **(extra or {})}
         dnnlib.util.atomic_write(path, lambda f: np.savez(f, **arrays))
     elif ext == ".npy":
-        dnnlib.util.atomic_write(path, lambda f: np.save(f, w.numpy(), allow_pickle=False))
+        dnnlib.util.atomic_write(path, lambda f: np.save(f, main.numpy(), allow_pickle=False))
     elif ext in (".pt", ".pth"):
-        dnnlib.util.atomic_write(path, lambda f: torch.save(w.clone(), f))
+        dnnlib.util.atomic_write(path, lambda f: torch.save(main.clone(), f))
     else:
-        raise UserError(f"{path}: unknown latent file type '{ext}'; use .npz, .npy or .pt")
+        raise UserError(f"{path}: unknown file type '{ext}'; use .npz, .npy or .pt")
     return path
+
+
+def save_latents(path, ws, noise=None):
+    """Write ws [N, num_ws, w_dim] as .npz (key `w`, plus the noise maps), .npy or .pt, atomically."""
+    noise_arrays = {NOISE_PREFIX + name: t.detach().cpu().float().numpy() for name, t in (noise or {}).items()}
+    return write_arrays(path, "w", ws, noise_arrays)
