@@ -24,6 +24,7 @@ from dnnlib.util import UserError
 LAYER_BANDS = {"coarse": (0, 3), "middle": (4, 7), "fine": (8, None)}  # inclusive ws ranges; None = the last
 NOISE_PREFIX = "noise."  # keys of optimised noise maps in a latent .npz, e.g. noise.synthesis.b8.conv0.noise_const
 LATENT_EXTENSIONS = (".npz", ".npy", ".pt", ".pth")
+MAX_FILE_BYTES = 1 << 30  # latents and directions are kilobytes (noise maps of a 1024 network: about 11 MB)
 
 
 def parse_range(text):
@@ -166,6 +167,8 @@ def synthesize(G, ws, noise_mode="const", noise=None, dtype=torch.float32):
 def _read_arrays(path):
     """{name: float32 numpy array} from a .npz/.npy/.pt file, refusing anything that would unpickle objects."""
     ext = os.path.splitext(path)[1].lower()
+    if os.path.getsize(path) > MAX_FILE_BYTES:
+        raise UserError(f"{path}: {os.path.getsize(path) >> 20} MB is too large for a latent or direction file")
     try:
         if ext == ".npz":
             with np.load(path, allow_pickle=False) as data:
