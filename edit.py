@@ -110,11 +110,14 @@ def edit_inputs(G, seeds, latent_files, truncation_psi, device):
     if seeds is not None:
         ws = space.seeds_to_ws(G, seeds, truncation_psi, device=device)
         return [(f"seed{seed:04d}", w, None) for seed, w in zip(seeds, ws.split(1))]
-    items = []
+    items, stems = [], set()
     for file_idx, path in enumerate(latent_files):
         ws, noise = space.load_latents(path, G)
         stem = os.path.splitext(os.path.basename(path))[0]
-        items += [(f"latent{file_idx:02d}-{stem}-{idx:02d}", w.to(device), noise) for idx, w in enumerate(ws.split(1))]
+        stem = stem if stem not in stems else f"{stem}{file_idx}"  # a/projected_w.npz, b/projected_w.npz
+        stems.add(stem)
+        names = [stem] if len(ws) == 1 else [f"{stem}-{idx:02d}" for idx in range(len(ws))]
+        items += [(name, w.to(device), noise) for name, w in zip(names, ws.split(1))]
     return items
 
 

@@ -63,7 +63,7 @@ def main(network_pkl, seeds, latent_files, grid, num_keyframes, w_frames, kind, 
     num_frames = cells.shape[1] * w_frames
     frames = interpolation.loop_frames(G, cells, rows, cols, w_frames, kind, noise_mode)
     path, count = video.write_video(output, tqdm(frames, total=num_frames, unit="frame"), fps=fps)
-    print(f"Wrote {count} frames of {rows * G.img_height}x{cols * G.img_width} to {path}")
+    print(f"Wrote {count} frames ({rows * G.img_height} high, {cols * G.img_width} wide) to {path}")
 
 
 if __name__ == "__main__":
