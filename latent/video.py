@@ -2,7 +2,8 @@
 
 imageio is the optional extra `pip install .[video]`; it is imported only when an mp4 is written or a video
 read. Without imageio-ffmpeg (whose wheel ships an ffmpeg binary) the frames go to a GIF beside the requested
-path instead. mp4 frames stream to ffmpeg; a GIF is kept in memory until it is closed.
+path instead. mp4 frames stream to ffmpeg; a GIF is kept in memory until it is closed, and Pillow merges
+identical consecutive GIF frames into one longer frame (the playing time is kept, the frame count drops).
 """
 import os
 import warnings
