@@ -4,10 +4,10 @@ Examples:
   python generate.py --network=SHHQ-1.0_sg2_1024.pkl --seeds=0-9 --trunc=0.7 --outdir=out
   python generate.py --network=run/network-snapshot-000100.pkl --seeds=0-31 --grid=4x8 --outdir=out
   python generate.py --network="https://drive.google.com/file/d/<ID>/view" --seeds=0-3 --outdir=out
+  python generate.py --network=SHHQ-1.0_sg2_512.pkl --projected-w=out/projected_w.npz --outdir=out
 """
 import math
 import os
-import re
 
 import click
 import numpy as np
@@ -18,57 +18,8 @@ import dnnlib
 import legacy
 from dnnlib.image_grid import make_grid, parse_grid, save_png  # noqa: F401 (parse_grid: public here too)
 from dnnlib.util import UserError
-
-MAX_SEED = 2 ** 32 - 1      # numpy.random.RandomState takes 32-bit seeds.
-MAX_SEED_COUNT = 1_000_000  # Images in one call; a typo like 0-99999999999 should not fill the memory.
-
-
-def parse_range(text):
-    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11]; seeds from 0 to 2**32-1, at most MAX_SEED_COUNT of them."""
-    if isinstance(text, list):
-        return text
-    values = []
-    for part in str(text).split(","):
-        part = part.strip()
-        match = re.fullmatch(r"(\d+)-(\d+)", part)
-        numbers = [int(n) for n in match.groups()] if match else [int(part)] if re.fullmatch(r"\d+", part) else []
-        if any(n > MAX_SEED for n in numbers):
-            raise ValueError(f"'{part}': seeds go from 0 to {MAX_SEED}")
-        if match:
-            lo, hi = numbers
-            if hi < lo:
-                raise ValueError(f"range '{part}' runs backwards")
-            if len(values) + hi - lo + 1 > MAX_SEED_COUNT:
-                raise ValueError(f"more than {MAX_SEED_COUNT} seeds")
-            values.extend(range(lo, hi + 1))
-        elif re.fullmatch(r"\d+", part):
-            values.append(int(part))
-        else:
-            raise ValueError(f"'{part}' is not a number or a range like 0-9")
-    return values
-
-
-def seed_to_z(seed, z_dim):
-    """The latent of a seed, as every tool of the ecosystem computes it."""
-    return np.random.RandomState(seed).randn(1, z_dim)
-
-
-def to_uint8(img):
-    """NCHW float in [-1, 1] -> NHWC uint8, the ecosystem's conversion."""
-    return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-
-
-def class_label(G, class_idx, device):
-    """One-hot label row for conditional networks; an empty row for unconditional ones."""
-    label = torch.zeros([1, G.c_dim], device=device)
-    if G.c_dim == 0:
-        return label
-    if class_idx is None:
-        raise UserError("--class: this network is conditional; pass a class index with --class")
-    if not 0 <= class_idx < G.c_dim:
-        raise UserError(f"--class: {class_idx} is out of range; this network has classes 0-{G.c_dim - 1}")
-    label[:, class_idx] = 1
-    return label
+from latent import space
+from latent.space import class_label, parse_range, seed_to_z, to_uint8  # noqa: F401 (public here too)
 
 
 @torch.no_grad()
@@ -99,9 +50,15 @@ def resolve_device(name):
     return device
 
 
+def render_projected(G, path, noise_mode="const"):
+    """HWC uint8 images of the latents in a saved file (projected_w.npz, --save-w output, .npy, .pt), in order."""
+    ws, noise = space.load_latents(path, G)
+    return space.synthesize(G, ws, noise_mode=noise_mode, noise=noise)
+
+
 def _parse_seeds(ctx, param, value):
     try:
-        return parse_range(value)
+        return None if value is None else parse_range(value)
     except ValueError as err:
         raise click.BadParameter(str(err))
 
@@ -129,7 +86,10 @@ def _parse_grid(ctx, param, value):
 @click.option("--network", "network_pkl", help="Network .pkl or .safetensors: path, or URL (http(s), Google Drive "
               "link, hf://OWNER/REPO/FILE)", required=True, metavar="PATH|URL")
 @click.option("--sha256", help="Expected SHA-256 of --network, checked before it is read", metavar="HEX")
-@click.option("--seeds", callback=_parse_seeds, help="Seeds, e.g. 0-9,42", required=True)
+@click.option("--seeds", callback=_parse_seeds, help="Seeds, e.g. 0-9,42")
+@click.option("--projected-w", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Render saved latents (projected_w.npz, .npy, .pt) instead of seeds")
+@click.option("--save-w", is_flag=True, help="Also write each seed's ws as seed%04d.npz (key w)")
 @click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True, help="Truncation psi")
 @click.option("--trunc-cutoff", "truncation_cutoff", type=click.IntRange(min=0), default=None,
               help="Truncate only the first N ws (default: all)")
@@ -146,15 +106,15 @@ def _parse_grid(ctx, param, value):
 @click.option("--verbose", is_flag=True, help="Show full tracebacks on errors")
 @click.option("--version", type=int, hidden=True, expose_value=False, callback=_check_version,
               help="StyleGAN-Human's network version: only 2 (StyleGAN2)")
-@dnnlib.cli.unsupported_option("--projected-w", "stylegan2-ada-pytorch's generate.py",
-                               "generate from seeds with --seeds")
-def main(network_pkl, seeds, truncation_psi, truncation_cutoff, noise_mode, class_idx, outdir, batch_size,
-         device_name, grid, verbose, sha256):
+def main(network_pkl, seeds, projected_w, save_w, truncation_psi, truncation_cutoff, noise_mode, class_idx, outdir,
+         batch_size, device_name, grid, verbose, sha256):
     """Generate images with a pretrained StyleGAN2 network, one PNG per seed (seed%04d.png)."""
     device = resolve_device(device_name)
+    if (seeds is None) == (projected_w is None):
+        raise UserError("--seeds or --projected-w: give exactly one of them")
     if not math.isfinite(truncation_psi):
         raise UserError(f"--trunc: {truncation_psi} is not a finite number (e.g. 0.7, or 1 for no truncation)")
-    if grid is not None and grid[0] * grid[1] < len(seeds):
+    if grid is not None and seeds is not None and grid[0] * grid[1] < len(seeds):
         raise UserError(f"--grid: {grid[0]}x{grid[1]} holds {grid[0] * grid[1]} images, but {len(seeds)} seeds "
                         f"were given")
 
@@ -165,6 +125,9 @@ def main(network_pkl, seeds, truncation_psi, truncation_cutoff, noise_mode, clas
         class_idx = None
 
     dnnlib.util.make_output_dir(outdir, "--outdir")
+    if projected_w is not None:
+        _write_projected(G, projected_w, noise_mode, outdir, grid)
+        return
     images = []
     for seed, pixels in generate_images(G, seeds, truncation_psi, truncation_cutoff, noise_mode, class_idx,
                                         batch_size, device, progress=True):
@@ -172,9 +135,26 @@ def main(network_pkl, seeds, truncation_psi, truncation_cutoff, noise_mode, clas
             save_png(pixels, os.path.join(outdir, f"seed{seed:04d}.png"))
         else:
             images.append(pixels)
+        if save_w:
+            ws = space.seeds_to_ws(G, [seed], truncation_psi, truncation_cutoff, class_idx, device)
+            space.save_latents(os.path.join(outdir, f"seed{seed:04d}.npz"), ws)
     if grid is not None:
         save_png(make_grid(images, *grid), os.path.join(outdir, "grid.png"))
     print(f"Wrote {len(seeds)} image(s) to {outdir}")
+
+
+def _write_projected(G, projected_w, noise_mode, outdir, grid):
+    """proj00.png, proj01.png, ... (the original tool's names), or grid.png, from a latent file."""
+    images = render_projected(G, projected_w, noise_mode)
+    if grid is None:
+        for idx, pixels in enumerate(images):
+            save_png(pixels, os.path.join(outdir, f"proj{idx:02d}.png"))
+    elif grid[0] * grid[1] < len(images):
+        raise UserError(f"--grid: {grid[0]}x{grid[1]} holds {grid[0] * grid[1]} images, but {projected_w} holds "
+                        f"{len(images)} latents")
+    else:
+        save_png(make_grid(images, *grid), os.path.join(outdir, "grid.png"))
+    print(f"Wrote {len(images)} image(s) from {projected_w} to {outdir}")
 
 
 if __name__ == "__main__":

@@ -8,15 +8,6 @@ import click
 from .util import UserError, escape_text
 
 
-def unsupported_option(name: str, origin: str, instead: str):
-    """A hidden option that the original tool `origin` has and this package does not: giving it is a clear error."""
-    def refuse(_ctx, _param, value):
-        if value is not None:
-            raise click.UsageError(f"{name} is an option of {origin} that this package does not have; {instead}")
-        return value
-    return click.option(name, hidden=True, expose_value=False, callback=refuse)
-
-
 def run(command: click.Command) -> None:
     """Invoke a click command; UserError (and unreadable files) print one line and exit 1.
 
@@ -37,3 +28,15 @@ def run(command: click.Command) -> None:
             traceback.print_exc()
         click.echo(f"Error: {escape_text(str(err))}", err=True)
         sys.exit(1)
+
+
+def parsed_by(parse):
+    """A click callback that parses an option's text with `parse` (None stays None); ValueError -> usage error."""
+    def callback(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError as err:
+            raise click.BadParameter(str(err)) from None
+    return callback

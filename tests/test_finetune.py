@@ -325,9 +325,6 @@ def test_generate_version_alias(tmp_path):
         result = runner.invoke(generate.main, [f"--network={pkl}", "--seeds=0", f"--outdir={tmp_path}/c",
                                                "--version", version])
         assert result.exit_code == 2 and f"{family}" in result.output and "--version 2" in result.output
-    result = runner.invoke(generate.main, [f"--network={pkl}", "--seeds=0", f"--outdir={tmp_path}/c",
-                                           "--projected-w=w.npz"])
-    assert result.exit_code == 2 and "option of stylegan2-ada-pytorch's generate.py" in result.output
     assert not (tmp_path / "c").exists()
 
 

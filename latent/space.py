@@ -1,0 +1,265 @@
+"""Seeds, latents and layers: what the generation, mixing, video, editing and projection tools share.
+
+Conventions of the StyleGAN2-ADA ecosystem, kept so that seeds and files mean the same everywhere:
+- seed s -> z = np.random.RandomState(s).randn(1, z_dim);
+- z -> ws = G.mapping(z, c, truncation_psi, truncation_cutoff), shape [N, num_ws, w_dim];
+- a saved latent is `projected_w.npz` with key `w` of shape [1, num_ws, w_dim] (also .npy and .pt).
+
+Layers are indices into ws. Named bands follow the StyleGAN papers' two styles per resolution (ws 2k and
+2k+1 belong to resolution 4 * 2**k, the larger side): `coarse` = 4-8 (ws 0-3), `middle` = 16-32 (ws 4-7),
+`fine` = 64 and up (ws 8 to num_ws - 1). A 2:1 network has the same bands (4x2 .. 8x4 is coarse).
+"""
+import contextlib
+import os
+import pickle
+import re
+import zipfile
+
+import numpy as np
+import torch
+
+import dnnlib
+from dnnlib.util import UserError
+
+LAYER_BANDS = {"coarse": (0, 3), "middle": (4, 7), "fine": (8, None)}  # inclusive ws ranges; None = the last
+NOISE_PREFIX = "noise."  # keys of optimised noise maps in a latent .npz, e.g. noise.synthesis.b8.conv0.noise_const
+LATENT_EXTENSIONS = (".npz", ".npy", ".pt", ".pth")
+MAX_FILE_BYTES = 1 << 30  # latents and directions are kilobytes (noise maps of a 1024 network: about 11 MB)
+
+
+MAX_SEED = 2 ** 32 - 1      # numpy.random.RandomState takes 32-bit seeds.
+MAX_SEED_COUNT = 1_000_000  # Images in one call; a typo like 0-99999999999 should not fill the memory.
+
+
+def parse_range(text):
+    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11]; seeds from 0 to 2**32-1, at most MAX_SEED_COUNT of them."""
+    if isinstance(text, list):
+        return text
+    values = []
+    for part in str(text).split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d+)-(\d+)", part)
+        numbers = [int(n) for n in match.groups()] if match else [int(part)] if re.fullmatch(r"\d+", part) else []
+        if any(n > MAX_SEED for n in numbers):
+            raise ValueError(f"'{part}': seeds go from 0 to {MAX_SEED}")
+        if match:
+            lo, hi = numbers
+            if hi < lo:
+                raise ValueError(f"range '{part}' runs backwards")
+            if len(values) + hi - lo + 1 > MAX_SEED_COUNT:
+                raise ValueError(f"more than {MAX_SEED_COUNT} seeds")
+            values.extend(range(lo, hi + 1))
+        elif numbers:
+            values.append(numbers[0])
+        else:
+            raise ValueError(f"'{part}' is not a number or a range like 0-9")
+    return values
+
+
+def parse_layers(text, num_ws):
+    """'coarse', 'middle,fine', '0-3,8', 'all' or '' (no layers) -> sorted ws indices below num_ws."""
+    layers = set()
+    for part in filter(None, (p.strip().lower() for p in str(text).split(","))):
+        if part == "all":
+            layers.update(range(num_ws))
+        elif part in LAYER_BANDS:
+            lo, hi = LAYER_BANDS[part]
+            hi = num_ws - 1 if hi is None else min(hi, num_ws - 1)
+            if lo > hi:
+                raise ValueError(f"'{part}' is empty for this network ({num_ws} ws: layers 0-{num_ws - 1})")
+            layers.update(range(lo, hi + 1))
+        else:
+            values = parse_range(part)
+            if max(values) >= num_ws:
+                raise ValueError(f"layer {max(values)} does not exist; this network has layers 0-{num_ws - 1}")
+            layers.update(values)
+    return sorted(layers)
+
+
+def seed_to_z(seed, z_dim):
+    """The latent of a seed, as every tool of the ecosystem computes it."""
+    return np.random.RandomState(seed).randn(1, z_dim)
+
+
+def to_uint8(img):
+    """NCHW float in [-1, 1] -> NHWC uint8, the ecosystem's conversion."""
+    return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
+def class_label(G, class_idx, device):
+    """One-hot label row for conditional networks; an empty row for unconditional ones."""
+    label = torch.zeros([1, G.c_dim], device=device)
+    if G.c_dim == 0:
+        return label
+    if class_idx is None:
+        raise UserError("--class: this network is conditional; pass a class index with --class")
+    if not 0 <= class_idx < G.c_dim:
+        raise UserError(f"--class: {class_idx} is out of range; this network has classes 0-{G.c_dim - 1}")
+    label[:, class_idx] = 1
+    return label
+
+
+@torch.no_grad()
+def seeds_to_ws(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_idx=None, device=torch.device("cpu")):
+    """ws [len(seeds), num_ws, w_dim] of the seeds, through G.mapping with truncation (as G(z, c) computes them)."""
+    z = torch.from_numpy(np.concatenate([seed_to_z(seed, G.z_dim) for seed in seeds])).to(device)
+    label = class_label(G, class_idx, device).repeat([len(seeds), 1])
+    return G.mapping(z, label, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+
+
+def mix_styles(row_ws, col_ws, layers):
+    """Style mixing (StyleGAN paper, section 3.1): row_ws with the ws at `layers` taken from col_ws."""
+    mixed = row_ws.clone()
+    mixed[:, layers] = col_ws[:, layers]
+    return mixed
+
+
+def style_mixing(G, row_seeds, col_seeds, layers, truncation_psi=1.0, noise_mode="const", class_idx=None,
+                 device=torch.device("cpu")):
+    """(row images, column images, {(row seed, col seed): image}): rows take the columns' ws at `layers`."""
+    row_ws = seeds_to_ws(G, row_seeds, truncation_psi, None, class_idx, device)
+    col_ws = seeds_to_ws(G, col_seeds, truncation_psi, None, class_idx, device)
+    pairs = {}
+    for row_seed, row_w in zip(row_seeds, row_ws.split(1)):
+        for col_seed, col_w in zip(col_seeds, col_ws.split(1)):
+            pairs[(row_seed, col_seed)] = synthesize(G, mix_styles(row_w, col_w, layers), noise_mode)[0]
+    return synthesize(G, row_ws, noise_mode), synthesize(G, col_ws, noise_mode), pairs
+
+
+def style_mixing_cells(row_images, col_images, pairs, row_seeds, col_seeds):
+    """The style-mixing sheet's cells in (rows + 1) x (cols + 1) order: a black corner, the column sources
+    along the top, each row's source on the left followed by its mixes."""
+    cells = [np.zeros_like(row_images[0])] + list(col_images)
+    for row_seed, row_image in zip(row_seeds, row_images):
+        cells += [row_image] + [pairs[(row_seed, col_seed)] for col_seed in col_seeds]
+    return cells
+
+
+def precision(device, dtype=torch.float32):
+    """Autocast for a lower-precision dtype (e.g. bfloat16 on the CPU); float32 runs as is."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def noise_maps(G, noise):
+    """Run G with the given noise maps ({buffer name: tensor}) in its noise_const buffers, then restore them."""
+    buffers = dict(G.named_buffers())
+    saved = {name: buffers[name].clone() for name in noise}
+    try:
+        with torch.no_grad():
+            for name, value in noise.items():
+                buffers[name].copy_(value)
+        yield G
+    finally:
+        with torch.no_grad():
+            for name, value in saved.items():
+                buffers[name].copy_(value)
+
+
+@torch.no_grad()
+def synthesize(G, ws, noise_mode="const", noise=None, dtype=torch.float32):
+    """HWC uint8 numpy images of ws [N, num_ws, w_dim], one forward pass per image (results do not depend on N)."""
+    device = next(G.parameters()).device
+    images = []
+    with noise_maps(G, noise or {}), precision(device, dtype):
+        for w in ws.to(device, torch.float32).split(1):
+            images.append(to_uint8(G.synthesis(w, noise_mode=noise_mode).float())[0].cpu().numpy())
+    return images
+
+
+# ----------------------------------------------------------------------------
+# Latent files: read safely (arrays and tensors only, never pickled objects), written atomically.
+
+
+def _read_arrays(path):
+    """{name: float32 numpy array} from a .npz/.npy/.pt file, refusing anything that would unpickle objects."""
+    ext = os.path.splitext(path)[1].lower()
+    if os.path.getsize(path) > MAX_FILE_BYTES:
+        raise UserError(f"{path}: {os.path.getsize(path) >> 20} MB is too large for a latent or direction file")
+    try:
+        if ext == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                return {key: data[key] for key in data.files}
+        if ext == ".npy":
+            return {"w": np.load(path, allow_pickle=False)}
+        if ext in (".pt", ".pth"):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = data if isinstance(data, dict) else {"w": data}
+            if not all(isinstance(v, torch.Tensor) for v in data.values()):
+                raise ValueError("it holds objects other than tensors")
+            return {key: value.detach().numpy() for key, value in data.items()}
+    except pickle.UnpicklingError:
+        raise UserError(f"{path}: holds pickled Python objects, not just arrays or tensors; refused without "
+                        f"running them") from None
+    except (OSError, ValueError, RuntimeError, zipfile.BadZipFile, EOFError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise UserError(f"{path}: not a file of plain arrays or tensors, or a damaged one; nothing in it was run "
+                        f"({str(err).splitlines()[0][:200]})") from None
+    raise UserError(f"{path}: unknown file type '{ext}'; expected one of {', '.join(LATENT_EXTENSIONS)}")
+
+
+def read_arrays(path):
+    """The arrays of a latent or direction file, as float32 (public for latent.directions)."""
+    arrays = _read_arrays(os.fspath(path))
+    for key, value in arrays.items():
+        if value.dtype.kind not in "fiu" or not np.isfinite(value).all():
+            raise UserError(f"{path}: array '{key}' is not finite numbers ({value.dtype})")
+    return {key: value.astype(np.float32) for key, value in arrays.items()}
+
+
+def _as_ws(w, num_ws, w_dim, path):
+    """[w_dim], [N, w_dim] (W: broadcast), [num_ws, w_dim] or [N, num_ws, w_dim] -> [N, num_ws, w_dim]."""
+    if w.ndim == 1:
+        w = w[None]
+    if w.ndim == 2 and w.shape[0] == num_ws and w.shape[-1] == w_dim and num_ws > 1:
+        w = w[None]
+    if w.ndim == 2:
+        w = np.repeat(w[:, None], num_ws, axis=1)
+    if w.ndim != 3 or w.shape[1:] != (num_ws, w_dim) or w.shape[0] < 1:
+        raise UserError(f"{path}: latent of shape {list(w.shape)} does not fit this network, which takes "
+                        f"[N, {num_ws}, {w_dim}] (W+) or [N, {w_dim}] (W)")
+    return w
+
+
+def load_latents(path, G):
+    """(ws [N, num_ws, w_dim] float32 tensor, {noise buffer name: tensor}) from a saved latent file."""
+    arrays = read_arrays(path)
+    if "w" not in arrays and len(arrays) != 1:
+        raise UserError(f"{path}: no array named 'w' (found {', '.join(sorted(arrays)) or 'none'})")
+    w = arrays.pop("w") if "w" in arrays else arrays.popitem()[1]
+    ws = torch.from_numpy(_as_ws(w, G.num_ws, G.w_dim, path))
+    buffers = dict(G.named_buffers())
+    noise = {}
+    for key, value in arrays.items():
+        name = key[len(NOISE_PREFIX):]
+        if not key.startswith(NOISE_PREFIX) or name not in buffers or tuple(buffers[name].shape) != value.shape:
+            raise UserError(f"{path}: array '{key}' is neither 'w' nor a noise map of this network")
+        noise[name] = torch.from_numpy(value)
+    return ws, noise
+
+
+def write_arrays(path, key, main, extra=None):
+    """Write a float32 tensor atomically: .npz holds it as `key` beside the `extra` arrays; .npy and .pt hold
+    it alone (a plain array / tensor, readable without pickles)."""
+    path = os.fspath(path)
+    main = main.detach().cpu().to(torch.float32)
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".npz":
+        arrays = {key: main.numpy(), **(extra or {})}
+        dnnlib.util.atomic_write(path, lambda f: np.savez(f, **arrays))
+    elif ext == ".npy":
+        dnnlib.util.atomic_write(path, lambda f: np.save(f, main.numpy(), allow_pickle=False))
+    elif ext in (".pt", ".pth"):
+        dnnlib.util.atomic_write(path, lambda f: torch.save(main.clone(), f))
+    else:
+        raise UserError(f"{path}: unknown file type '{ext}'; use .npz, .npy or .pt")
+    return path
+
+
+def save_latents(path, ws, noise=None):
+    """Write ws [N, num_ws, w_dim] as .npz (key `w`, plus the noise maps), .npy or .pt, atomically."""
+    noise_arrays = {NOISE_PREFIX + name: t.detach().cpu().float().numpy() for name, t in (noise or {}).items()}
+    return write_arrays(path, "w", ws, noise_arrays)

@@ -1,0 +1,120 @@
+"""Writing frames to a video file: mp4 (H.264) through imageio and imageio-ffmpeg, GIF as the fallback.
+
+imageio is the optional extra `pip install .[video]`; it is imported only when an mp4 is written or a video
+read. Without imageio-ffmpeg (whose wheel ships an ffmpeg binary) the frames go to a GIF beside the requested
+path instead. mp4 frames stream to ffmpeg; a GIF is kept in memory until it is closed, and Pillow merges
+identical consecutive GIF frames into one longer frame (the playing time is kept, the frame count drops).
+"""
+import os
+import warnings
+
+import numpy as np
+import PIL.Image
+
+import dnnlib
+from dnnlib.util import UserError
+
+INSTALL_HINT = "pip install .[video]"
+
+
+def _even(frame):
+    """H.264 in yuv420p needs even sides: repeat the last row/column where a side is odd."""
+    if frame.shape[0] % 2:
+        frame = np.concatenate([frame, frame[-1:]], axis=0)
+    if frame.shape[1] % 2:
+        frame = np.concatenate([frame, frame[:, -1:]], axis=1)
+    return frame
+
+
+def _rgb(frame):
+    frame = np.asarray(frame, dtype=np.uint8)
+    return np.repeat(frame, 3, axis=2) if frame.ndim == 3 and frame.shape[2] == 1 else frame
+
+
+def _ffmpeg_available():
+    try:
+        import imageio_ffmpeg
+        imageio_ffmpeg.get_ffmpeg_exe()
+        return True
+    except (ImportError, RuntimeError):
+        return False
+
+
+class VideoWriter:
+    """`with VideoWriter(path, fps) as out: out.append(frame)`; the file appears complete on close, or not at all.
+
+    `path` ends in .mp4 or .gif; an .mp4 without imageio-ffmpeg becomes a .gif (see `self.path`) with a warning.
+    """
+
+    def __init__(self, path, fps=30, bitrate="16M"):
+        path = os.fspath(path)
+        ext = os.path.splitext(path)[1].lower()
+        if ext not in (".mp4", ".gif"):
+            raise UserError(f"{path}: unknown video type '{ext}'; use .mp4 or .gif")
+        if ext == ".mp4" and not _ffmpeg_available():
+            gif = os.path.splitext(path)[0] + ".gif"
+            warnings.warn(f"imageio-ffmpeg is not installed ({INSTALL_HINT}); writing {gif} instead of {path}")
+            path, ext = gif, ".gif"
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.path, self.fps, self.count = path, fps, 0
+        self._gif_frames = [] if ext == ".gif" else None
+        self._tmp = self._mp4 = None
+        if ext == ".mp4":
+            self._open_mp4(bitrate)
+
+    def _open_mp4(self, bitrate):
+        try:
+            import imageio
+        except ImportError:
+            raise UserError(f"{self.path}: writing video needs imageio; {INSTALL_HINT}") from None
+        # ffmpeg writes to a file name: a temporary one beside the target, renamed on close.
+        self._tmp = f"{self.path}.tmp-{os.getpid()}.mp4"
+        self._mp4 = imageio.get_writer(self._tmp, format="FFMPEG", mode="I", fps=self.fps, codec="libx264",
+                                       bitrate=bitrate, pixelformat="yuv420p", macro_block_size=1,
+                                       ffmpeg_log_level="error")
+
+    def append(self, frame):
+        frame = _rgb(frame)
+        if self._mp4 is not None:
+            self._mp4.append_data(_even(frame))
+        else:
+            self._gif_frames.append(PIL.Image.fromarray(frame))
+        self.count += 1
+
+    def close(self, keep=True):
+        if self._mp4 is not None:
+            self._mp4.close()
+            if keep and self.count:
+                os.replace(self._tmp, self.path)
+            elif os.path.exists(self._tmp):
+                os.remove(self._tmp)
+        elif keep and self._gif_frames:
+            first, rest = self._gif_frames[0], self._gif_frames[1:]
+            duration_ms = max(int(round(1000 / self.fps)), 20)  # browsers play delays under 20 ms slowly
+            dnnlib.util.atomic_write(self.path, lambda f: first.save(f, format="GIF", save_all=True, append_images=rest,
+                                                                     duration=duration_ms, loop=0))
+        if keep and not self.count:
+            raise UserError(f"{self.path}: no frames to write")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(keep=exc_type is None)
+
+
+def write_video(path, frames, fps=30, bitrate="16M"):
+    """Write HWC uint8 frames (any iterable) to `path` (.mp4 or .gif); returns (path written, frame count)."""
+    with VideoWriter(path, fps, bitrate) as out:
+        for frame in frames:
+            out.append(frame)
+    return out.path, out.count
+
+
+def read_video(path):
+    """All frames of a video as HWC uint8 arrays (for checks and tests); needs imageio."""
+    try:
+        import imageio.v3 as iio
+    except ImportError:
+        raise UserError(f"{path}: reading video needs imageio; {INSTALL_HINT}") from None
+    return [np.asarray(frame) for frame in iio.imiter(path)]

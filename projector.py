@@ -1,0 +1,139 @@
+"""Project a photo into a generator: find its latent in W or W+, optionally tune G around it (PTI).
+
+Examples:
+  python projector.py --network=SHHQ-1.0_sg2_1024.pkl --target=me.jpg --outdir=out
+  python projector.py --network=SHHQ-1.0_sg2_512.pkl --target=me.jpg --space=wplus --pti-steps=350 --outdir=out
+  python generate.py --network=out/pti_G.pkl --projected-w=out/projected_w.npz --outdir=out/again
+
+The photo is fitted to the network's frame (--fit=pad: scaled to fit and padded with --pad-color, white as
+in SHHQ, so nothing of the person is cut off). Outputs in --outdir: target.png (the fitted target), proj.png,
+projected_w.npz (key `w` [1, num_ws, w_dim], plus the optimised noise maps, which generate.py --projected-w
+uses), log.txt (the loss per step), proj.mp4 with --save-video (target beside the progress), and with
+--pti-steps: pti_G.pkl (the tuned generator, G_ema only) and proj_pti.png. With --space=wplus the W+ search
+starts from a full W search (--wplus-init=w, twice --num-steps in all) or from the mean w (--wplus-init=mean).
+"""
+import os
+
+import click
+import torch
+
+import dnnlib
+import dnnlib.cli
+import legacy
+from dnnlib.image_grid import make_grid, save_png
+from dnnlib.util import UserError
+from generate import resolve_device
+from latent import projection, space, video
+from metrics import metric_utils
+
+
+class _Progress:
+    """Collects the log lines and, with a video, a frame per step: the target beside the current image."""
+
+    def __init__(self, target, writer):
+        self.target, self.writer, self.lines = target, writer, []
+
+    def add(self, stage, step, total, loss, render):
+        self.lines.append(f"{stage} step {step + 1}/{total} loss {loss:.6g}")
+        if self.writer is not None:
+            self.writer.append(make_grid([self.target, render()], 1, 2))
+
+
+def search(G, target, vgg16, space_name, wplus_init, num_steps, pixel_weight, seed, device, log):
+    """The latent search: W, or W+ from the W result or from the mean. Returns projection.project's dict."""
+    def on_step(stage):
+        return lambda step, ws, loss, noise: log.add(stage, step, num_steps, loss,
+                                                     lambda: space.synthesize(G, ws, "const", noise)[0])
+    result = None
+    if space_name == "w" or wplus_init == "w":
+        result = projection.project(G, target, vgg16, "w", num_steps, pixel_weight=pixel_weight, seed=seed,
+                                    device=device, on_step=on_step("w"), progress=True)
+    if space_name == "wplus":
+        init = dict(init_ws=result["ws"], init_noise=result["noise"]) if result else {}
+        result = projection.project(G, target, vgg16, "wplus", num_steps, pixel_weight=pixel_weight, seed=seed + 1,
+                                    device=device, on_step=on_step("wplus"), progress=True, **init)
+    return result
+
+
+def run_projection(G, target, vgg16, outdir, space_name="w", wplus_init="w", num_steps=1000, pixel_weight=0.0,
+                   pti_steps=0, seed=303, save_video=False, device=torch.device("cpu"), training_set_kwargs=None):
+    """Project target (HWC uint8 at G's size) and write every output into outdir; returns the paths written."""
+    os.makedirs(outdir, exist_ok=True)
+    paths = dict(target=os.path.join(outdir, "target.png"), proj=os.path.join(outdir, "proj.png"),
+                 w=os.path.join(outdir, "projected_w.npz"), log=os.path.join(outdir, "log.txt"))
+    save_png(target, paths["target"])
+    writer = video.VideoWriter(os.path.join(outdir, "proj.mp4"), fps=60) if save_video else None
+    log = _Progress(target, writer)
+    try:
+        result = search(G, target, vgg16, space_name, wplus_init, num_steps, pixel_weight, seed, device, log)
+        ws, noise = result["ws"], result["noise"]
+        save_png(space.synthesize(G, ws, "const", noise)[0], paths["proj"])
+        space.save_latents(paths["w"], ws, noise)
+        log.lines.append(f"{space_name} final loss {result['final_loss']:.6g}")
+        if pti_steps:
+            G_pti, info = projection.pivotal_tuning(
+                G, ws, target, vgg16, pti_steps, noise=noise, pixel_weight=pixel_weight, device=device,
+                on_step=lambda step, G_now, loss: log.add("pti", step, pti_steps, loss,
+                                                          lambda: space.synthesize(G_now, ws, "const")[0]),
+                progress=True)
+            paths.update(pti=os.path.join(outdir, "pti_G.pkl"), proj_pti=os.path.join(outdir, "proj_pti.png"))
+            legacy.save_network_pkl(paths["pti"], dict(G_ema=G_pti, training_set_kwargs=training_set_kwargs))
+            save_png(space.synthesize(G_pti, ws, "const")[0], paths["proj_pti"])
+            log.lines.append(f"pti final loss {info['final_loss']:.6g}")
+    except BaseException:
+        if writer is not None:
+            writer.close(keep=False)
+        raise
+    if writer is not None:
+        writer.close()
+        paths["video"] = writer.path
+    dnnlib.util.atomic_write(paths["log"], lambda f: f.write(("\n".join(log.lines) + "\n").encode("utf-8")))
+    return paths
+
+
+@click.command()
+@click.option("--network", "network_pkl", help="Network pickle path or URL", required=True, metavar="PATH|URL")
+@click.option("--target", "target_path", type=click.Path(dir_okay=False), required=True,
+              help="Photo to project (any size)")
+@click.option("--num-steps", type=click.IntRange(min=1), default=1000, show_default=True, help="Optimisation steps")
+@click.option("--seed", type=int, default=303, show_default=True, help="Random seed (noise maps, latent noise)")
+@click.option("--save-video", type=bool, is_flag=False, flag_value=True, default=False, show_default=True,
+              help="Write proj.mp4 of the optimisation progress")
+@click.option("--outdir", type=click.Path(file_okay=False), required=True, help="Where to write the results")
+@click.option("--space", "space_name", type=click.Choice(["w", "wplus"]), default="w", show_default=True,
+              help="One w for all layers, or one per layer")
+@click.option("--wplus-init", type=click.Choice(["w", "mean"]), default="w", show_default=True,
+              help="W+ start: a W search first, or the mean w")
+@click.option("--fit", type=click.Choice(projection.FITS), default="pad", show_default=True,
+              help="Fitting the photo to the network's aspect")
+@click.option("--pad-color", callback=dnnlib.cli.parsed_by(projection.parse_color), default="white",
+              show_default=True, help="Padding colour for --fit=pad: white, black, #rrggbb or r,g,b")
+@click.option("--pixel-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Weight of a mean-squared pixel term beside LPIPS")
+@click.option("--pti-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Pivotal tuning steps after the search (0 = none)")
+@click.option("--vgg16", "vgg16_spec", default=None, metavar="PATH|URL",
+              help="VGG16 detector (TorchScript)  [default: $SG2_VGG16_DETECTOR, else the standard URL]")
+@click.option("--device", "device_name", default=None, help="cpu, cuda or cuda:N  [default: cuda if available]")
+@click.option("--verbose", is_flag=True, help="Show full tracebacks on errors")
+def main(network_pkl, target_path, num_steps, seed, save_video, outdir, space_name, wplus_init, fit, pad_color,
+         pixel_weight, pti_steps, vgg16_spec, device_name, verbose):
+    """Project a photo into the generator and write the results into --outdir."""
+    device = resolve_device(device_name)
+    print(f'Loading network from "{network_pkl}"...')
+    with dnnlib.util.open_url(network_pkl) as f:
+        data = legacy.load_network_pkl(f)
+    if data["G_ema"] is None:
+        raise UserError(f"{network_pkl}: the checkpoint holds no 'G_ema' (a generator to project into)")
+    G = data["G_ema"].eval().requires_grad_(False).to(device)
+    target = projection.load_target(target_path, G.img_height, G.img_width, fit, pad_color)
+    target = projection.to_channels(target, G.img_channels)
+    spec, named_by = metric_utils.detector_spec(dnnlib.EasyDict(detectors={"vgg16": vgg16_spec}), "vgg16")
+    vgg16 = metric_utils.load_detector(spec, "vgg16", named_by, device, verbose=True)
+    paths = run_projection(G, target, vgg16, outdir, space_name, wplus_init, num_steps, pixel_weight, pti_steps, seed,
+                           save_video, device, data.get("training_set_kwargs"))
+    print("Wrote " + ", ".join(sorted(os.path.basename(p) for p in paths.values())) + f" to {outdir}")
+
+
+if __name__ == "__main__":
+    dnnlib.cli.run(main)
