@@ -214,10 +214,12 @@ def edit_tab(gr, session, shared, project_state):
             image = image_box(gr, session, "Edited", "edit-image")
     found = gr.State(None)  # dict(source, vectors [K, w_dim]) of the directions on the sliders
 
+    names = ["source", "seed", "layers", "found", "projected", "psi", "noise", "cls"]  # `inputs` below, then sliders
+
     def named(args):
-        """The values of `inputs` (below) by name."""
-        values = dnnlib.EasyDict(zip(["source", "seed", "layers", "found", "projected", "psi", "noise", "cls"], args))
-        values.strengths = list(args[8:])
+        """The values of `inputs` by name."""
+        values = dnnlib.EasyDict(zip(names, args))
+        values.strengths = list(args[len(names):])
         return values
 
     def draw(v, chosen, strengths):
@@ -323,8 +325,8 @@ def project_tab(gr, session, project_state):
                                 on_step=lambda done, total: progress((done, total), desc="Projecting"))
         png, npz = session.export("projected_w", found["image"], found["ws"], found["noise"])
         how = "stopped after" if found["stopped"] else "done:"
-        return {result: display_pixels(found["image"]), png_file: png, w_file: npz, status: f"{how} {found['steps']} steps",
-                project_state: dict(ws=found["ws"], noise=found["noise"])}
+        return {result: display_pixels(found["image"]), png_file: png, w_file: npz,
+                status: f"{how} {found['steps']} steps", project_state: dict(ws=found["ws"], noise=found["noise"])}
 
     photo.upload(show_target, [photo, fit], [target, status])
     fit.change(show_target, [photo, fit], [target, status])
@@ -336,7 +338,8 @@ def project_tab(gr, session, project_state):
 def build_app(session):
     """The gradio Blocks of the app for one loaded network."""
     gr = import_gradio()
-    with gr.Blocks(title="StyleGAN2 explorer", analytics_enabled=False) as demo:
+    # delete_cache: the images served are copied into gradio's cache; drop those older than an hour.
+    with gr.Blocks(title="StyleGAN2 explorer", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         gr.Markdown(f"**{markdown_text(os.path.basename(session.name) or 'network')}**: "
                     f"{markdown_text(session.describe())}")
         shared = settings_row(gr, session)
@@ -387,8 +390,12 @@ def main(network_pkl, host, port, share, device_name, vgg16_spec, sha256, verbos
     print(f"Network: {session.describe()}")
     demo = build_app(session)
     demo.queue(default_concurrency_limit=1)
-    demo.launch(server_name=host, server_port=port, share=share, css=CSS, allowed_paths=[session.outdir],
-                show_error=True)
+    try:
+        demo.launch(server_name=host, server_port=port, share=share, css=CSS, allowed_paths=[session.outdir],
+                    show_error=True)
+    except OSError as err:  # gradio: the port is taken, or the host is not an address of this machine
+        raise UserError(f"--host/--port: cannot serve on {host}:{port} ({str(err).split('. ')[0]}); "
+                        f"choose another --port, or an address of this machine for --host") from None
 
 
 if __name__ == "__main__":

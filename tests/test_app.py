@@ -1,6 +1,7 @@
 """The web app's logic without a browser: latent.session against the command-line tools' references, the
 app's error handling, and its command line (tests/test_app_browser.py drives the page itself)."""
 import os
+import socket
 import sys
 
 import numpy as np
@@ -236,3 +237,17 @@ def test_bad_checkpoint_is_one_line_and_a_warning_for_open_hosts(tmp_path):
     result = run_tool("app.py", f"--network={tmp_path / 'bad.pkl'}")
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "warning" not in result.stdout
+
+
+@pytest.mark.slow
+def test_port_in_use_is_one_line(tmp_path):
+    pytest.importorskip("gradio")
+    network = save_generator(tiny_generator(res=32), tmp_path / "G.pkl")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_tool("app.py", f"--network={network}", f"--port={port}", "--device=cpu")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: --host/--port: cannot serve on 127.0.0.1:{port} ("), lines

@@ -71,7 +71,6 @@ def test_seed_changes_image_and_matches_generate(app):
     assert not np.array_equal(pixels, expected[0])
     assert np.array_equal(pixels, expected[5])
     wait_for_text(app.driver, "sample-status", "seed 5")
-    _screenshot(app, "sample.png")
 
 
 def test_mix_tab_returns_the_sheet(app):
@@ -94,6 +93,7 @@ def test_edit_tab_sefa_slider(app):
     edited = read_pixels(wait_for_new_image(app.driver, "edit-image", start))
     direction = directions.sefa(G, list(range(G.num_ws)), 1)[0][0]
     assert np.array_equal(edited, reference_image(G, reference_ws(G, 0) + 6 * direction))
+    assert _screenshot(app, "edit.png").stat().st_size > 0
 
 
 def test_bad_uploads_show_a_message(app):
@@ -121,3 +121,4 @@ def test_project_then_edit(app):
     old = image_src(app.driver, "edit-image")
     click(app.driver, "edit-projection")
     assert read_pixels(wait_for_new_image(app.driver, "edit-image", old)).shape[:2] == (G.img_height, G.img_width)
+
