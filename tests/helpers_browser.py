@@ -3,6 +3,7 @@ chromium-driver through Selenium; nothing is downloaded), read the images the pa
 
 Shared by tests/test_app_browser.py and benchmarks/app_start.py.
 """
+import importlib.util
 import io
 import os
 import shutil
@@ -22,9 +23,9 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 def missing_browser():
     """Why the browser tests cannot run here, or None when they can."""
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("gradio") is None:
+        return "gradio is not installed (pip install .[app])"
+    if importlib.util.find_spec("selenium") is None:
         return "selenium is not installed (pip install .[test])"
     if not any(shutil.which(name) for name in BROWSERS):
         return "no Chromium found (apt-get install chromium chromium-driver)"

@@ -1,5 +1,6 @@
-"""The web app's logic without a browser: latent.session against the command-line tools' references, the
-app's error handling, and its command line (tests/test_app_browser.py drives the page itself)."""
+"""The web app without a browser: latent.session against the command-line tools' references, the page's
+error handling and event modes (latent.webapp), and app.py's command line (tests/test_app_browser.py drives
+the page itself)."""
 import os
 import socket
 import sys
@@ -13,7 +14,7 @@ import app
 import generate
 from dnnlib.util import UserError
 from helpers_latent import reference_image, reference_ws, run_tool, save_generator, tiny_generator
-from latent import directions, projection, space
+from latent import directions, projection, space, webapp
 from latent.session import Session
 from metrics.stand_in_detector import save_stand_in_detector
 from training import networks
@@ -190,19 +191,19 @@ def test_downloads_render_again_with_generate(session):
 def test_missing_gradio_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "gradio", None)
     with pytest.raises(UserError, match=r"pip install \.\[app\]"):
-        app.import_gradio()
+        webapp.import_gradio()
     with pytest.raises(UserError, match=r"pip install \.\[app\]"):
-        app.check_gradio()
+        webapp.check_gradio()
 
 
 def test_callback_errors_become_a_message():
     status = object()
 
-    @app.guarded(status)
+    @webapp.guarded(status)
     def fails_for_the_user():
         raise UserError("photo.jpg: not a readable image")
 
-    @app.guarded(status)
+    @webapp.guarded(status)
     def breaks():
         raise RuntimeError("boom")
 
@@ -220,7 +221,7 @@ def test_slider_work_made_stale_is_dropped(session):
     """Direction sliders and settings run in gradio's always_last mode: while an image is being made, newer
     values replace the waiting one, so no stale value is ever rendered."""
     pytest.importorskip("gradio")
-    demo = app.build_app(session)
+    demo = webapp.build_app(session)
     ids = {block.elem_id: block_id for block_id, block in demo.blocks.items() if getattr(block, "elem_id", None)}
     watched = {ids["direction-0"], ids["psi"], ids["seed"]}
     modes = [fn.trigger_mode for fn in demo.fns.values() if any(target in watched for target, _ in fn.targets)]
