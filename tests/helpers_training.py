@@ -46,7 +46,7 @@ def make_block_images(path, num=64, seed=0):
 def tiny_options(data, **overrides):
     """make_training_options kwargs equivalent to TINY_ARGS."""
     opts = dict(data=str(data), cfg="auto", batch=4, cbase=512, cmax=32, map=2, metrics="none", workers=0,
-                grid=(4, 2), aug="noaug", tick=0.016, snap=1, device="cpu")
+                grid=(2, 4), aug="noaug", tick=0.016, snap=1, device="cpu")
     opts.update(overrides)
     return opts
 

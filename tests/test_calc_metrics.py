@@ -99,17 +99,10 @@ def test_dataset_options_come_from_data_or_the_snapshot(files, compat_dir):
         evaluate.dataset_kwargs_for(dict(G_ema=G, training_set_kwargs=None))
 
 
-def test_run_folder_and_torchrun_detection(tmp_path, monkeypatch):
+def test_run_folder_detection(tmp_path):
     snapshot = tmp_path / "network-snapshot-000000.pkl"
     snapshot.write_bytes(b"")
     assert evaluate.find_run_dir(str(snapshot)) is None
     (tmp_path / "training_options.json").write_text("{}")
     assert evaluate.find_run_dir(str(snapshot)) == str(tmp_path)
     assert evaluate.find_run_dir("https://example.com/network-snapshot-000000.pkl") is None
-
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert evaluate.torchrun_world() is None
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    monkeypatch.setenv("RANK", "3")
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    assert evaluate.torchrun_world() == (3, 4, 1)

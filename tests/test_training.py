@@ -64,7 +64,7 @@ def test_run_folder_contents(tmp_path, figures):
     assert {"training_options.json", "log.txt", "stats.jsonl", "reals.png", "fakes_init.png"} <= names
     assert any(n.startswith("events.out.tfevents") for n in names)
     assert any(n.startswith("fakes0") and n.endswith(".png") for n in names)
-    # 2:1 images in a 4x2 grid.
+    # 2:1 images in a grid of 2 rows and 4 columns.
     import PIL.Image
     assert PIL.Image.open(os.path.join(run_dir, "reals.png")).size == (4 * 16, 2 * 32)
     options = json.load(open(os.path.join(run_dir, "training_options.json")))
@@ -78,7 +78,7 @@ def test_run_folder_contents(tmp_path, figures):
     assert data["training_set_kwargs"]["path"] == str(figures)
 
 
-def read_grid(path, cols, rows):
+def read_grid(path, rows, cols):
     """The images of a grid PNG as [N, C, H, W] floats in [-1, 1]."""
     import PIL.Image
     grid = np.asarray(PIL.Image.open(path), dtype=np.float32) / 127.5 - 1
@@ -93,10 +93,10 @@ def test_training_moves_fakes_towards_data(tmp_path):
     data = make_block_images(tmp_path / "blocks.zip")
     dataset = ImageFolderDataset(data)
     reals = torch.from_numpy(np.stack([dataset[i][0] for i in range(len(dataset))])).float() / 127.5 - 1
-    opts = tiny_options(data, tick=0.1, snap=100, grid=(8, 4), glr=0.005, dlr=0.005)
+    opts = tiny_options(data, tick=0.1, snap=100, grid=(4, 8), glr=0.005, dlr=0.005)
     _, run_dir = train_in_process(tmp_path / "runs", kimg=0.4, **opts)
-    before = read_grid(os.path.join(run_dir, "fakes_init.png"), 8, 4)
-    after = read_grid(os.path.join(run_dir, "fakes000000.png"), 8, 4)  # The final grid (kimg 0.4).
+    before = read_grid(os.path.join(run_dir, "fakes_init.png"), rows=4, cols=8)
+    after = read_grid(os.path.join(run_dir, "fakes000000.png"), rows=4, cols=8)  # The final grid (kimg 0.4).
 
     def mean_image_distance(fakes):
         return float((fakes.mean(0) - reals.mean(0)).square().mean().sqrt())
