@@ -7,8 +7,7 @@ import re
 import torch
 
 import legacy
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT
 
 # Thin networks at 32x16 keep a training step at tens of milliseconds on one CPU core.
 # CPU even where CUDA exists: these tests check exact (CPU-deterministic) behaviour.

@@ -18,7 +18,6 @@ RESULT_KEYS = {"results", "metric", "total_time", "total_time_str", "num_gpus", 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, compat_dir):
-    pytest.importorskip("legacy")
     root = tmp_path_factory.mktemp("calc_metrics")
     return dnnlib.EasyDict(
         network=os.path.join(compat_dir, "tiny_64x32.pkl"),

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 import dnnlib
 import dataset_tool
+from helpers import write_image_folder
 from training.dataset import ImageFolderDataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,13 +26,7 @@ def two_colour(height, width, top=RED, bottom=BLUE):
 
 
 def write_source(folder, images, labels=None):
-    os.makedirs(folder, exist_ok=True)
-    for name, array in images.items():
-        PIL.Image.fromarray(array).save(os.path.join(folder, name))
-    if labels is not None:
-        with open(os.path.join(folder, "dataset.json"), "w") as f:
-            json.dump({"labels": labels}, f)
-    return folder
+    return write_image_folder(str(folder), images, labels)
 
 
 def dominant(image_chw):

@@ -12,16 +12,17 @@ import pytest
 import torch
 
 import dnnlib
+import legacy
 from metrics import metric_main
 from metrics import metric_utils
 from metrics import stand_in_detector
+from training import dataset as dataset_module
 
 DATASET_CLASS = "training.dataset.ImageFolderDataset"
 NUM_REAL = 48
 
 
 def load_fixture_generator(compat_dir):
-    legacy = pytest.importorskip("legacy")
     with open(os.path.join(compat_dir, "tiny_64x32.pkl"), "rb") as f:
         return legacy.load_network_pkl(f)["G_ema"]
 
@@ -148,7 +149,6 @@ def test_dataset_against_itself_gives_fid_zero_and_full_precision_recall(files):
 
 
 def test_real_statistics_are_cached_on_disk(G, files, monkeypatch):
-    dataset_module = pytest.importorskip("training.dataset")
     reads = []
     original = dataset_module.ImageFolderDataset.__getitem__
     monkeypatch.setattr(dataset_module.ImageFolderDataset, "__getitem__",
@@ -214,7 +214,6 @@ def _distributed_worker(rank, init_file, out_dir, network_pkl, opts_kwargs):
 
 
 def pickle_free_load(f):
-    import legacy
     return legacy.load_network_pkl(f)["G_ema"]
 
 
