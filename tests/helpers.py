@@ -61,3 +61,12 @@ def random_upfirdn2d_case(rng, max_taps=5, separable_odds=2, batch=((1, 2), (2, 
         padding = [p + 1 for p in padding]
     kwargs = dict(up=up, down=down, padding=padding, flip_filter=bool(rng.randint(2)), gain=float(rng.uniform(0.5, 2)))
     return shape, rng.randn(*fshape), kwargs
+
+
+def quick_every(values, step, several_names=False):
+    """Parameters for pytest.mark.parametrize (or fixture params): every step-th one also runs in the quick loop
+    (`pytest -m "not slow"`), the others are marked slow; `make test` runs them all. With several_names, each
+    value is a tuple holding one value per parameter name."""
+    import pytest
+    return [value if i % step == 0 else pytest.param(*(value if several_names else (value,)), marks=pytest.mark.slow)
+            for i, value in enumerate(values)]

@@ -81,6 +81,14 @@ def state_tensors(data, keys=("G", "D", "G_ema"), skip=()):
     return out
 
 
+def assert_networks_bitwise_equal(a, b, keys=("G", "D", "G_ema", "augment_pipe")):
+    """Every parameter and buffer of the snapshots' networks is the same, bit for bit."""
+    ta, tb = state_tensors(a, keys=keys), state_tensors(b, keys=keys)
+    assert ta.keys() == tb.keys()
+    for name in ta:
+        torch.testing.assert_close(ta[name], tb[name], rtol=0, atol=0, msg=name)
+
+
 def flat_optimizer_state(state_dict):
     """'<param index>.<key>' -> tensor of an optimizer state_dict's per-parameter state."""
     return {f"{idx}.{key}": torch.as_tensor(value) for idx, entry in state_dict["state"].items()

@@ -34,6 +34,7 @@ def run_cli(args, tmp_path):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_prints_one_json_line_per_metric_on_cpu(files, tmp_path):
     proc = run_cli(["--metrics=fid50k_full", f"--network={files.network}", f"--data={files.data}",
                     f"--detector={files.detector}", "--device=cpu", "--num-gen=32"], tmp_path)
@@ -47,6 +48,7 @@ def test_cli_prints_one_json_line_per_metric_on_cpu(files, tmp_path):
     assert entry["snapshot_pkl"] == files.network  # not in a run folder: the path as given
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line_without_traceback(files, tmp_path):
     proc = run_cli(["--metrics=fid50k_full", f"--network={files.network}", f"--data={files.data}",
                     f"--detector={tmp_path / 'nowhere.pt'}", "--device=cpu", "--num-gen=8"], tmp_path)
@@ -57,6 +59,7 @@ def test_cli_errors_are_one_line_without_traceback(files, tmp_path):
     assert proc.stdout == ""
 
 
+@pytest.mark.slow
 def test_cli_in_a_run_folder_appends_jsonl_using_two_processes(files, tmp_path, monkeypatch, capfd):
     import calc_metrics
     run_dir = tmp_path / "00000-shhq"

@@ -160,6 +160,7 @@ def test_corrupt_image_leaves_no_output(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["src"]  # no dest, no temporary leftovers
 
 
+@pytest.mark.slow
 def test_cli(tmp_path):
     src = write_source(str(tmp_path / "src"), {"a.png": two_colour(64, 32)})
     dest = str(tmp_path / "out.zip")

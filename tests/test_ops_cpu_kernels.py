@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import legacy
-from helpers import random_upfirdn2d_case
+from helpers import quick_every, random_upfirdn2d_case
 from torch_utils.ops import _kernels, bias_act, conv2d_resample, upfirdn2d
 from training.loss import r1_penalty_from_logits
 
@@ -97,7 +97,7 @@ def _away_from_kinks(act, gain, clamp, seed, shape=(2, 3, 4, 3)):
 
 
 @pytest.mark.parametrize('act', ACTS)
-@pytest.mark.parametrize('clamp', [None, 0.4])
+@pytest.mark.parametrize('clamp', quick_every([None, 0.4], 2))
 def test_bias_act_first_and_second_derivatives(use_kernels, act, clamp):
     x, b = _away_from_kinks(act, 0.9, clamp, seed=ACTS.index(act) * 1000)
     fn = lambda impl: (lambda x, b: bias_act.bias_act(x, b, act=act, gain=0.9, clamp=clamp, impl=impl))
@@ -190,7 +190,7 @@ def test_upfirdn2d_stylegan2_resampling_low_precision(use_kernels, monkeypatch, 
         torch.testing.assert_close(y.double(), expected, atol=TOL[dtype] * 10, rtol=TOL[dtype] * 2)
 
 
-@pytest.mark.parametrize('seed', range(6))
+@pytest.mark.parametrize('seed', quick_every(range(6), 3))
 def test_upfirdn2d_gradients(use_kernels, seed):
     x, f, kwargs = _random_upfirdn_case(100 + seed)
     x = x[:1, :2, :6, :5].clone().requires_grad_(True)
@@ -222,6 +222,7 @@ def test_conv2d_resample_through_kernels(use_kernels, monkeypatch):
 # The original code's outputs, reproduced through the kernels' arithmetic.
 
 
+@pytest.mark.slow
 def test_compat_fixture_through_kernels(use_kernels, compat_dir):
     with open(os.path.join(compat_dir, 'tiny_64x32.pkl'), 'rb') as fh:
         data = legacy.load_network_pkl(fh)

@@ -101,6 +101,7 @@ def test_setup_filter():
                                [[4, 3], [2, 1]])
 
 
+@pytest.mark.slow
 def test_gradcheck():
     torch.manual_seed(0)
     x = torch.randn(1, 2, 4, 3, dtype=torch.float64, requires_grad=True)

@@ -73,6 +73,7 @@ def test_old_run_folder_resumes_from_its_options_file(run_folder, tmp_path):
     assert_matches_continued_run(load(snapshots(str(run_dir))[-1]))
 
 
+@pytest.mark.slow
 def test_old_run_folder_resumes_through_train_options(run_folder, tmp_path):
     # What `train.py --resume=<run folder>` with the run's options does; the networks come from the snapshot.
     resume = launch.find_latest_snapshot(str(run_folder))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers_training import (ROOT, TINY_ARGS, flat_optimizer_state, load, make_block_images, make_figures, snapshots,
-                              state_tensors, tiny_options, train_in_process)
+from helpers_training import (ROOT, TINY_ARGS, assert_networks_bitwise_equal, flat_optimizer_state, load,
+                              make_block_images, make_figures, snapshots, state_tensors, tiny_options, train_in_process)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -22,6 +22,7 @@ def figures(tmp_path_factory):
     return make_figures(tmp_path_factory.mktemp("data") / "figures.zip")
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path, figures):
     # Fixed augmentation puts random augmentations in the steps too; 18 steps cross both lazy regularisers.
     opts = tiny_options(figures, aug="fixed", p=0.5, augpipe="body")
@@ -40,11 +41,7 @@ def test_resume_continues_exactly(tmp_path, figures):
     a, b = load(snapshots(full)[-1]), load(snapshots(resumed)[-1])
     assert a["progress"]["cur_nimg"] == b["progress"]["cur_nimg"] == 72
     assert a["progress"]["cur_tick"] == b["progress"]["cur_tick"]
-    keys = ("G", "D", "G_ema", "augment_pipe")
-    ta, tb = state_tensors(a, keys=keys), state_tensors(b, keys=keys)
-    assert ta.keys() == tb.keys()
-    for name in ta:
-        torch.testing.assert_close(ta[name], tb[name], rtol=0, atol=0, msg=name)
+    assert_networks_bitwise_equal(a, b)
     for opt in ("G_opt", "D_opt"):
         oa, ob = (flat_optimizer_state(x["progress"]["optimizers"][opt]) for x in (a, b))
         assert oa.keys() == ob.keys() and len(oa) > 0
@@ -52,7 +49,7 @@ def test_resume_continues_exactly(tmp_path, figures):
             torch.testing.assert_close(oa[name], ob[name], rtol=0, atol=0, msg=f"{opt} {name}")
     torch.testing.assert_close(a["progress"]["pl_mean"], b["progress"]["pl_mean"], rtol=0, atol=0)
     # The weights did change during the resumed part (a run that learns nothing would also "match").
-    th = state_tensors(half)
+    th, tb = state_tensors(half), state_tensors(b)
     assert any(not torch.equal(th[name], tb[name]) for name in th)
 
 
@@ -87,6 +84,7 @@ def read_grid(path, rows, cols):
     return torch.from_numpy(tiles.reshape(rows * cols, 3, height, width).copy())
 
 
+@pytest.mark.slow
 def test_training_moves_fakes_towards_data(tmp_path):
     # An orange field with a dark block: far from a fresh G's grey output, and learnable in 100 steps.
     from training.dataset import ImageFolderDataset
@@ -108,6 +106,7 @@ def test_training_moves_fakes_towards_data(tmp_path):
     assert mean_colour_distance(after) < 0.4 * mean_colour_distance(before)
 
 
+@pytest.mark.slow
 def test_sigterm_writes_snapshot_and_exits(tmp_path, figures):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), f"--outdir={tmp_path}", f"--data={figures}", "--kimg=1000",
@@ -136,6 +135,7 @@ def test_sigterm_writes_snapshot_and_exits(tmp_path, figures):
     assert data["G_ema"] is not None and all(torch.isfinite(p).all() for p in data["G"].parameters())
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_snapshot(tmp_path, figures, monkeypatch):
     from training import loss as loss_module
     from training.training_loop import NonFiniteLossError
@@ -163,6 +163,7 @@ def test_nan_loss_stops_and_keeps_last_good_snapshot(tmp_path, figures, monkeypa
     assert load(paths[-1])["progress"]["batch_idx"] == 9
 
 
+@pytest.mark.slow
 def test_metrics_after_each_snapshot(tmp_path, figures, monkeypatch):
     from metrics.stand_in_detector import save_stand_in_detector
     monkeypatch.setenv("DNNLIB_CACHE_DIR", str(tmp_path / "cache"))
