@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import quick_every
 from helpers_training import (ROOT, TINY_ARGS, assert_networks_bitwise_equal, flat_optimizer_state, load,
                               make_block_images, make_figures, snapshots, state_tensors, tiny_options, train_in_process)
 
@@ -192,3 +193,28 @@ def test_cuda_mixed_precision_training(tmp_path, figures):
     assert "Progress/augment" in stats[-1]
     torch.testing.assert_close(data["augment_pipe"].p, torch.as_tensor(stats[-1]["Progress/augment"]["mean"]),
                                rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("stop", quick_every(["time limit", "abort"], 2))
+def test_time_limit_and_abort_stop_at_a_tick_with_a_snapshot(tmp_path, figures, capsys, stop):
+    # The loop's own stop conditions, checked once per tick (every 4 steps; the first tick ends with step 1).
+    from training import presets, training_loop
+    options, _ = presets.make_training_options(**tiny_options(figures, kimg=1000,
+                                                              max_minutes=1e-9 if stop == "time limit" else None))
+    abort_calls, progress = [], []
+
+    def abort_fn():
+        abort_calls.append(1)
+        return len(abort_calls) >= 3  # At the third tick.
+
+    result = training_loop.training_loop(options.replace(run_dir=str(tmp_path)), device=torch.device("cpu"),
+                                         abort_fn=abort_fn if stop == "abort" else None,
+                                         progress_fn=lambda kimg, total: progress.append(total))
+    stop_nimg = 4 if stop == "time limit" else 36
+    assert result["stopped_by"] == stop and result["cur_nimg"] == stop_nimg
+    assert load(result["snapshot_pkl"])["progress"]["cur_nimg"] == stop_nimg
+    assert os.path.exists(tmp_path / "fakes000000.png") and os.path.exists(tmp_path / "stats.jsonl")
+    out = capsys.readouterr().out
+    assert ("Time limit of 1e-09 minutes reached; stopping." in out) == (stop == "time limit")
+    assert ("Aborting..." in out) == (stop == "abort")
+    assert progress == [1000] * (2 if stop == "time limit" else 4)  # At the start and after each tick.
