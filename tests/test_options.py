@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 import dnnlib
 from helpers_training import make_figures, tiny_options
-from training import presets
+from training import presets, training_loop
 from training.options import TrainCommand, TrainingOptions
 
 
@@ -36,6 +36,8 @@ def test_misspelt_training_options_key_is_an_error_naming_it(options, tmp_path):
     with pytest.raises(dnnlib.util.UserError, match=r"^training options: unknown option 'totl_kimg'; did you mean "
                                                     r"'total_kimg'\?$"):
         TrainingOptions.from_dict(values)
+    with pytest.raises(dnnlib.util.UserError, match=r"unknown option 'totl_kimg'"):  # Before any work is done.
+        training_loop.training_loop(values)
     path = tmp_path / "training_options.json"
     path.write_text(json.dumps(values))
     with pytest.raises(dnnlib.util.UserError, match=r"training_options\.json: unknown option 'totl_kimg'"):

@@ -472,7 +472,7 @@ def train_ticks(run, outputs, clock, collector, stop, abort_fn, progress_fn, log
 
 
 def training_loop(
-    options: TrainingOptions,      # What to train, and how (training/options.py).
+    options: TrainingOptions,      # What to train, and how (training/options.py; a dict is read as one).
     rank           = 0,            # Rank of this process, 0 .. options.num_gpus - 1.
     device         = None,         # torch.device; None = options.device resolved for this rank.
     handle_signals = True,         # Stop cleanly on SIGINT/SIGTERM (main thread only).
@@ -484,6 +484,8 @@ def training_loop(
     `stopped_by` is None when total_kimg was reached, else 'SIGINT'/'SIGTERM', 'abort' or 'time limit'.
     """
     clock = Clock(start_time=time.time())
+    if isinstance(options, dict):
+        options = TrainingOptions.from_dict(options)
     device = torch.device(device) if device is not None else distributed.resolve_device(options.device, rank)
     configure_backends(options)
     assert options.batch_size % (options.batch_gpu * options.num_gpus) == 0, \
