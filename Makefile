@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.14.1
 
-.PHONY: test demo app venv clean-venv
+.PHONY: test test-quick demo app venv clean-venv
 
 venv: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# The quick loop while editing: everything but the tests marked slow (under a minute on 2 cores).
+test-quick: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py

@@ -18,9 +18,9 @@ import click
 import dnnlib
 import dnnlib.cli
 from dnnlib.util import UserError
-from generate import resolve_device
 from latent import webapp
 from latent.session import Session
+from torch_utils.distributed import resolve_device
 
 
 def is_loopback(host):

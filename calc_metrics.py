@@ -18,19 +18,12 @@ import json
 import click
 
 import dnnlib
+import legacy
 from metrics import evaluate
 from metrics import metric_main
 from metrics import metric_utils
 from metrics import reference_stats
-
-
-def parse_metrics(text):
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if not metric_main.is_valid_metric(name)]
-    if not names or unknown:
-        raise dnnlib.util.UserError(f"--metrics: unknown metric {', '.join(unknown) or '(none)'}; "
-                                    f"choose from {', '.join(metric_main.list_valid_metrics())}")
-    return names
+from torch_utils import distributed
 
 
 def export_stats_cli(out, data, mirror, with_features, device, detectors, other_options):
@@ -75,7 +68,7 @@ def main(network_pkl, sha256, metrics, data, mirror, gpus, device, seed, detecto
     """Compute metrics of a network snapshot and print one JSON line per metric."""
     detectors = dict(inception=detector, vgg16=vgg16)
     if export_stats is not None:
-        export_stats_cli(export_stats, data, mirror, with_features, evaluate.resolve_device(device), detectors,
+        export_stats_cli(export_stats, data, mirror, with_features, distributed.resolve_device(device), detectors,
                          {"--network": network_pkl, "--ref-stats": ref_stats, "--gpus": gpus != 1})
         return
     if network_pkl is None:
@@ -85,10 +78,12 @@ def main(network_pkl, sha256, metrics, data, mirror, gpus, device, seed, detecto
         raise dnnlib.util.UserError("--with-features: only applies with --export-stats")
     if ref_stats is not None and data is not None:
         raise dnnlib.util.UserError("--ref-stats: stands in for --data; give one of them")
-    args = dnnlib.EasyDict(network_pkl=network_pkl, metrics=parse_metrics(metrics), num_gpus=gpus, seed=seed,
-                           device=evaluate.resolve_device(device), max_gen=max_gen, progress=True,
-                           detectors=detectors, sha256=sha256, ref_stats=None)
-    network_dict = evaluate.load_network(network_pkl, verbose=verbose, sha256=sha256)
+    args = dnnlib.EasyDict(network_pkl=network_pkl, metrics=metric_main.parse_metrics(metrics), num_gpus=gpus,
+                           seed=seed, device=device, max_gen=max_gen, progress=True, detectors=detectors,
+                           sha256=sha256, ref_stats=None)
+    distributed.resolve_device(device, world_size=gpus)  # A bad --device fails here, before any work.
+    network_dict = legacy.load_checkpoint(network_pkl, verbose=verbose, sha256=sha256)
+    evaluate.generator_of(network_dict, network_pkl)
     if ref_stats is not None:
         args.ref_stats = reference_stats.resolve(ref_stats)
         args.dataset_kwargs = reference_stats.dataset_kwargs_without_data(network_dict, mirror=mirror)

@@ -21,7 +21,7 @@ import dnnlib.cli
 import legacy
 from dnnlib.image_grid import save_png
 from dnnlib.util import UserError
-from generate import resolve_device
+from torch_utils.distributed import resolve_device
 from latent import directions, space, video
 
 

@@ -18,7 +18,7 @@ import dnnlib.cli
 import legacy
 from dnnlib.image_grid import parse_grid
 from dnnlib.util import UserError
-from generate import resolve_device
+from torch_utils.distributed import resolve_device
 from latent import interpolation, space, video
 
 

@@ -20,6 +20,7 @@ from dnnlib.image_grid import make_grid, parse_grid, save_png  # noqa: F401 (par
 from dnnlib.util import UserError
 from latent import space
 from latent.space import class_label, parse_range, seed_to_z, to_uint8  # noqa: F401 (public here too)
+from torch_utils import distributed
 
 
 @torch.no_grad()
@@ -36,18 +37,6 @@ def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, noise_
             for seed, pixels in zip(batch, to_uint8(img).cpu().numpy()):
                 yield seed, pixels
             bar.update(len(batch))
-
-
-def resolve_device(name):
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device: '{name}' is not a device (use cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device: '{name}' asked for, but no CUDA GPU is available; use --device=cpu")
-    return device
 
 
 def render_projected(G, path, noise_mode="const"):
@@ -75,13 +64,6 @@ def _check_version(ctx, param, value):
     return value
 
 
-def _parse_grid(ctx, param, value):
-    try:
-        return None if value is None else parse_grid(value)
-    except ValueError as err:
-        raise click.BadParameter(str(err))
-
-
 @click.command()
 @click.option("--network", "network_pkl", help="Network .pkl or .safetensors: path, or URL (http(s), Google Drive "
               "link, hf://OWNER/REPO/FILE)", required=True, metavar="PATH|URL")
@@ -101,7 +83,7 @@ def _parse_grid(ctx, param, value):
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Images per forward pass")
 @click.option("--device", "device_name", default=None, help="cpu, cuda or cuda:N  [default: cuda if available]")
-@click.option("--grid", callback=_parse_grid, default=None, metavar="ROWSxCOLS",
+@click.option("--grid", callback=dnnlib.cli.parse_grid_option, default=None, metavar="ROWSxCOLS",
               help="Write one contact sheet grid.png instead of one file per seed")
 @click.option("--verbose", is_flag=True, help="Show full tracebacks on errors")
 @click.option("--version", type=int, hidden=True, expose_value=False, callback=_check_version,
@@ -109,7 +91,7 @@ def _parse_grid(ctx, param, value):
 def main(network_pkl, seeds, projected_w, save_w, truncation_psi, truncation_cutoff, noise_mode, class_idx, outdir,
          batch_size, device_name, grid, verbose, sha256):
     """Generate images with a pretrained StyleGAN2 network, one PNG per seed (seed%04d.png)."""
-    device = resolve_device(device_name)
+    device = distributed.resolve_device(device_name)
     if (seeds is None) == (projected_w is None):
         raise UserError("--seeds or --projected-w: give exactly one of them")
     if not math.isfinite(truncation_psi):

@@ -457,12 +457,17 @@ def _check_plain_entries(result, name):
             raise CheckpointError(f"{name}: the progress entry (training state) is damaged: {problem}")
 
 
+def load_checkpoint(url_or_path, sha256=None, verbose=True, **kwargs):
+    """Open a path or URL (.pkl or .safetensors; `sha256` checked first) and return the whole checkpoint dict
+    (load_network_pkl's: G, D, G_ema, augment_pipe, training_set_kwargs, and any other keys of the file)."""
+    with dnnlib.util.open_url(url_or_path, sha256=sha256, verbose=verbose) as f:
+        return load_network_pkl(f, **kwargs)
+
+
 def load_network(url_or_path, key="G_ema", device=None, sha256=None, **kwargs):
     """Open a path or URL (.pkl or .safetensors; `sha256` checked first) and return one network from the
-    checkpoint (default G_ema), ready to run."""
-    with dnnlib.util.open_url(url_or_path, sha256=sha256) as f:
-        data = load_network_pkl(f, **kwargs)
-    net = data[key]
+    checkpoint (default G_ema), ready to run. For the whole dict, see load_checkpoint."""
+    net = load_checkpoint(url_or_path, sha256=sha256, **kwargs)[key]
     if net is None:
         raise CheckpointError(f"{url_or_path}: the checkpoint holds no '{key}'")
     net = net.eval().requires_grad_(False)

@@ -22,7 +22,7 @@ import dnnlib.cli
 import legacy
 from dnnlib.image_grid import make_grid, save_png
 from dnnlib.util import UserError
-from generate import resolve_device
+from torch_utils.distributed import resolve_device
 from latent import projection, space, video
 from metrics import metric_utils
 

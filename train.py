@@ -24,20 +24,10 @@ import click
 
 import dnnlib
 import dnnlib.cli
-from dnnlib import image_grid
+from torch_utils import distributed
 from training import launch, presets
 from training import resume as resume_option
-
-
-def _parse_grid(_ctx, _param, value):
-    """ROWSxCOLS, as generate.py's --grid, to the loop's (cols, rows)."""
-    if value is None:
-        return None
-    try:
-        rows, cols = image_grid.parse_grid(value)
-    except ValueError as err:
-        raise click.BadParameter(str(err))
-    return cols, rows
+from training.options import TrainCommand
 
 
 @click.command()
@@ -111,8 +101,8 @@ def _parse_grid(_ctx, _param, value):
               "download]", metavar="PT|URL")
 @click.option("--ref-stats", help="Real-image statistics for the metrics (calc_metrics.py --export-stats) in place of "
               "the dataset's", metavar="NPZ|URL")
-@click.option("--grid", help="Image grid size ROWSxCOLS  [default: what fits in 7680x4320]", callback=_parse_grid,
-              metavar="COLSxROWS")
+@click.option("--grid", help="Image grid size ROWSxCOLS  [default: what fits in 7680x4320]",
+              callback=dnnlib.cli.parse_grid_option, metavar="ROWSxCOLS")
 @click.option("--max-minutes", help="Stop with a snapshot at the first tick after this many minutes (e.g. before a "
               "cluster time limit)", type=click.FloatRange(min=0, min_open=True))
 @click.option("-n", "--dry-run", help="Print the training options and exit", is_flag=True)
@@ -124,14 +114,15 @@ def main(outdir, data, gpus, dry_run, verbose, **opts):
     130 or 143; `--resume` with that snapshot (or its run folder) continues exactly there.
     """
     _ = verbose  # Read by dnnlib.cli.run.
-    env = launch.torchrun_env()
+    env = distributed.torchrun_env()
     if gpus is None:
         gpus = env[1] if env is not None else 1
     resume = resume_option.resolve_resume_option(opts.pop("resume"))
     if resume is not None and not dnnlib.util.is_url(resume, allow_file_urls=True):
         resume = launch.find_latest_snapshot(resume)  # A run folder: its newest snapshot.
-    c, desc = presets.make_training_options(data=data, gpus=gpus, resume=resume, **opts)
-    status = launch.launch(c, outdir=outdir, desc=desc, dry_run=dry_run)
+    command = TrainCommand.from_dict(dict(opts, data=data, gpus=gpus, resume=resume))
+    options, desc = presets.make_training_options(command)
+    status = launch.launch(options, outdir=outdir, desc=desc, dry_run=dry_run)
     if status:
         sys.exit(status)
 

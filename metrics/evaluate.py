@@ -1,16 +1,17 @@
 """Evaluating a network pickle (what calc_metrics.py runs): dataset options, run folder, one process per GPU.
 
-Processes: one in-process run; `--gpus N` spawns N processes (NCCL on CUDA, gloo on the CPU); under
-`torchrun` each started process joins the group through RANK / WORLD_SIZE / LOCAL_RANK. The metrics
-split their images across the ranks and rank 0 prints and records the results.
+Processes (torch_utils/distributed.py): one in-process run; `--gpus N` spawns N processes (NCCL on CUDA,
+gloo on the CPU); under `torchrun` each started process joins the group through RANK / WORLD_SIZE /
+LOCAL_RANK. The metrics split their images across the ranks and rank 0 prints and records the results.
 """
 import os
 import sys
-import tempfile
 
 import torch
 
 import dnnlib
+import legacy
+from torch_utils import distributed
 from . import frechet_inception_distance
 from . import metric_main
 from . import metric_utils
@@ -20,20 +21,10 @@ from . import reference_stats
 DATASET_CLASS = "training.dataset.ImageFolderDataset"  # The only dataset class; see training.dataset.open_dataset.
 
 
-def load_network(network_pkl, verbose=False, sha256=None):
-    """The snapshot dict of a network pickle or safetensors file (path or URL; `sha256` checked first):
-    G, D, G_ema, augment_pipe, training_set_kwargs."""
-    import legacy  # imported here: the metrics themselves work on any generator object
-    with dnnlib.util.open_url(network_pkl, verbose=verbose, sha256=sha256) as f:
-        network_dict = legacy.load_network_pkl(f)
-    if network_dict.get("G_ema") is None and network_dict.get("G") is None:
-        raise dnnlib.util.UserError(f"--network: {network_pkl} holds no generator (G_ema or G); "
-                                    "give a network snapshot")
-    return network_dict
-
-
-def generator_of(network_dict):
+def generator_of(network_dict, source="the checkpoint"):
     """G_ema, the generator that published numbers evaluate; G where an export has no G_ema."""
+    if network_dict.get("G_ema") is None and network_dict.get("G") is None:
+        raise dnnlib.util.UserError(f"--network: {source} holds no generator (G_ema or G); give a network snapshot")
     return network_dict["G_ema"] if network_dict.get("G_ema") is not None else network_dict["G"]
 
 
@@ -72,85 +63,47 @@ def find_run_dir(network_pkl):
     return pkl_dir if os.path.isfile(os.path.join(pkl_dir, "training_options.json")) else None
 
 
-def resolve_device(device):
-    """torch.device for --device: cuda when available, else cpu."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as err:
-        raise dnnlib.util.UserError(f"--device: {device!r} is not a device ({err}); use cuda, cuda:N or cpu") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise dnnlib.util.UserError("--device: CUDA is not available on this machine; pass --device=cpu")
-    return device
-
-
-def torchrun_world():
-    """(rank, world size, local rank) when started by torchrun with several processes, else None."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return None
-    return int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
-
-
-def evaluate_rank(rank, args, num_gpus, local_rank=None, init_method=None):
-    """Compute args.metrics in this process (rank of num_gpus); rank 0 reports each result."""
-    device = args.device
-    if device.type == "cuda" and num_gpus > 1:
-        device = torch.device("cuda", rank if local_rank is None else local_rank)
-    elif device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
+def evaluate_rank(rank, world_size, init_method, args, local_rank=None):
+    """Compute args.metrics in this process (`rank` of `world_size`); rank 0 reports each result."""
+    device = distributed.resolve_device(args.device, rank if local_rank is None else local_rank, world_size)
+    distributed.init_process(rank, world_size, device, init_method)
     if device.type == "cuda":
-        torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
-    if num_gpus > 1:
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend=backend, init_method=init_method, rank=rank, world_size=num_gpus)
     try:
-        G = generator_of(load_network(args.network_pkl, verbose=False, sha256=args.get("sha256")))
+        G = generator_of(legacy.load_checkpoint(args.network_pkl, verbose=False, sha256=args.get("sha256")),
+                         args.network_pkl)
         for metric in args.metrics:
             if rank == 0:
                 print(f"Calculating {metric}...", file=sys.stderr, flush=True)
             result = metric_main.calc_metric(
-                metric=metric, G=G, dataset_kwargs=args.dataset_kwargs, num_gpus=num_gpus, rank=rank, device=device,
+                metric=metric, G=G, dataset_kwargs=args.dataset_kwargs, num_gpus=world_size, rank=rank, device=device,
                 verbose=args.progress, detectors=args.detectors, seed=args.seed, max_gen=args.max_gen,
                 ref_stats=args.get("ref_stats"))
             if rank == 0:
                 metric_main.report_metric(result, run_dir=args.run_dir, snapshot_pkl=args.network_pkl)
     finally:
-        if num_gpus > 1:
-            torch.distributed.destroy_process_group()
-
-
-def _spawned_rank(rank, args, num_gpus, init_file):
-    """Entry point of a spawned process: a user error prints one line and fails the process."""
-    try:
-        evaluate_rank(rank, args, num_gpus, init_method=f"file://{init_file}")
-    except dnnlib.util.UserError as err:
-        print(f"Error: {err}", file=sys.stderr, flush=True)
-        sys.exit(1)
+        if world_size > 1:
+            distributed.close_process_group()
+    return 0
 
 
 def launch(args):
-    """Run evaluate_rank in this process, in args.num_gpus spawned processes, or as one torchrun rank."""
-    world = torchrun_world()
-    if world is not None:
-        rank, world_size, local_rank = world
-        evaluate_rank(rank, args, world_size, local_rank=local_rank, init_method="env://")
+    """Run evaluate_rank in this process, in args.num_gpus spawned processes, or as one torchrun rank.
+
+    args.device is the --device value (None, cpu, cuda or cuda:N); each process resolves its own device.
+    """
+    env = distributed.torchrun_env()
+    if env is not None:
+        rank, world_size, local_rank = env
+        evaluate_rank(rank, world_size, "env://", args, local_rank=local_rank)
         return
     if args.num_gpus == 1:
-        evaluate_rank(0, args, 1)
+        evaluate_rank(0, 1, None, args)
         return
-    if args.device.type == "cuda" and args.num_gpus > torch.cuda.device_count():
-        raise dnnlib.util.UserError(f"--gpus: {args.num_gpus} requested but {torch.cuda.device_count()} CUDA devices "
-                                    "are visible; lower --gpus")
-    with tempfile.TemporaryDirectory() as temp_dir:
-        init_file = os.path.abspath(os.path.join(temp_dir, ".torch_distributed_init"))
-        try:
-            torch.multiprocessing.spawn(fn=_spawned_rank, args=(args, args.num_gpus, init_file), nprocs=args.num_gpus)
-        except torch.multiprocessing.ProcessExitedException as err:
-            raise dnnlib.util.UserError(f"--gpus: metric process {err.error_index} failed (exit code {err.exit_code}); "
-                                        "see its message above") from err
+    distributed.check_process_count(args.num_gpus, args.device)
+    status = distributed.spawn(evaluate_rank, args.num_gpus, args=(args,), device_name=args.device)
+    if status:
+        raise dnnlib.util.UserError(f"--gpus: a metric process failed (exit status {status}); see its message above")
 
 
 def export_reference_stats(data, out, mirror=False, with_features=False, device="cpu", detectors=None, verbose=True):

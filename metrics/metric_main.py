@@ -36,14 +36,29 @@ def list_valid_metrics():
     return list(_metric_dict.keys())
 
 
+def parse_metrics(text, allow_none=False):
+    """--metrics: 'fid50k_full,kid50k_full' (or a list) -> the list of names, each checked.
+
+    With `allow_none` (train.py), 'none' or nothing means no metrics; otherwise (calc_metrics.py) at least one
+    name is needed. An unknown name is an error that names it and lists the valid ones.
+    """
+    names = [str(name).strip() for name in (text if isinstance(text, (list, tuple)) else str(text).split(","))]
+    names = [name for name in names if name]
+    if allow_none and names in ([], ["none"]):
+        return []
+    unknown = [name for name in names if not is_valid_metric(name)]
+    if not names or unknown:
+        raise dnnlib.util.UserError(f"--metrics: unknown metric {', '.join(unknown) or '(none)'}; choose from "
+                                    f"{', '.join(list_valid_metrics())}{' or none' if allow_none else ''}")
+    return names
+
+
 def calc_metric(metric, **kwargs):
     """Compute `metric` with MetricOptions(**kwargs); every rank must call it, every rank gets the numbers.
 
     Returns an EasyDict with results (name -> float), metric, total_time, total_time_str, num_gpus.
     """
-    if not is_valid_metric(metric):
-        raise dnnlib.util.UserError(f"--metrics: unknown metric {metric!r}; "
-                                    f"choose from {', '.join(list_valid_metrics())}")
+    parse_metrics([metric])
     opts = metric_utils.MetricOptions(**kwargs)
     start_time = time.time()
     results = _metric_dict[metric](opts)

@@ -1,23 +1,22 @@
-"""Shared pytest setup: put the repository root on sys.path and locate the compat fixtures."""
-import os
+"""Shared pytest setup: put the repository root on sys.path, and the compat fixture for the tests that need it."""
 import sys
 
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT, require_compat_dir
+
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-
-# The reference checkpoint lives beside the checkout (read-only), never inside the repository.
-COMPAT_DIR = os.environ.get("SG2_COMPAT_DIR", os.path.join(os.path.dirname(ROOT), "shared", "compat"))
 
 
 @pytest.fixture(scope="session")
 def compat_dir():
-    if not os.path.isfile(os.path.join(COMPAT_DIR, "tiny_64x32.pkl")):
-        pytest.skip(f"compat fixtures not found in {COMPAT_DIR} (set SG2_COMPAT_DIR)")
-    return COMPAT_DIR
+    """The folder of the original code's reference checkpoint (helpers.COMPAT_DIR, set by $SG2_COMPAT_DIR).
+
+    Missing, the tests that compare with the original code skip, except under CI=true, where they fail.
+    """
+    return require_compat_dir()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import urllib.request
 import numpy as np
 import PIL.Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 

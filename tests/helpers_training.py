@@ -7,8 +7,7 @@ import re
 import torch
 
 import legacy
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT
 
 # Thin networks at 32x16 keep a training step at tens of milliseconds on one CPU core.
 # CPU even where CUDA exists: these tests check exact (CPU-deterministic) behaviour.
@@ -46,7 +45,7 @@ def make_block_images(path, num=64, seed=0):
 def tiny_options(data, **overrides):
     """make_training_options kwargs equivalent to TINY_ARGS."""
     opts = dict(data=str(data), cfg="auto", batch=4, cbase=512, cmax=32, map=2, metrics="none", workers=0,
-                grid=(4, 2), aug="noaug", tick=0.016, snap=1, device="cpu")
+                grid=(2, 4), aug="noaug", tick=0.016, snap=1, device="cpu")
     opts.update(overrides)
     return opts
 
@@ -82,6 +81,14 @@ def state_tensors(data, keys=("G", "D", "G_ema"), skip=()):
     return out
 
 
+def assert_networks_bitwise_equal(a, b, keys=("G", "D", "G_ema", "augment_pipe")):
+    """Every parameter and buffer of the snapshots' networks is the same, bit for bit."""
+    ta, tb = state_tensors(a, keys=keys), state_tensors(b, keys=keys)
+    assert ta.keys() == tb.keys()
+    for name in ta:
+        torch.testing.assert_close(ta[name], tb[name], rtol=0, atol=0, msg=name)
+
+
 def flat_optimizer_state(state_dict):
     """'<param index>.<key>' -> tensor of an optimizer state_dict's per-parameter state."""
     return {f"{idx}.{key}": torch.as_tensor(value) for idx, entry in state_dict["state"].items()
@@ -90,10 +97,7 @@ def flat_optimizer_state(state_dict):
 
 def assert_same_training_state(a, b, keys=("G", "D", "G_ema")):
     """Two snapshots hold bit-identical networks, optimizer states and path length means."""
-    ta, tb = state_tensors(a, keys=keys), state_tensors(b, keys=keys)
-    assert ta.keys() == tb.keys()
-    for name in ta:
-        torch.testing.assert_close(ta[name], tb[name], rtol=0, atol=0, msg=name)
+    assert_networks_bitwise_equal(a, b, keys=keys)
     for opt in ("G_opt", "D_opt"):
         oa, ob = (flat_optimizer_state(x["progress"]["optimizers"][opt]) for x in (a, b))
         assert oa.keys() == ob.keys() and len(oa) > 0

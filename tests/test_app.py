@@ -156,6 +156,7 @@ def test_target_fits_like_the_projector(session, tmp_path):
         session.target(str(tmp_path / "notes.png"))
 
 
+@pytest.mark.slow
 def test_project_is_the_library_projection(session, tmp_path):
     target = session.target(_photo(session, tmp_path))
     steps = []

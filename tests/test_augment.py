@@ -78,6 +78,7 @@ def figure_batch(batch_size):
     return (blob * shade * 2 - 1 + 0.2 * (1 - blob)).clamp(-1, 1)
 
 
+@pytest.mark.slow
 def test_p_one_keeps_shape_and_range_on_2to1_images():
     images = figure_batch(16)
     torch.manual_seed(2)
@@ -101,6 +102,7 @@ def test_gradients_flow_to_the_input():
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_gradcheck_deterministic_path_float64():
     # Every transform but noise, at fixed quantiles; twice differentiable, as R1 through the pipe needs.
     pipe = make_pipe(**{k: v for k, v in augpipe_specs['bgcfnc'].items() if k != 'noise'})
@@ -110,6 +112,7 @@ def test_gradcheck_deterministic_path_float64():
     assert torch.autograd.gradgradcheck(fn, (images,), fast_mode=True)
 
 
+@pytest.mark.slow
 def test_snapshot_round_trip_keeps_p_and_the_pipeline():
     # Training snapshots pickle the pipe under 'augment_pipe'; the safe loader rebuilds it with its p.
     import legacy

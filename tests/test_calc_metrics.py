@@ -18,7 +18,6 @@ RESULT_KEYS = {"results", "metric", "total_time", "total_time_str", "num_gpus", 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, compat_dir):
-    pytest.importorskip("legacy")
     root = tmp_path_factory.mktemp("calc_metrics")
     return dnnlib.EasyDict(
         network=os.path.join(compat_dir, "tiny_64x32.pkl"),
@@ -35,6 +34,7 @@ def run_cli(args, tmp_path):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_prints_one_json_line_per_metric_on_cpu(files, tmp_path):
     proc = run_cli(["--metrics=fid50k_full", f"--network={files.network}", f"--data={files.data}",
                     f"--detector={files.detector}", "--device=cpu", "--num-gen=32"], tmp_path)
@@ -48,6 +48,7 @@ def test_cli_prints_one_json_line_per_metric_on_cpu(files, tmp_path):
     assert entry["snapshot_pkl"] == files.network  # not in a run folder: the path as given
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line_without_traceback(files, tmp_path):
     proc = run_cli(["--metrics=fid50k_full", f"--network={files.network}", f"--data={files.data}",
                     f"--detector={tmp_path / 'nowhere.pt'}", "--device=cpu", "--num-gen=8"], tmp_path)
@@ -58,6 +59,7 @@ def test_cli_errors_are_one_line_without_traceback(files, tmp_path):
     assert proc.stdout == ""
 
 
+@pytest.mark.slow
 def test_cli_in_a_run_folder_appends_jsonl_using_two_processes(files, tmp_path, monkeypatch, capfd):
     import calc_metrics
     run_dir = tmp_path / "00000-shhq"
@@ -99,17 +101,10 @@ def test_dataset_options_come_from_data_or_the_snapshot(files, compat_dir):
         evaluate.dataset_kwargs_for(dict(G_ema=G, training_set_kwargs=None))
 
 
-def test_run_folder_and_torchrun_detection(tmp_path, monkeypatch):
+def test_run_folder_detection(tmp_path):
     snapshot = tmp_path / "network-snapshot-000000.pkl"
     snapshot.write_bytes(b"")
     assert evaluate.find_run_dir(str(snapshot)) is None
     (tmp_path / "training_options.json").write_text("{}")
     assert evaluate.find_run_dir(str(snapshot)) == str(tmp_path)
     assert evaluate.find_run_dir("https://example.com/network-snapshot-000000.pkl") is None
-
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert evaluate.torchrun_world() is None
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    monkeypatch.setenv("RANK", "3")
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    assert evaluate.torchrun_world() == (3, 4, 1)

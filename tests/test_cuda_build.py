@@ -34,6 +34,7 @@ def test_cuda_extensions_compile_and_import():
         assert callable(getattr(module, name))
 
 
+@pytest.mark.slow
 def test_broken_toolkit_warns_once_and_never_retries(tmp_path):
     empty = tmp_path / 'empty_cuda'
     empty.mkdir()
@@ -121,6 +122,7 @@ PyMODINIT_FUNC SG2_CAT(PyInit_, TORCH_EXTENSION_NAME)(void) { return PyModule_Cr
 '''
 
 
+@pytest.mark.slow
 def test_concurrent_processes_build_once(tmp_path):
     src = tmp_path / 'tiny.cpp'
     src.write_text(TINY_SOURCE)

@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import random_upfirdn2d_case
 from torch_utils import custom_ops
 from torch_utils.ops import _kernels, bias_act, conv2d_resample, upfirdn2d
+from training import networks
+from training.loss import r1_penalty_from_logits
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 
@@ -102,16 +105,9 @@ def test_bias_act_first_and_second_derivatives_match_reference(act, dtype, clamp
 # upfirdn2d
 
 def _random_case(rng, big=False):
-    up = [int(rng.randint(1, 4)), int(rng.randint(1, 4))]
-    down = [int(rng.randint(1, 4)), int(rng.randint(1, 4))]
-    fshape = [int(rng.randint(1, 9))] if rng.randint(3) == 0 else [int(rng.randint(1, 9)), int(rng.randint(1, 9))]
-    h, w = (int(rng.randint(1, 200)), int(rng.randint(1, 200))) if big else (int(rng.randint(1, 20)), int(rng.randint(1, 20)))
-    pad = [int(p) for p in rng.randint(-3, 6, size=4)]
-    fh, fw = (fshape[0], fshape[0]) if len(fshape) == 1 else fshape
-    while h * up[1] + pad[2] + pad[3] < fh or w * up[0] + pad[0] + pad[1] < fw:
-        pad = [p + 1 for p in pad]
-    return [int(rng.randint(1, 4)), int(rng.randint(1, 9)), h, w], rng.randn(*fshape), \
-        dict(up=up, down=down, padding=pad, flip_filter=bool(rng.randint(2)), gain=float(rng.uniform(0.5, 2)))
+    size = (1, 200) if big else (1, 20)
+    return random_upfirdn2d_case(rng, max_taps=9, separable_odds=3, batch=((1, 4), (1, 9)), height=size, width=size,
+                                 pad=(-3, 6))
 
 
 @pytest.mark.parametrize('tiled', ['1', '0'])
@@ -185,18 +181,13 @@ def test_conv2d_resample_cuda_vs_ref(monkeypatch):
 # Whole networks: impl='cuda' and impl='ref' agree.
 
 def _networks():
-    networks = pytest.importorskip('training.networks', reason='training/networks.py not available')
     sizes = dict(img_resolution=64, img_channels=3)
     g_kwargs = dict(z_dim=64, c_dim=0, w_dim=64, mapping_kwargs=dict(num_layers=2),
                     synthesis_kwargs=dict(channel_base=1024, channel_max=64, num_fp16_res=4, conv_clamp=256), **sizes)
     d_kwargs = dict(c_dim=0, architecture='resnet', channel_base=1024, channel_max=64, num_fp16_res=4, conv_clamp=256,
                     **sizes)
-    try:
-        G = networks.Generator(aspect_ratio=(2, 1), **g_kwargs)
-        D = networks.Discriminator(aspect_ratio=(2, 1), **d_kwargs)
-    except TypeError:  # older constructor: the checkpoints' square flag
-        G = networks.Generator(square=False, **g_kwargs)
-        D = networks.Discriminator(square=False, **d_kwargs)
+    G = networks.Generator(aspect_ratio=(2, 1), **g_kwargs)
+    D = networks.Discriminator(aspect_ratio=(2, 1), **d_kwargs)
     return G.cuda().eval().requires_grad_(False), D.cuda().eval().requires_grad_(False)
 
 
@@ -205,15 +196,14 @@ def _run_networks(G, D, z, force_fp32):
     img = G(z, c, noise_mode='const', force_fp32=force_fp32)
     x = img.detach().float().requires_grad_(True)
     logits = D(x, c, force_fp32=force_fp32)
-    r1, = torch.autograd.grad(logits.sum(), [x], create_graph=True)
-    r1_penalty = r1.square().sum([1, 2, 3])
+    r1_penalty = r1_penalty_from_logits(logits, x)
     # Second order through the kernels: gradient of the R1 penalty w.r.t. all of D's weights.
     params = list(D.parameters())
     for p in params:
         p.requires_grad_(True)
     x2 = img.detach().float().requires_grad_(True)
-    g2, = torch.autograd.grad(D(x2, c, force_fp32=force_fp32).sum(), [x2], create_graph=True)
-    w_grads = torch.autograd.grad(g2.square().sum(), params, allow_unused=True, materialize_grads=True)
+    penalty = r1_penalty_from_logits(D(x2, c, force_fp32=force_fp32), x2, create_graph=True)
+    w_grads = torch.autograd.grad(penalty.sum(), params, allow_unused=True, materialize_grads=True)
     for p in params:
         p.requires_grad_(False)
     return img.float(), logits.float(), r1_penalty.float(), torch.cat([g.flatten().float() for g in w_grads])

@@ -1,25 +1,17 @@
 """ImageFolderDataset: folder/zip equivalence, order, labels, xflip, subsets, aspect ratio, errors, workers."""
-import json
 import os
 import pickle
 import zipfile
 
 import numpy as np
-import PIL.Image
 import pytest
 import torch
 
 import dnnlib
+from helpers import write_image_folder
 from training.dataset import ImageFolderDataset
 
 H, W = 16, 8  # 2:1 like SHHQ, tiny for speed
-
-
-def save_image(root, name, array):
-    path = os.path.join(root, *name.split("/"))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    PIL.Image.fromarray(array).save(path)
-    return path
 
 
 def random_images(names, shape=(H, W, 3), seed=0):
@@ -37,13 +29,7 @@ def zip_folder(folder, zip_path):
 
 
 def make_dataset(tmp_path, images, labels=None, name="data"):
-    folder = str(tmp_path / name)
-    for fname, array in images.items():
-        save_image(folder, fname, array)
-    if labels is not None:
-        with open(os.path.join(folder, "dataset.json"), "w") as f:
-            json.dump({"labels": labels}, f)
-    return folder
+    return write_image_folder(str(tmp_path / name), images, labels)
 
 
 def chw(array):

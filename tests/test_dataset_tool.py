@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 import dnnlib
 import dataset_tool
+from helpers import write_image_folder
 from training.dataset import ImageFolderDataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,13 +26,7 @@ def two_colour(height, width, top=RED, bottom=BLUE):
 
 
 def write_source(folder, images, labels=None):
-    os.makedirs(folder, exist_ok=True)
-    for name, array in images.items():
-        PIL.Image.fromarray(array).save(os.path.join(folder, name))
-    if labels is not None:
-        with open(os.path.join(folder, "dataset.json"), "w") as f:
-            json.dump({"labels": labels}, f)
-    return folder
+    return write_image_folder(str(folder), images, labels)
 
 
 def dominant(image_chw):
@@ -165,6 +160,7 @@ def test_corrupt_image_leaves_no_output(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["src"]  # no dest, no temporary leftovers
 
 
+@pytest.mark.slow
 def test_cli(tmp_path):
     src = write_source(str(tmp_path / "src"), {"a.png": two_colour(64, 32)})
     dest = str(tmp_path / "out.zip")

@@ -8,6 +8,8 @@ import torch
 
 from helpers_training import ROOT, flat_optimizer_state, load, make_figures, snapshots, state_tensors
 
+pytestmark = pytest.mark.slow  # Each run starts two or three Python processes.
+
 # The stylegan2 preset has no values derived from the process count, so both runs get the same options;
 # batch 4 = one chunk of 2 on each of two processes = two chunks of 2 in one process.
 ARGS = ["--cfg=stylegan2", "--batch=4", "--cbase=512", "--cmax=32", "--map=2", "--metrics=none", "--workers=0",

@@ -70,6 +70,7 @@ def test_missing_library_says_how_to_install(monkeypatch):
         dnnlib.util.open_url("hf://owner/repo/g.pkl")
 
 
+@pytest.mark.slow
 def test_hub_download_then_offline_from_its_cache(tmp_path):
     pytest.importorskip("huggingface_hub")
     body = np.random.RandomState(1).bytes(200000)

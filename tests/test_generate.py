@@ -17,6 +17,7 @@ def _run(*args):
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_pngs_equal_reference(compat_dir, tmp_path):
     result = _run(f"--network={compat_dir}/tiny_64x32.pkl", "--seeds=0-2,42", "--trunc=0.7", "--noise-mode=const",
                   f"--outdir={tmp_path}", "--device=cpu")
@@ -28,6 +29,7 @@ def test_pngs_equal_reference(compat_dir, tmp_path):
     assert diff.max() <= 1 and (diff > 0).mean() <= 0.001
 
 
+@pytest.mark.slow
 def test_batch_size_does_not_change_images(compat_dir):
     import legacy
     G = legacy.load_network(os.path.join(compat_dir, "tiny_64x32.pkl"))
@@ -37,6 +39,7 @@ def test_batch_size_does_not_change_images(compat_dir):
         assert np.abs(one[seed].astype(int) - three[seed].astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_grid_contact_sheet(compat_dir, tmp_path):
     result = _run(f"--network={compat_dir}/tiny_64x32.pkl", "--seeds=0-5", "--grid=2x3", f"--outdir={tmp_path}",
                   "--device=cpu")
@@ -57,6 +60,7 @@ def test_grid_contact_sheet(compat_dir, tmp_path):
     (["--network={compat}/tiny_64x32.pkl", "--seeds=0-9", "--grid=2x2"], "--grid"),
     (["--network={compat}/tiny_64x32.pkl", "--seeds=0", "--grid=banana"], "--grid"),
 ])
+@pytest.mark.slow
 def test_bad_input_is_one_line_error(compat_dir, tmp_path, args, message):
     args = [a.replace("{compat}", compat_dir) for a in args]
     result = _run(*args, f"--outdir={tmp_path}", "--device=cpu")

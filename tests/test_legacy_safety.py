@@ -66,6 +66,7 @@ class _StorageCall:
         return (torch.storage._load_from_bytes, (self.blob,))
 
 
+@pytest.mark.slow
 def test_module_src_payload_is_ignored(compat_dir, tmp_path):
     marker = tmp_path / "pwned"
     data = _read_fixture(compat_dir)
@@ -124,6 +125,7 @@ def _mapping_fc0(data):
     (lambda d: _mapping_fc0(d)["_parameters"].__setitem__("bias", torch.nn.Parameter(torch.zeros(7))),
      r"mapping\.fc0\.bias.*shape \[7\]"),
 ])
+@pytest.mark.slow
 def test_tensor_mismatch_is_named(tmp_path, compat_dir, edit, message):
     path = _write_modified(tmp_path, compat_dir, edit)
     with pytest.raises(legacy.CheckpointError, match=r"edited\.pkl.*" + message):

@@ -35,7 +35,7 @@ def run_phase(loss, module, phase, real, gen_z, seed=0, gain=1):
     module.requires_grad_(True)
     torch.manual_seed(seed)
     c = torch.zeros([real.shape[0], 0])
-    terms = loss.accumulate_gradients(phase, real, c, gen_z, c, sync=True, gain=gain)
+    terms = loss.accumulate_gradients(phase, real, c, gen_z, c, gain=gain)
     module.requires_grad_(False)
     return grads_of(module), terms
 

@@ -117,6 +117,7 @@ def cubic_kernel_expectation(a, var_a, b, var_b):
     (0.0, 0.25, 0.25, 6e-4),  # same distribution: MMD^2 = 0; the estimator's spread here is about 1.2e-4
     (0.3, 0.25, 0.35, 0.12),  # MMD^2 = 1.10; the spread over data draws is about 0.025
 ])
+@pytest.mark.slow
 def test_kernel_distance_gaussians_closed_form(shift, var_real, var_gen, tolerance):
     rnd = np.random.RandomState(6)
     d = 8

@@ -12,16 +12,18 @@ import pytest
 import torch
 
 import dnnlib
+import legacy
+from helpers import quick_every
 from metrics import metric_main
 from metrics import metric_utils
 from metrics import stand_in_detector
+from training import dataset as dataset_module
 
 DATASET_CLASS = "training.dataset.ImageFolderDataset"
 NUM_REAL = 48
 
 
 def load_fixture_generator(compat_dir):
-    legacy = pytest.importorskip("legacy")
     with open(os.path.join(compat_dir, "tiny_64x32.pkl"), "rb") as f:
         return legacy.load_network_pkl(f)["G_ema"]
 
@@ -85,7 +87,7 @@ EXPECTED_KEYS = {
 }
 
 
-@pytest.mark.parametrize("metric", list(EXPECTED_KEYS))
+@pytest.mark.parametrize("metric", quick_every(list(EXPECTED_KEYS), 8))
 def test_each_metric_runs_end_to_end(G, files, metric):
     result = metric_main.calc_metric(metric, **options(G, files))
     assert sorted(result.results) == sorted(EXPECTED_KEYS[metric])
@@ -147,8 +149,8 @@ def test_dataset_against_itself_gives_fid_zero_and_full_precision_recall(files):
 # Caching, determinism, batch-size independence.
 
 
+@pytest.mark.slow
 def test_real_statistics_are_cached_on_disk(G, files, monkeypatch):
-    dataset_module = pytest.importorskip("training.dataset")
     reads = []
     original = dataset_module.ImageFolderDataset.__getitem__
     monkeypatch.setattr(dataset_module.ImageFolderDataset, "__getitem__",
@@ -169,6 +171,7 @@ def test_real_statistics_are_cached_on_disk(G, files, monkeypatch):
     assert len(reads) == NUM_REAL
 
 
+@pytest.mark.slow
 def test_results_do_not_depend_on_batch_size(G, files):
     results = []
     for batch_size, batch_gen in [(8, 4), (16, 16), (24, 8)]:
@@ -180,6 +183,7 @@ def test_results_do_not_depend_on_batch_size(G, files):
     assert results[2] == pytest.approx(results[0], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_generated_images_follow_the_seed_and_leave_the_global_rng_alone(G, files):
     def generated(seed):
         opts = metric_utils.MetricOptions(**options(G, files, seed=seed, max_gen=8))
@@ -214,10 +218,10 @@ def _distributed_worker(rank, init_file, out_dir, network_pkl, opts_kwargs):
 
 
 def pickle_free_load(f):
-    import legacy
     return legacy.load_network_pkl(f)["G_ema"]
 
 
+@pytest.mark.slow
 def test_two_processes_split_the_work_and_match_one_process(G, files, compat_dir, tmp_path):
     opts_kwargs = options(None, files, max_gen=20, batch_size=8, batch_gen=8, cache=False,
                           G_kwargs=dict(noise_mode="const"))

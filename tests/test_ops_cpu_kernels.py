@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+import legacy
+from helpers import quick_every, random_upfirdn2d_case
 from torch_utils.ops import _kernels, bias_act, conv2d_resample, upfirdn2d
+from training.loss import r1_penalty_from_logits
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), 'cpu_kernels'))
 from sg2_cpu_kernels import load_cpu_kernels  # noqa: E402
@@ -94,7 +97,7 @@ def _away_from_kinks(act, gain, clamp, seed, shape=(2, 3, 4, 3)):
 
 
 @pytest.mark.parametrize('act', ACTS)
-@pytest.mark.parametrize('clamp', [None, 0.4])
+@pytest.mark.parametrize('clamp', quick_every([None, 0.4], 2))
 def test_bias_act_first_and_second_derivatives(use_kernels, act, clamp):
     x, b = _away_from_kinks(act, 0.9, clamp, seed=ACTS.index(act) * 1000)
     fn = lambda impl: (lambda x, b: bias_act.bias_act(x, b, act=act, gain=0.9, clamp=clamp, impl=impl))
@@ -152,16 +155,9 @@ def test_bias_act_checks_operands(kernels):
 
 def _random_upfirdn_case(seed):
     rng = np.random.RandomState(seed)
-    up = [int(rng.randint(1, 4)), int(rng.randint(1, 4))]
-    down = [int(rng.randint(1, 4)), int(rng.randint(1, 4))]
-    fshape = [int(rng.randint(1, 6))] if rng.randint(3) == 0 else [int(rng.randint(1, 6)), int(rng.randint(1, 6))]
-    f = torch.tensor(rng.randn(*fshape))
-    x = torch.tensor(rng.randn(2, 3, int(rng.randint(3, 40)), int(rng.randint(3, 80))))
-    pad = [int(p) for p in rng.randint(-2, 5, size=4)]
-    fh, fw = (fshape[0], fshape[0]) if len(fshape) == 1 else fshape
-    while x.shape[2] * up[1] + pad[2] + pad[3] < fh or x.shape[3] * up[0] + pad[0] + pad[1] < fw:
-        pad = [p + 1 for p in pad]
-    return x, f, dict(up=up, down=down, padding=pad, flip_filter=bool(rng.randint(2)), gain=float(rng.uniform(0.5, 2)))
+    shape, f, kwargs = random_upfirdn2d_case(rng, max_taps=6, separable_odds=3, batch=((2, 3), (3, 4)),
+                                             height=(3, 40), width=(3, 80), pad=(-2, 5))
+    return torch.tensor(rng.randn(*shape)), torch.tensor(f), kwargs
 
 
 @pytest.mark.parametrize('tiled', ['1', '0'])
@@ -194,7 +190,7 @@ def test_upfirdn2d_stylegan2_resampling_low_precision(use_kernels, monkeypatch, 
         torch.testing.assert_close(y.double(), expected, atol=TOL[dtype] * 10, rtol=TOL[dtype] * 2)
 
 
-@pytest.mark.parametrize('seed', range(6))
+@pytest.mark.parametrize('seed', quick_every(range(6), 3))
 def test_upfirdn2d_gradients(use_kernels, seed):
     x, f, kwargs = _random_upfirdn_case(100 + seed)
     x = x[:1, :2, :6, :5].clone().requires_grad_(True)
@@ -225,16 +221,12 @@ def test_conv2d_resample_through_kernels(use_kernels, monkeypatch):
 # ----------------------------------------------------------------------------
 # The original code's outputs, reproduced through the kernels' arithmetic.
 
-FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared', 'compat')
 
-
-def test_compat_fixture_through_kernels(use_kernels):
-    if not os.path.isfile(os.path.join(FIXTURE, 'tiny_64x32.pkl')):
-        pytest.skip('../shared/compat fixture not present')
-    legacy = pytest.importorskip('legacy')
-    with open(os.path.join(FIXTURE, 'tiny_64x32.pkl'), 'rb') as fh:
+@pytest.mark.slow
+def test_compat_fixture_through_kernels(use_kernels, compat_dir):
+    with open(os.path.join(compat_dir, 'tiny_64x32.pkl'), 'rb') as fh:
         data = legacy.load_network_pkl(fh)
-    expected = np.load(os.path.join(FIXTURE, 'tiny_64x32_expected.npz'))
+    expected = np.load(os.path.join(compat_dir, 'tiny_64x32_expected.npz'))
     G, D = data['G_ema'], data['D']
     z = torch.tensor(expected['z'])
     c = torch.zeros(len(z), 0)
@@ -244,5 +236,5 @@ def test_compat_fixture_through_kernels(use_kernels):
     x = torch.tensor(expected['D_input_rand']).requires_grad_(True)
     logits = D(x, c, force_fp32=True)
     np.testing.assert_allclose(logits.detach().numpy(), expected['D_logits_rand'], atol=1e-3)
-    grad, = torch.autograd.grad(logits.sum(), [x])
-    np.testing.assert_allclose(grad.square().sum([1, 2, 3]).numpy(), expected['r1_penalty_rand'], rtol=1e-3)
+    np.testing.assert_allclose(r1_penalty_from_logits(logits, x).detach().numpy(), expected['r1_penalty_rand'],
+                               rtol=1e-3)

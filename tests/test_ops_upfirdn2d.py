@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import random_upfirdn2d_case
 from torch_utils.ops import upfirdn2d
 
 
@@ -38,29 +39,14 @@ def brute_upfirdn2d(x, f, up, down, pad, flip_filter, gain):
     return y
 
 
-def _random_case(rng):
-    up = [int(rng.randint(1, 4)), int(rng.randint(1, 4))]
-    down = [int(rng.randint(1, 4)), int(rng.randint(1, 4))]
-    pad = [int(p) for p in rng.randint(-2, 4, size=4)]
-    separable = bool(rng.randint(2))
-    if separable:
-        f = rng.randn(int(rng.randint(1, 5)))
-    else:
-        f = rng.randn(int(rng.randint(1, 5)), int(rng.randint(1, 5)))
-    return up, down, pad, f, bool(rng.randint(2)), float(rng.uniform(0.5, 2))
-
-
 @pytest.mark.parametrize('seed', range(40))
 def test_matches_brute_force(seed):
     rng = np.random.RandomState(seed)
-    up, down, pad, f, flip, gain = _random_case(rng)
-    x = rng.randn(1, 2, int(rng.randint(2, 6)), int(rng.randint(2, 6)))
-    fh, fw = (f.shape[0], f.shape[0]) if f.ndim == 1 else f.shape
-    while (x.shape[2] * up[1] + pad[2] + pad[3] - fh) < 0 or (x.shape[3] * up[0] + pad[0] + pad[1] - fw) < 0:
-        pad = [p + 1 for p in pad]  # grow the padding until the output is non-empty
-    expected = brute_upfirdn2d(x, f, up, down, pad, flip, gain)
-    y = upfirdn2d.upfirdn2d(torch.tensor(x), torch.tensor(f), up=up, down=down, padding=pad,
-                            flip_filter=flip, gain=gain)
+    shape, f, kwargs = random_upfirdn2d_case(rng)  # 1x2 images of 2-5 x 2-5 pixels, 1-4 taps, padding -2..3
+    x = rng.randn(*shape)
+    expected = brute_upfirdn2d(x, f, kwargs['up'], kwargs['down'], kwargs['padding'], kwargs['flip_filter'],
+                               kwargs['gain'])
+    y = upfirdn2d.upfirdn2d(torch.tensor(x), torch.tensor(f), **kwargs)
     np.testing.assert_allclose(y.numpy(), expected, rtol=1e-10, atol=1e-12)
 
 
@@ -115,6 +101,7 @@ def test_setup_filter():
                                [[4, 3], [2, 1]])
 
 
+@pytest.mark.slow
 def test_gradcheck():
     torch.manual_seed(0)
     x = torch.randn(1, 2, 4, 3, dtype=torch.float64, requires_grad=True)

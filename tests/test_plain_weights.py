@@ -33,6 +33,7 @@ def _refuse(*args, **kwargs):
     raise AssertionError("pickle was used")
 
 
+@pytest.mark.slow
 def test_loading_never_unpickles_and_gives_the_expected_outputs(exported, compat_dir, monkeypatch):
     for module, name in [(pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (pickle, "_Unpickler"),
                          (torch, "load"), (legacy, "_RestrictedUnpickler")]:
@@ -50,6 +51,7 @@ def test_loading_never_unpickles_and_gives_the_expected_outputs(exported, compat
     np.testing.assert_allclose(logits.detach().numpy(), expected["D_logits_rand"], atol=1e-3, rtol=0)
 
 
+@pytest.mark.slow
 def test_same_dict_shape_tensors_and_arguments_as_the_pickle(exported, from_pickle):
     with open(exported, "rb") as f:
         data = legacy.load_network_pkl(f)

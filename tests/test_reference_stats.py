@@ -64,6 +64,7 @@ def test_exported_file_holds_the_documented_arrays(stats_file, files):
                                    atol=1e-9)
 
 
+@pytest.mark.slow
 def test_fid_kid_pr_with_ref_stats_equal_those_with_data(files, stats_file, capsys, one_torch_thread):
     common = [f"--network={files.network}", f"--detector={files.detector}", f"--vgg16={files.detector}",
               "--device=cpu", "--num-gen=24", "--metrics=fid50k_full,kid50k_full,pr50k3_full"]
@@ -75,6 +76,7 @@ def test_fid_kid_pr_with_ref_stats_equal_those_with_data(files, stats_file, caps
     assert with_file[0]["results"]["fid50k_full"] > 0
 
 
+@pytest.mark.slow
 def test_cli_export_then_file_from_another_detector_is_refused(files, tmp_path, capsys):
     out = tmp_path / "cli_stats.npz"
     (summary,) = calc_metrics([f"--export-stats={out}", f"--data={files.data}", f"--detector={files.detector}",

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import quick_every
 from helpers_training import (ROOT, TINY_ARGS, assert_same_training_state, load, make_block_images, make_figures,
                               snapshots, state_tensors, tiny_options, train_in_process)
 
@@ -22,6 +23,7 @@ def figures(tmp_path_factory):
     return make_figures(tmp_path_factory.mktemp("data") / "figures.zip")
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path, figures):
     # Fixed augmentation puts random augmentations in the steps too; 18 steps cross both lazy regularisers.
     opts = tiny_options(figures, aug="fixed", p=0.5, augpipe="body")
@@ -54,7 +56,7 @@ def test_run_folder_contents(tmp_path, figures):
     assert {"training_options.json", "log.txt", "stats.jsonl", "reals.png", "fakes_init.png"} <= names
     assert any(n.startswith("events.out.tfevents") for n in names)
     assert any(n.startswith("fakes0") and n.endswith(".png") for n in names)
-    # 2:1 images in a 4x2 grid.
+    # 2:1 images in a grid of 2 rows and 4 columns.
     import PIL.Image
     assert PIL.Image.open(os.path.join(run_dir, "reals.png")).size == (4 * 16, 2 * 32)
     options = json.load(open(os.path.join(run_dir, "training_options.json")))
@@ -68,7 +70,7 @@ def test_run_folder_contents(tmp_path, figures):
     assert data["training_set_kwargs"]["path"] == str(figures)
 
 
-def read_grid(path, cols, rows):
+def read_grid(path, rows, cols):
     """The images of a grid PNG as [N, C, H, W] floats in [-1, 1]."""
     import PIL.Image
     grid = np.asarray(PIL.Image.open(path), dtype=np.float32) / 127.5 - 1
@@ -77,16 +79,17 @@ def read_grid(path, cols, rows):
     return torch.from_numpy(tiles.reshape(rows * cols, 3, height, width).copy())
 
 
+@pytest.mark.slow
 def test_training_moves_fakes_towards_data(tmp_path):
     # An orange field with a dark block: far from a fresh G's grey output, and learnable in 100 steps.
     from training.dataset import ImageFolderDataset
     data = make_block_images(tmp_path / "blocks.zip")
     dataset = ImageFolderDataset(data)
     reals = torch.from_numpy(np.stack([dataset[i][0] for i in range(len(dataset))])).float() / 127.5 - 1
-    opts = tiny_options(data, tick=0.1, snap=100, grid=(8, 4), glr=0.005, dlr=0.005)
+    opts = tiny_options(data, tick=0.1, snap=100, grid=(4, 8), glr=0.005, dlr=0.005)
     _, run_dir = train_in_process(tmp_path / "runs", kimg=0.4, **opts)
-    before = read_grid(os.path.join(run_dir, "fakes_init.png"), 8, 4)
-    after = read_grid(os.path.join(run_dir, "fakes000000.png"), 8, 4)  # The final grid (kimg 0.4).
+    before = read_grid(os.path.join(run_dir, "fakes_init.png"), rows=4, cols=8)
+    after = read_grid(os.path.join(run_dir, "fakes000000.png"), rows=4, cols=8)  # The final grid (kimg 0.4).
 
     def mean_image_distance(fakes):
         return float((fakes.mean(0) - reals.mean(0)).square().mean().sqrt())
@@ -98,6 +101,7 @@ def test_training_moves_fakes_towards_data(tmp_path):
     assert mean_colour_distance(after) < 0.4 * mean_colour_distance(before)
 
 
+@pytest.mark.slow
 def test_sigterm_writes_snapshot_and_exits(tmp_path, figures):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), f"--outdir={tmp_path}", f"--data={figures}", "--kimg=1000",
@@ -126,6 +130,7 @@ def test_sigterm_writes_snapshot_and_exits(tmp_path, figures):
     assert data["G_ema"] is not None and all(torch.isfinite(p).all() for p in data["G"].parameters())
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_snapshot(tmp_path, figures, monkeypatch):
     from training import loss as loss_module
     from training.training_loop import NonFiniteLossError
@@ -153,6 +158,7 @@ def test_nan_loss_stops_and_keeps_last_good_snapshot(tmp_path, figures, monkeypa
     assert load(paths[-1])["progress"]["batch_idx"] == 9
 
 
+@pytest.mark.slow
 def test_metrics_after_each_snapshot(tmp_path, figures, monkeypatch):
     from metrics.stand_in_detector import save_stand_in_detector
     monkeypatch.setenv("DNNLIB_CACHE_DIR", str(tmp_path / "cache"))
@@ -181,3 +187,28 @@ def test_cuda_mixed_precision_training(tmp_path, figures):
     assert "Progress/augment" in stats[-1]
     torch.testing.assert_close(data["augment_pipe"].p, torch.as_tensor(stats[-1]["Progress/augment"]["mean"]),
                                rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("stop", quick_every(["time limit", "abort"], 2))
+def test_time_limit_and_abort_stop_at_a_tick_with_a_snapshot(tmp_path, figures, capsys, stop):
+    # The loop's own stop conditions, checked once per tick (every 4 steps; the first tick ends with step 1).
+    from training import presets, training_loop
+    options, _ = presets.make_training_options(**tiny_options(figures, kimg=1000,
+                                                              max_minutes=1e-9 if stop == "time limit" else None))
+    abort_calls, progress = [], []
+
+    def abort_fn():
+        abort_calls.append(1)
+        return len(abort_calls) >= 3  # At the third tick.
+
+    result = training_loop.training_loop(options.replace(run_dir=str(tmp_path)), device=torch.device("cpu"),
+                                         abort_fn=abort_fn if stop == "abort" else None,
+                                         progress_fn=lambda kimg, total: progress.append(total))
+    stop_nimg = 4 if stop == "time limit" else 36
+    assert result["stopped_by"] == stop and result["cur_nimg"] == stop_nimg
+    assert load(result["snapshot_pkl"])["progress"]["cur_nimg"] == stop_nimg
+    assert os.path.exists(tmp_path / "fakes000000.png") and os.path.exists(tmp_path / "stats.jsonl")
+    out = capsys.readouterr().out
+    assert ("Time limit of 1e-09 minutes reached; stopping." in out) == (stop == "time limit")
+    assert ("Aborting..." in out) == (stop == "abort")
+    assert progress == [1000] * (2 if stop == "time limit" else 4)  # At the start and after each tick.

@@ -11,6 +11,7 @@ from helpers_training import load, make_figures, snapshots, tiny_options, train_
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+@pytest.mark.slow
 def test_ada_p_moves_and_is_saved(tmp_path):
     figures = make_figures(tmp_path / "figures.zip", num=32)
     # A fast controller (p can go 0 -> 1 in 100 images) so a few steps show it move.

@@ -155,7 +155,11 @@ def copy_params_and_buffers(src_module, dst_module, require_all=False):
 
 @contextlib.contextmanager
 def ddp_sync(module, sync):
-    """Skip DDP's gradient all-reduce for this backward pass unless `sync` (gradient accumulation)."""
+    """Skip DDP's gradient all-reduce for this backward pass unless `sync` (gradient accumulation).
+
+    Unused here (the training loop averages gradients itself); kept because compat/API.md lists it:
+    the code that checkpoints embed may import it.
+    """
     assert isinstance(module, torch.nn.Module)
     if sync or not isinstance(module, torch.nn.parallel.DistributedDataParallel):
         yield

@@ -22,7 +22,6 @@ import zipfile
 from typing import IO, List, Optional
 
 import numpy as np
-import PIL.Image
 import torch
 
 import dnnlib

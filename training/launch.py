@@ -5,30 +5,22 @@ Three ways in, one code path:
   - `--gpus=N` on one machine: N worker processes spawned here, rendezvous through a file;
   - `torchrun --nnodes=... --nproc-per-node=... train.py ...`: each process is already started and
     finds its rank in the environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT).
-Processes talk over NCCL on GPUs and gloo on CPUs; rank 0 writes every file.
+Processes talk over NCCL on GPUs and gloo on CPUs (torch_utils/distributed.py); rank 0 writes every file.
 """
 import contextlib
-import json
 import os
 import re
 import signal
 import sys
-import tempfile
 import time
 
 import torch
 
 import dnnlib
+from torch_utils import distributed
 
 # Exit statuses of a run stopped by a signal: 128 + the signal number, the shell convention.
 EXIT_STATUS = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
-
-
-def torchrun_env():
-    """(rank, world_size, local_rank) when started by torchrun, else None."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-    return None
 
 
 def make_run_dir(outdir, desc):
@@ -113,38 +105,18 @@ class _TeeStream:
         return getattr(self.stream, name)
 
 
-def select_device(local_rank, device_type=None):
-    """cuda:<local_rank> when CUDA is available (or asked for), else the CPU."""
-    if device_type == "cuda" and not torch.cuda.is_available():
-        raise dnnlib.util.UserError("--device: cuda was asked for, but PyTorch sees no CUDA device; use --device=cpu")
-    if device_type != "cpu" and torch.cuda.is_available():
-        if local_rank >= torch.cuda.device_count():
-            raise dnnlib.util.UserError(f"--gpus: process {local_rank} has no GPU (this machine has "
-                                        f"{torch.cuda.device_count()}); lower --gpus or --nproc-per-node")
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
-def run_process(c, rank, world_size, local_rank, init_method=None):
+def run_process(options, rank, world_size, local_rank, init_method=None):
     """Set up this process (device, process group, log, stats) and train; returns training_loop's result."""
     from torch_utils import training_stats
     from training import training_loop
 
-    c = dnnlib.EasyDict(c)
-    device = select_device(local_rank, c.pop("device_type", None))
+    device = distributed.resolve_device(options.device, local_rank)
+    distributed.init_process(rank, world_size, device, init_method)
     if world_size > 1:
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend=backend, init_method=init_method or "env://", rank=rank,
-                                             world_size=world_size)
-        if device.type == "cpu":
-            # CPU processes share the machine's cores; without this each would start one thread per core.
-            local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", c.num_gpus))
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(local_procs, 1)))
         training_stats.init_multiprocessing(rank=rank, sync_device=device)
-    tee = Tee(os.path.join(c.run_dir, "log.txt")) if rank == 0 else None
+    tee = Tee(os.path.join(options.run_dir, "log.txt")) if rank == 0 else None
     try:
-        result = training_loop.training_loop(rank=rank, device=device, **c)
+        result = training_loop.training_loop(options, rank=rank, device=device)
         if world_size > 1:
             # Nobody leaves before rank 0 has written its last snapshot: launchers stop the
             # remaining processes as soon as one exits with a nonzero status.
@@ -153,104 +125,55 @@ def run_process(c, rank, world_size, local_rank, init_method=None):
     finally:
         if tee is not None:
             tee.close()
-        if world_size > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        if world_size > 1:
+            distributed.close_process_group()
 
 
-def _spawned_worker(rank, c, temp_dir):
-    """Entry point of a worker spawned by `--gpus=N`; reports user errors in one line.
-
-    A signal stop exits 0 here (the parent would otherwise stop the other workers at the first
-    nonzero status) and rank 0 leaves the reason in temp_dir for the parent's exit status.
-    """
-    try:
-        result = run_process(c, rank=rank, world_size=c.num_gpus, local_rank=rank,
-                             init_method="file://" + os.path.join(temp_dir, "init"))
-    except dnnlib.util.UserError as err:
-        if rank == 0:
-            print(f"Error: {dnnlib.util.escape_text(str(err))}", file=sys.stderr, flush=True)
-        sys.exit(1)
-    if rank == 0 and result["stopped_by"] is not None:
-        with open(os.path.join(temp_dir, "stopped_by"), "w") as f:
-            f.write(result["stopped_by"])
+def exit_status(result):
+    """0 when training finished, 130/143 when SIGINT/SIGTERM stopped it (after writing a snapshot)."""
+    return EXIT_STATUS.get(result["stopped_by"], 0)
 
 
-def launch(c, outdir, desc, dry_run=False):
+def _spawned_process(rank, world_size, init_method, options):
+    """A process of `--gpus=N` (see distributed.spawn); returns its exit status."""
+    return exit_status(run_process(options, rank=rank, world_size=world_size, local_rank=rank,
+                                   init_method=init_method))
+
+
+def launch(options, outdir, desc, dry_run=False):
     """Create the run folder (rank 0), write training_options.json and train in 1..N processes.
 
     Returns the exit status: 0 when training finished, 130/143 when SIGINT/SIGTERM stopped it
     (after writing a snapshot).
     """
-    env = torchrun_env()
+    env = distributed.torchrun_env()
     rank = env[0] if env else 0
     if rank == 0:
         print("Training options:")
-        print(json.dumps(c, indent=2))
+        print(options.to_json())
         print()
     if dry_run:
         print("Dry run; exiting.")
         return 0
 
-    c = dnnlib.EasyDict(c)
     if env is not None:
         rank, world_size, local_rank = env
-        if world_size != c.num_gpus:
-            raise dnnlib.util.UserError(f"--gpus: {c.num_gpus} disagrees with torchrun's WORLD_SIZE {world_size}; "
-                                        "leave --gpus out under torchrun")
-        c.run_dir = _make_run_dir_rank0(outdir, desc, c) if rank == 0 else None
-        result = run_process(c, rank=rank, world_size=world_size, local_rank=local_rank)
-        return EXIT_STATUS.get(result["stopped_by"], 0)
+        if world_size != options.num_gpus:
+            raise dnnlib.util.UserError(f"--gpus: {options.num_gpus} disagrees with torchrun's WORLD_SIZE "
+                                        f"{world_size}; leave --gpus out under torchrun")
+        options = options.replace(run_dir=_make_run_dir_rank0(outdir, desc, options) if rank == 0 else None)
+        return exit_status(run_process(options, rank=rank, world_size=world_size, local_rank=local_rank))
 
-    uses_cuda = c.get("device_type") != "cpu" and torch.cuda.is_available()
-    if uses_cuda and c.num_gpus > torch.cuda.device_count():
-        raise dnnlib.util.UserError(f"--gpus: {c.num_gpus} processes, but this machine has {torch.cuda.device_count()} "
-                                    "GPUs; lower --gpus (or use --device=cpu)")
-    c.run_dir = _make_run_dir_rank0(outdir, desc, c)
-    if c.num_gpus == 1:
-        result = run_process(c, rank=0, world_size=1, local_rank=0)
-        return EXIT_STATUS.get(result["stopped_by"], 0)
-    return _spawn(c)
+    distributed.check_process_count(options.num_gpus, options.device)
+    options = options.replace(run_dir=_make_run_dir_rank0(outdir, desc, options))
+    if options.num_gpus == 1:
+        return exit_status(run_process(options, rank=0, world_size=1, local_rank=0))
+    return distributed.spawn(_spawned_process, options.num_gpus, args=(options,), device_name=options.device)
 
 
-def _make_run_dir_rank0(outdir, desc, c):
+def _make_run_dir_rank0(outdir, desc, options):
     run_dir = make_run_dir(outdir, desc)
     print(f"Output directory: {run_dir}")
     with open(os.path.join(run_dir, "training_options.json"), "wt") as f:
-        json.dump(dict(c, run_dir=run_dir), f, indent=2)
+        f.write(options.replace(run_dir=run_dir).to_json())
     return run_dir
-
-
-def _spawn(c):
-    """Start c.num_gpus workers; forward SIGINT/SIGTERM to them; return the first nonzero exit status."""
-    import torch.multiprocessing as mp
-    if c.get("device_type") == "cpu" or not torch.cuda.is_available():
-        print(f"Running {c.num_gpus} CPU processes (gloo).")
-
-    with tempfile.TemporaryDirectory() as temp_dir:
-        temp_dir = os.path.abspath(temp_dir)
-        context = mp.start_processes(_spawned_worker, args=(c, temp_dir), nprocs=c.num_gpus, join=False,
-                                     start_method="spawn")
-
-        def forward(signum, _frame):
-            for process in context.processes:
-                if process.is_alive():
-                    os.kill(process.pid, signum)
-        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            while True:
-                try:
-                    if context.join():
-                        break
-                except mp.ProcessExitedException as err:
-                    return err.exit_code if err.exit_code and err.exit_code > 0 else 1
-                except mp.ProcessRaisedException as err:
-                    print(err, file=sys.stderr)
-                    return 1
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        status_file = os.path.join(temp_dir, "stopped_by")
-        if os.path.exists(status_file):
-            with open(status_file) as f:
-                return EXIT_STATUS.get(f.read().strip(), 0)
-    return 0

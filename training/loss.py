@@ -59,7 +59,6 @@ class StyleGAN2Loss:
         pl_decay            = 0.01,   # Decay of the path length running mean.
         pl_no_weight_grad   = False,  # Wrap the path length gradient in conv2d_gradfix.no_weight_gradients().
     ):
-        self.device = device
         self.G = G
         self.D = D
         self.augment_pipe = augment_pipe
@@ -92,11 +91,10 @@ class StyleGAN2Loss:
             img = self.augment_pipe(img)
         return self.D(img, c)
 
-    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, sync=True, gain=1):
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain=1):
         """Backpropagate the `phase` losses for one chunk, scaled by `gain`; returns the loss terms (detached).
 
-        `sync` is accepted for API compatibility; gradients are averaged over processes by the
-        training loop after all chunks, so there is nothing to synchronise here.
+        Gradients are averaged over processes by the training loop after all chunks.
         """
         assert phase in PHASES, phase
         do_Gmain = phase in ("Gmain", "Gboth")

@@ -1,4 +1,5 @@
-"""Training configurations: the --cfg presets and the translation of train.py options into training_loop kwargs.
+"""Training configurations: the --cfg presets, and train.py's options (TrainCommand) turned into the loop's
+(TrainingOptions).
 
 The preset values are those of StyleGAN2-ADA (Karras et al. 2020, "Training Generative
 Adversarial Networks with Limited Data", appendix D / its train.py), plus `shhq`: the `auto`
@@ -10,6 +11,7 @@ import re
 
 import dnnlib
 from training import freeze_d
+from training.options import TrainCommand, TrainingOptions
 
 # Keys: ref_gpus = GPUs the batch was tuned for (-1 = the run's), kimg = default length, mb = batch,
 # mbstd = minibatch-stddev group, fmaps = channel_base / 32768, lrate = Adam lr (G and D), gamma = R1
@@ -86,26 +88,18 @@ def check_cfg(cfg):
 
 
 def parse_metrics(text) -> list:
-    """'fid50k_full,kid50k' -> list of names; 'none' or '' -> []. Names are checked against metrics.metric_main."""
+    """--metrics of train.py: None = the default metrics, 'none' = none, else names checked by metric_main."""
     if text is None:
         return list(DEFAULT_METRICS)
-    names = [name.strip() for name in str(text).split(",") if name.strip()]
-    if names in ([], ["none"]):
+    if isinstance(text, str) and text.strip() in ("", "none"):
         return []
-    try:
-        from metrics import metric_main
-    except ImportError as err:
-        raise dnnlib.util.UserError(f"--metrics: the metrics package cannot be imported ({err}); "
-                                    "pass --metrics=none to train without metrics") from err
-    for name in names:
-        if not metric_main.is_valid_metric(name):
-            raise dnnlib.util.UserError(f"--metrics: unknown metric '{name}'; choose from "
-                                        f"{', '.join(metric_main.list_valid_metrics())} or none")
-    return names
+    from metrics import metric_main
+    return metric_main.parse_metrics(text, allow_none=True)
 
 
 def _start_from_checkpoint(c, path, shape, explicit, fp32, nhwc, freezed, mbstd_group, batch_gpu):
-    """Take G and D from the checkpoint's own options (training/resume.py); True when the run fine-tunes.
+    """Take c.G_kwargs and c.D_kwargs from the checkpoint's own options (training/resume.py); True when the run
+    fine-tunes.
 
     A run fine-tunes unless the file continues a run exactly (or continues a run that fine-tuned).
     """
@@ -132,204 +126,191 @@ def _start_from_checkpoint(c, path, shape, explicit, fp32, nhwc, freezed, mbstd_
     return not exact or bool(data["progress"].get("fine_tune", False))
 
 
-def make_training_options(
-    data,                   # Training data: folder or zip (dataset_tool.py format).
-    gpus        = 1,        # Number of processes (GPUs; CPU processes without CUDA).
-    cfg         = "auto",   # Preset name, see CONFIG_SPECS.
-    batch       = None,     # Total batch size over all GPUs; None = preset.
-    batch_gpu   = None,     # Images per GPU per forward pass (gradient accumulation below batch/gpus); None = preset.
-    gamma       = None,     # R1 weight; None = preset.
-    kimg        = None,     # Training length in thousands of real images; None = preset.
-    tick        = 4,        # Progress line every this many kimg.
-    snap        = 50,       # Snapshot (network pickle and image grid) every this many ticks.
-    seed        = 0,        # Random seed.
-    mirror      = False,    # Add x-flipped copies of the images.
-    cond        = False,    # Train a class-conditional model from dataset.json labels.
-    subset      = None,     # Train on a random subset of this many images.
-    cbase       = None,     # Channel base (channels = min(cbase / res, cmax)); None = preset.
-    cmax        = None,     # Maximum channels; None = 512.
-    map         = None,     # Mapping network depth; None = preset.
-    mbstd_group = None,     # Minibatch-stddev group size; None = preset.
-    glr         = None,     # G learning rate; None = preset.
-    dlr         = None,     # D learning rate; None = preset.
-    aspect      = None,     # 'H:W'; None = from the dataset (which must then match).
-    square      = None,     # StyleGAN-Human's --square: False = 2:1, True = 1:1 (an alias of aspect).
-    aug         = None,     # noaug | ada | fixed; None = noaug for shhq, ada otherwise.
-    p           = None,     # Augmentation probability for --aug=fixed (0.2 default when fixed).
-    target      = None,     # ADA target for the sign of D(real) (default 0.6).
-    ada_kimg    = None,     # ADA speed: kimg for p to go from 0 to 1; None = 500, 100 when fine-tuning.
-    augpipe     = "bgc",    # Augmentation pipeline name (training/augment.py).
-    resume      = None,     # Snapshot to continue from (exact resume) or checkpoint to fine-tune (weights only).
-    freezed     = None,     # Freeze-D: keep the first N layers of D fixed (training/freeze_d.py); None = 0 or the file's.
-    fp32        = False,    # Disable mixed precision.
-    nhwc        = False,    # Channels-last memory format in the FP16 layers.
-    nobench     = False,    # Disable cuDNN benchmarking.
-    allow_tf32  = False,    # Allow TF32 for matmul and convolutions.
-    workers     = 3,        # DataLoader worker processes.
-    metrics     = None,     # Comma list or list of metric names; None = fid50k_full; 'none' = no metrics.
-    grid        = None,     # (cols, rows) of the image grids; None = as many as fit in 7680x4320 (4-32 each way).
-    max_minutes = None,     # Stop (with a snapshot) at the first tick after this much training time; None = no limit.
-    detector    = None,     # Inception detector file/URL for metrics; None = $SG2_INCEPTION_DETECTOR or download.
-    vgg16       = None,     # VGG16 detector file/URL (pr50k3, ppl2_wend); None = $SG2_VGG16_DETECTOR or download.
-    device      = None,     # 'cpu' or 'cuda'; None = CUDA when available.
-    metric_kwargs = None,   # More metrics.metric_utils.MetricOptions kwargs (library use, e.g. max_gen).
-    ref_stats   = None,     # Real-image statistics file/URL (calc_metrics.py --export-stats) for the metrics.
-) -> tuple:
-    """Validated training_loop kwargs (an EasyDict) and a short run description for the run folder name."""
+
+# ----------------------------------------------------------------------------
+# From train.py's options to the loop's, one concern at a time.
+
+
+def describe_dataset(cmd):
+    """Open the dataset once to learn its shape (and to fail early on bad files): its options and what it holds."""
     from training.dataset import ImageFolderDataset
-
-    check_cfg(cfg)
-    if gpus < 1:
-        raise dnnlib.util.UserError(f"--gpus: must be at least 1, got {gpus}")
-    c = dnnlib.EasyDict()
-
-    # Dataset: opened once here to learn its shape (and to fail early on bad files).
-    c.training_set_kwargs = dnnlib.EasyDict(class_name="training.dataset.ImageFolderDataset", path=data,
-                                            use_labels=bool(cond), max_size=subset, xflip=bool(mirror),
-                                            random_seed=seed)
-    dataset = ImageFolderDataset(**{k: v for k, v in c.training_set_kwargs.items() if k != "class_name"})
+    kwargs = dnnlib.EasyDict(class_name="training.dataset.ImageFolderDataset", path=cmd.data, use_labels=bool(cmd.cond),
+                             max_size=cmd.subset, xflip=bool(cmd.mirror), random_seed=cmd.seed)
+    dataset = ImageFolderDataset(**{k: v for k, v in kwargs.items() if k != "class_name"})
     try:
-        c.training_set_kwargs.resolution = dataset.resolution
-        c.training_set_kwargs.max_size = len(dataset) // (2 if mirror else 1)
-        if cond and not dataset.has_labels:
-            raise dnnlib.util.UserError(f"--cond: {data} has no labels in dataset.json; add labels or drop --cond")
-        dataset_aspect = tuple(dataset.aspect_ratio)
-        typed_aspect = aspect_option(aspect, square)
-        if typed_aspect is not None and typed_aspect[2] != dataset_aspect:
+        kwargs.resolution = dataset.resolution
+        kwargs.max_size = len(dataset) // (2 if cmd.mirror else 1)
+        if cmd.cond and not dataset.has_labels:
+            raise dnnlib.util.UserError(f"--cond: {cmd.data} has no labels in dataset.json; add labels or drop --cond")
+        aspect = tuple(dataset.aspect_ratio)
+        typed_aspect = aspect_option(cmd.aspect, cmd.square)
+        if typed_aspect is not None and typed_aspect[2] != aspect:
             raise dnnlib.util.UserError(f"--{typed_aspect[0]}={typed_aspect[1]} does not match the dataset's images "
-                                        f"({dataset.height}x{dataset.width}, H:W = {dataset_aspect[0]}:"
-                                        f"{dataset_aspect[1]}); omit it or use a matching dataset")
-        resolution, name = dataset.resolution, dataset.name
-        shape = dnnlib.EasyDict(path=data, height=dataset.height, width=dataset.width,
+                                        f"({dataset.height}x{dataset.width}, H:W = {aspect[0]}:{aspect[1]}); omit "
+                                        "it or use a matching dataset")
+        shape = dnnlib.EasyDict(path=cmd.data, height=dataset.height, width=dataset.width,
                                 channels=dataset.num_channels, label_dim=dataset.label_dim)
+        return dnnlib.EasyDict(kwargs=kwargs, resolution=dataset.resolution, name=dataset.name, aspect=aspect,
+                               typed_aspect=typed_aspect, shape=shape)
     finally:
         dataset.close()
 
-    # Preset, then explicit overrides.
-    spec = derive_auto_spec(CONFIG_SPECS[cfg], resolution, gpus)
-    if batch is not None:
+
+def preset_with_overrides(cmd, resolution):
+    """The preset's values with the explicit options applied, and the checked images per pass (batch_gpu)."""
+    spec = derive_auto_spec(CONFIG_SPECS[cmd.cfg], resolution, cmd.gpus)
+    if cmd.batch is not None:
         # As in StyleGAN2-ADA, --batch changes only the batch: gamma, ema and mbstd keep their preset values.
-        spec["mb"] = batch
-        spec["ref_gpus"] = gpus
-    if batch_gpu is None:
-        batch_gpu = max(spec["mb"] // spec["ref_gpus"], 1)
-    if spec["mb"] % gpus != 0 or (spec["mb"] // gpus) % batch_gpu != 0:
-        raise dnnlib.util.UserError(f"--batch: {spec['mb']} must be a multiple of --gpus ({gpus}) times --batch-gpu "
-                                    f"({batch_gpu}); change --batch or --batch-gpu")
-    if mbstd_group is not None:
-        spec["mbstd"] = mbstd_group
+        spec["mb"] = cmd.batch
+        spec["ref_gpus"] = cmd.gpus
+    batch_gpu = cmd.batch_gpu if cmd.batch_gpu is not None else max(spec["mb"] // spec["ref_gpus"], 1)
+    if spec["mb"] % cmd.gpus != 0 or (spec["mb"] // cmd.gpus) % batch_gpu != 0:
+        raise dnnlib.util.UserError(f"--batch: {spec['mb']} must be a multiple of --gpus ({cmd.gpus}) times "
+                                    f"--batch-gpu ({batch_gpu}); change --batch or --batch-gpu")
+    if cmd.mbstd_group is not None:
+        spec["mbstd"] = cmd.mbstd_group
     spec["mbstd"] = min(spec["mbstd"], batch_gpu)
     if spec["mbstd"] < 1 or batch_gpu % spec["mbstd"] != 0:
         raise dnnlib.util.UserError(f"--mbstd-group: {spec['mbstd']} must divide --batch-gpu ({batch_gpu})")
-    if gamma is not None:
-        spec["gamma"] = gamma
-    if kimg is not None:
-        spec["kimg"] = kimg
-    if map is not None:
-        spec["map"] = map
+    for key, value in [("gamma", cmd.gamma), ("kimg", cmd.kimg), ("map", cmd.map)]:
+        if value is not None:
+            spec[key] = value
+    return spec, batch_gpu
 
-    channel_base = int(spec["fmaps"] * 32768) if cbase is None else cbase
-    channel_max = 512 if cmax is None else cmax
-    fp16 = dict(num_fp16_res=0, conv_clamp=None) if fp32 else dict(num_fp16_res=4, conv_clamp=256)
-    c.G_kwargs = dnnlib.EasyDict(class_name="training.networks.Generator", z_dim=512, w_dim=512,
-                                 aspect_ratio=list(dataset_aspect),
-                                 mapping_kwargs=dnnlib.EasyDict(num_layers=spec["map"]),
-                                 synthesis_kwargs=dnnlib.EasyDict(channel_base=channel_base, channel_max=channel_max,
-                                                                  **fp16))
-    c.D_kwargs = dnnlib.EasyDict(class_name="training.networks.Discriminator", architecture="resnet",
-                                 channel_base=channel_base, channel_max=channel_max, aspect_ratio=list(dataset_aspect),
-                                 block_kwargs=dnnlib.EasyDict(), mapping_kwargs=dnnlib.EasyDict(),
-                                 epilogue_kwargs=dnnlib.EasyDict(mbstd_group_size=spec["mbstd"]), **fp16)
-    if nhwc:
-        c.G_kwargs.synthesis_kwargs.fp16_channels_last = True
-        c.D_kwargs.block_kwargs.fp16_channels_last = True
-    fine_tune = False
-    if resume is not None:
-        explicit = {key: (value, value) for key, value in [("cbase", cbase), ("cmax", cmax), ("map", map)]
-                    if value is not None}
-        if typed_aspect is not None:
-            explicit[typed_aspect[0]] = typed_aspect[1:]
-        fine_tune = _start_from_checkpoint(c, resume, shape, explicit, fp32=fp32, nhwc=nhwc, freezed=freezed,
-                                           mbstd_group=spec["mbstd"] if mbstd_group is not None else None,
-                                           batch_gpu=batch_gpu)
-    if freezed is not None:
-        freeze_d.set_frozen_layers(c.D_kwargs, freezed, resolution)
 
-    # Adam with beta1 = 0 and the lazy-regularisation intervals of the StyleGAN2 paper (appendix B).
-    c.G_opt_kwargs = dnnlib.EasyDict(class_name="torch.optim.Adam", lr=spec["lrate"] if glr is None else glr,
-                                     betas=[0, 0.99], eps=1e-8)
-    c.D_opt_kwargs = dnnlib.EasyDict(class_name="torch.optim.Adam", lr=spec["lrate"] if dlr is None else dlr,
-                                     betas=[0, 0.99], eps=1e-8)
-    c.loss_kwargs = dnnlib.EasyDict(class_name="training.loss.StyleGAN2Loss", r1_gamma=spec["gamma"],
-                                    style_mixing_prob=0.9, pl_weight=2, pl_batch_shrink=2, pl_decay=0.01,
-                                    pl_no_weight_grad=True)
-    c.G_reg_interval = 4
-    c.D_reg_interval = 16
+def network_kwargs(cmd, spec, aspect):
+    """G and D options of a fresh run: the preset's architecture at the dataset's aspect ratio."""
+    channel_base = int(spec["fmaps"] * 32768) if cmd.cbase is None else cmd.cbase
+    channel_max = 512 if cmd.cmax is None else cmd.cmax
+    fp16 = dict(num_fp16_res=0, conv_clamp=None) if cmd.fp32 else dict(num_fp16_res=4, conv_clamp=256)
+    G_kwargs = dnnlib.EasyDict(class_name="training.networks.Generator", z_dim=512, w_dim=512,
+                               aspect_ratio=list(aspect), mapping_kwargs=dnnlib.EasyDict(num_layers=spec["map"]),
+                               synthesis_kwargs=dnnlib.EasyDict(channel_base=channel_base, channel_max=channel_max,
+                                                                **fp16))
+    D_kwargs = dnnlib.EasyDict(class_name="training.networks.Discriminator", architecture="resnet",
+                               channel_base=channel_base, channel_max=channel_max, aspect_ratio=list(aspect),
+                               block_kwargs=dnnlib.EasyDict(), mapping_kwargs=dnnlib.EasyDict(),
+                               epilogue_kwargs=dnnlib.EasyDict(mbstd_group_size=spec["mbstd"]), **fp16)
+    if cmd.nhwc:
+        G_kwargs.synthesis_kwargs.fp16_channels_last = True
+        D_kwargs.block_kwargs.fp16_channels_last = True
+    return G_kwargs, D_kwargs
 
-    c.total_kimg = spec["kimg"]
-    c.batch_size = spec["mb"]
-    c.batch_gpu = batch_gpu
-    c.ema_kimg = spec["ema"]
-    # Fine-tuning as in StyleGAN2-ADA's transfer learning: no G_ema ramp-up, faster ADA (below).
-    c.ema_rampup = None if fine_tune else spec["ramp"]
-    c.fine_tune = fine_tune
-    c.kimg_per_tick = tick
-    c.image_snapshot_ticks = c.network_snapshot_ticks = snap
-    c.random_seed = seed
-    c.num_gpus = gpus
-    c.metrics = parse_metrics(metrics)
-    c.metric_kwargs = dnnlib.EasyDict(metric_kwargs or {})
-    detectors = {kind: path for kind, path in [("inception", detector), ("vgg16", vgg16)] if path}
+
+def checkpoint_network_kwargs(cmd, dataset, spec, batch_gpu, nets):
+    """--resume: nets.G_kwargs and nets.D_kwargs from the file (changed in place); True when the run fine-tunes."""
+    explicit = {key: (value, value) for key, value in [("cbase", cmd.cbase), ("cmax", cmd.cmax), ("map", cmd.map)]
+                if value is not None}
+    if dataset.typed_aspect is not None:
+        explicit[dataset.typed_aspect[0]] = dataset.typed_aspect[1:]
+    mbstd_group = spec["mbstd"] if cmd.mbstd_group is not None else None
+    return _start_from_checkpoint(nets, cmd.resume, dataset.shape, explicit, fp32=cmd.fp32, nhwc=cmd.nhwc,
+                                  freezed=cmd.freezed, mbstd_group=mbstd_group, batch_gpu=batch_gpu)
+
+
+def optimizer_options(cmd, spec):
+    """Adam with beta1 = 0 and the lazy-regularisation intervals of the StyleGAN2 paper (appendix B)."""
+    def adam(lr):
+        return dnnlib.EasyDict(class_name="torch.optim.Adam", lr=spec["lrate"] if lr is None else lr, betas=[0, 0.99],
+                               eps=1e-8)
+    loss_kwargs = dnnlib.EasyDict(class_name="training.loss.StyleGAN2Loss", r1_gamma=spec["gamma"],
+                                  style_mixing_prob=0.9, pl_weight=2, pl_batch_shrink=2, pl_decay=0.01,
+                                  pl_no_weight_grad=True)
+    return dict(G_opt_kwargs=adam(cmd.glr), D_opt_kwargs=adam(cmd.dlr), loss_kwargs=loss_kwargs, G_reg_interval=4,
+                D_reg_interval=16)
+
+
+def metric_options(cmd):
+    """The metrics after each snapshot and their options (detectors, reference statistics)."""
+    metric_kwargs = dnnlib.EasyDict(cmd.metric_kwargs or {})
+    detectors = {kind: path for kind, path in [("inception", cmd.detector), ("vgg16", cmd.vgg16)] if path}
     if detectors:
-        c.metric_kwargs.detectors = detectors
-    if ref_stats is not None:
+        metric_kwargs.detectors = detectors
+    metrics = parse_metrics(cmd.metrics)
+    if cmd.ref_stats is not None:
         from metrics import reference_stats
-        c.metric_kwargs.ref_stats = reference_stats.resolve(ref_stats)
-    c.grid_size = list(grid) if grid is not None else None
-    c.data_loader_kwargs = dnnlib.EasyDict(num_workers=workers, prefetch_factor=2 if workers > 0 else None)
-    c.cudnn_benchmark = not nobench
-    c.allow_tf32 = bool(allow_tf32)
+        metric_kwargs.ref_stats = reference_stats.resolve(cmd.ref_stats)
+    return dict(metrics=metrics, metric_kwargs=metric_kwargs)
 
-    # Augmentation (ADA paper): --aug=ada adapts p towards the target, --aug=fixed keeps --p.
-    if aug is None:
-        aug = "noaug" if cfg == "shhq" else "ada"
+
+def augment_mode(cmd):
+    """--aug, checked against --p and --target; the default is noaug for shhq and ada otherwise."""
+    aug = cmd.aug if cmd.aug is not None else ("noaug" if cmd.cfg == "shhq" else "ada")
     if aug not in AUG_MODES:
         raise dnnlib.util.UserError(f"--aug: unknown mode '{aug}'; choose one of {', '.join(AUG_MODES)}")
-    if p is not None and aug != "fixed":
+    if cmd.p is not None and aug != "fixed":
         raise dnnlib.util.UserError("--p: only applies with --aug=fixed")
-    if target is not None and aug != "ada":
+    if cmd.target is not None and aug != "ada":
         raise dnnlib.util.UserError("--target: only applies with --aug=ada")
-    c.augment_kwargs = None
-    c.augment_p = 0.0
-    c.ada_target = None
-    if aug != "noaug":
-        from training import augment
-        c.augment_kwargs = augment.augpipe_kwargs(augpipe)
-        if aug == "fixed":
-            c.augment_p = 0.2 if p is None else float(p)
-            if not 0 <= c.augment_p <= 1:
-                raise dnnlib.util.UserError(f"--p: {p} is not a probability in [0, 1]")
-        else:
-            c.ada_target = 0.6 if target is None else float(target)
-            c.ada_kimg = ada_kimg if ada_kimg is not None else (100 if fine_tune else 500)
-            if not 0 <= c.ada_target <= 1:
-                raise dnnlib.util.UserError(f"--target: {target} must lie in [0, 1]")
+    return aug
 
-    if device not in (None, "cpu", "cuda"):
-        raise dnnlib.util.UserError(f"--device: '{device}' is not cpu or cuda")
-    c.device_type = device
-    c.resume_pkl = resume
-    c.max_minutes = max_minutes
 
-    desc = f"{name}-{cfg}-gpus{gpus:d}-batch{c.batch_size:d}-gamma{spec['gamma']:g}"
-    if cond:
+def augment_options(cmd, aug, fine_tune):
+    """Augmentation (ADA paper): --aug=ada adapts p towards the target, --aug=fixed keeps --p."""
+    if aug == "noaug":
+        return dict(augment_kwargs=None, augment_p=0.0, ada_target=None)
+    from training import augment
+    values = dict(augment_kwargs=augment.augpipe_kwargs(cmd.augpipe), augment_p=0.0, ada_target=None)
+    if aug == "fixed":
+        values["augment_p"] = 0.2 if cmd.p is None else float(cmd.p)
+        if not 0 <= values["augment_p"] <= 1:
+            raise dnnlib.util.UserError(f"--p: {cmd.p} is not a probability in [0, 1]")
+        return values
+    values["ada_target"] = 0.6 if cmd.target is None else float(cmd.target)
+    values["ada_kimg"] = cmd.ada_kimg if cmd.ada_kimg is not None else (100 if fine_tune else 500)
+    if not 0 <= values["ada_target"] <= 1:
+        raise dnnlib.util.UserError(f"--target: {cmd.target} must lie in [0, 1]")
+    return values
+
+
+def describe_run(cmd, dataset_name, options, gamma, aug):
+    """The run folder's name after its number, e.g. 'shhq-shhq-gpus8-batch32-gamma10-mirror'."""
+    desc = f"{dataset_name}-{cmd.cfg}-gpus{cmd.gpus:d}-batch{options.batch_size:d}-gamma{gamma:g}"
+    if cmd.cond:
         desc += "-cond"
-    if mirror:
+    if cmd.mirror:
         desc += "-mirror"
     if aug != "noaug":
-        desc += f"-{aug}-{augpipe}" + (f"-p{c.augment_p:g}" if aug == "fixed" else "")
-    if resume is not None:
+        desc += f"-{aug}-{cmd.augpipe}" + (f"-p{options.augment_p:g}" if aug == "fixed" else "")
+    if cmd.resume is not None:
         desc += "-resume"
-    if freeze_d.frozen_layers(c.D_kwargs):
-        desc += f"-freezed{freeze_d.frozen_layers(c.D_kwargs):d}"
-    return c, desc
+    if freeze_d.frozen_layers(options.D_kwargs):
+        desc += f"-freezed{freeze_d.frozen_layers(options.D_kwargs):d}"
+    return desc
+
+
+def make_training_options(command: TrainCommand = None, **fields) -> tuple:
+    """The loop's TrainingOptions for train.py's options, and a short run description for the run folder name.
+
+    Pass a TrainCommand, or its fields as keywords (a misspelt one is an error naming it).
+    """
+    cmd = command if command is not None else TrainCommand.from_dict(fields)
+    check_cfg(cmd.cfg)
+    if cmd.gpus < 1:
+        raise dnnlib.util.UserError(f"--gpus: must be at least 1, got {cmd.gpus}")
+    dataset = describe_dataset(cmd)
+    spec, batch_gpu = preset_with_overrides(cmd, dataset.resolution)
+    nets = dnnlib.EasyDict(zip(("G_kwargs", "D_kwargs"), network_kwargs(cmd, spec, dataset.aspect)))
+    fine_tune = False
+    if cmd.resume is not None:
+        fine_tune = checkpoint_network_kwargs(cmd, dataset, spec, batch_gpu, nets)
+    if cmd.freezed is not None:
+        freeze_d.set_frozen_layers(nets.D_kwargs, cmd.freezed, dataset.resolution)
+    values = dict(
+        training_set_kwargs=dataset.kwargs, G_kwargs=nets.G_kwargs, D_kwargs=nets.D_kwargs,
+        **optimizer_options(cmd, spec),
+        total_kimg=spec["kimg"], batch_size=spec["mb"], batch_gpu=batch_gpu, ema_kimg=spec["ema"],
+        # Fine-tuning as in StyleGAN2-ADA's transfer learning: no G_ema ramp-up, faster ADA (augment_options).
+        ema_rampup=None if fine_tune else spec["ramp"], fine_tune=fine_tune,
+        kimg_per_tick=cmd.tick, image_snapshot_ticks=cmd.snap, network_snapshot_ticks=cmd.snap,
+        random_seed=cmd.seed, num_gpus=cmd.gpus,
+        **metric_options(cmd),
+        grid=list(cmd.grid) if cmd.grid is not None else None,
+        data_loader_kwargs=dnnlib.EasyDict(num_workers=cmd.workers, prefetch_factor=2 if cmd.workers > 0 else None),
+        cudnn_benchmark=not cmd.nobench, allow_tf32=bool(cmd.allow_tf32))
+    aug = augment_mode(cmd)
+    values.update(augment_options(cmd, aug, fine_tune))
+    if cmd.device not in (None, "cpu", "cuda"):
+        raise dnnlib.util.UserError(f"--device: '{cmd.device}' is not cpu or cuda")
+    options = TrainingOptions(**values, device=cmd.device, resume_pkl=cmd.resume, max_minutes=cmd.max_minutes)
+    return options, describe_run(cmd, dataset.name, options, spec["gamma"], aug)

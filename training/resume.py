@@ -53,8 +53,7 @@ def resolve_resume_option(text):
 
 def read_checkpoint(path):
     """The checkpoint dict (legacy.load_network_pkl); a file without G, G_ema or D is an error naming it."""
-    with dnnlib.util.open_url(path) as f:
-        data = legacy.load_network_pkl(f)
+    data = legacy.load_checkpoint(path)
     if all(data.get(key) is None for key in NETWORK_KEYS):
         raise UserError(f"--resume: {path} holds none of G, G_ema, D (nothing to start from); give a network "
                         "checkpoint")

@@ -50,15 +50,6 @@ def restore_rng_states(states: dict) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
-def capture_ada(ada) -> dict:
-    """The ADA controller's position in its adjustment interval and its partial sums."""
-    return _to_cpu(ada.state_dict())
-
-
-def restore_ada(ada, saved: dict) -> None:
-    ada.load_state_dict(saved)
-
-
 def capture(state, opts, loss, ada, num_gpus, batch_size, random_seed, fine_tune=False) -> dict:
     """The progress dict of rank 0: counters, optimizer states, pl_mean, ADA state and RNG states.
 
@@ -80,7 +71,7 @@ def capture(state, opts, loss, ada, num_gpus, batch_size, random_seed, fine_tune
         fine_tune=bool(fine_tune),
         optimizers={name: _to_cpu(opt.state_dict()) for name, opt in opts.items()},
         pl_mean=loss.pl_mean.detach().cpu().clone(),
-        ada=capture_ada(ada) if ada is not None else None,
+        ada=_to_cpu(ada.state_dict()) if ada is not None else None,  # Position in its interval, partial sums.
         rng=capture_rng_states(),
     )
 
@@ -167,7 +158,7 @@ def restore(progress, state, opts, loss, ada, num_gpus, batch_size, log=print, w
             load_optimizer_state(opt, progress["optimizers"][name])
         loss.pl_mean.copy_(progress["pl_mean"].to(loss.pl_mean.device))
         if ada is not None and progress.get("ada") is not None:
-            restore_ada(ada, progress["ada"])
+            ada.load_state_dict(progress["ada"])
         restore_rng_states(progress["rng"])
     except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as err:
         raise dnnlib.util.UserError(f"{where}: the snapshot's progress entry does not fit this run "
