@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.14.1
 
-.PHONY: test test-quick demo venv clean-venv
+.PHONY: test test-quick demo app venv clean-venv
 
 venv: $(STAMP)
 
@@ -24,6 +24,14 @@ test-quick: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
+
+# The web app on the demo's last snapshot (run folders and snapshot numbers are zero-padded, so the
+# sorted list ends with the newest); `make app APP_NETWORK=PKL` opens another network.
+APP_NETWORK ?= $(lastword $(sort $(wildcard demo-runs/runs/*/network-snapshot-*.pkl)))
+
+app: $(STAMP)
+	@test -n "$(APP_NETWORK)" || { echo "make app: no demo snapshot in demo-runs/runs/; run 'make demo' first, or give one: make app APP_NETWORK=PKL" >&2; exit 1; }
+	$(PY) app.py --network=$(APP_NETWORK)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -86,9 +86,8 @@ def split_spec(spec):
     return str(spec), None
 
 
-def load_direction(spec, w_dim):
-    """One direction [w_dim] (float32 tensor) from 'FILE' or 'FILE:INDEX', loaded safely (arrays only)."""
-    path, index = split_spec(spec)
+def load_directions(path, w_dim):
+    """Every direction [K, w_dim] (float32 tensor) of a direction file, loaded safely (arrays only)."""
     arrays = space.read_arrays(path)
     key = "directions" if "directions" in arrays else ("w" if "w" in arrays else None)
     if key is None and len(arrays) != 1:
@@ -98,12 +97,21 @@ def load_direction(spec, w_dim):
     if rows.ndim != 2 or rows.shape[1] != w_dim:
         raise UserError(f"{path}: a direction of shape {list(rows.shape)} does not fit w_dim={w_dim}; expected "
                         f"[{w_dim}], [1, {w_dim}] or [K, {w_dim}]")
+    if rows.shape[0] == 0:
+        raise UserError(f"{path}: holds no directions (shape {list(rows.shape)})")
+    return torch.from_numpy(rows.copy())
+
+
+def load_direction(spec, w_dim):
+    """One direction [w_dim] (float32 tensor) from 'FILE' or 'FILE:INDEX', loaded safely (arrays only)."""
+    path, index = split_spec(spec)
+    rows = load_directions(path, w_dim)
     if index is None and rows.shape[0] > 1:
         raise UserError(f"{path}: holds {rows.shape[0]} directions; pick one with {path}:INDEX")
     index = 0 if index is None else index
     if index >= rows.shape[0]:
         raise UserError(f"{path}: index {index} is out of range; the file holds directions 0-{rows.shape[0] - 1}")
-    return torch.from_numpy(rows[index].copy())
+    return rows[index].clone()
 
 
 def apply_direction(ws, direction, strength, layers):
