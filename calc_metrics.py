@@ -10,11 +10,13 @@ Prints one JSON line per metric on stdout; for a snapshot inside a training run 
 also appended to <run>/metric-<name>.jsonl.
 """
 import click
+import torch
 
 import dnnlib
 from metrics import evaluate
 from metrics import metric_main
 from metrics import metric_utils
+from torch_utils import cpu_tuning
 
 
 def parse_metrics(text):
@@ -41,14 +43,23 @@ def parse_metrics(text):
               f"${metric_utils.DETECTORS['inception'].env}, else the standard URL]", metavar="PATH")
 @click.option("--vgg16", help=f"VGG16 TorchScript file or URL (precision/recall, PPL) [default: "
               f"${metric_utils.DETECTORS['vgg16'].env}, else the standard URL]", metavar="PATH")
+@click.option("--dtype", help="Generator precision; bf16 results are marked \"dtype\": \"bfloat16\" in the JSON line",
+              type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
 @click.option("--verbose", help="Show full tracebacks of errors", is_flag=True)
 @click.option("--num-gen", "max_gen", type=click.IntRange(min=2), hidden=True,
               help="Cap on generated images (quick checks only; the result line records it)")
-def main(network_pkl, metrics, data, mirror, gpus, device, seed, detector, vgg16, verbose, max_gen):
+def main(network_pkl, metrics, data, mirror, gpus, device, seed, detector, vgg16, dtype, verbose, max_gen):
     """Compute metrics of a network snapshot and print one JSON line per metric."""
-    args = dnnlib.EasyDict(network_pkl=network_pkl, metrics=parse_metrics(metrics), num_gpus=gpus, seed=seed,
+    metrics = parse_metrics(metrics)
+    if dtype == "bf16" and any(name.startswith("ppl") for name in metrics):
+        raise dnnlib.util.UserError("--dtype: the PPL metrics compare images 1e-4 apart and always run in fp32; "
+                                    "compute them without --dtype=bf16")
+    args = dnnlib.EasyDict(network_pkl=network_pkl, metrics=metrics, num_gpus=gpus, seed=seed,
                            device=evaluate.resolve_device(device), max_gen=max_gen, progress=True,
-                           detectors=dict(inception=detector, vgg16=vgg16))
+                           detectors=dict(inception=detector, vgg16=vgg16),
+                           G_kwargs=dict(dtype=torch.bfloat16) if dtype == "bf16" else {})
+    if args.device.type == "cpu":
+        cpu_tuning.reuse_freed_memory()
     network_dict = evaluate.load_network(network_pkl, verbose=verbose)
     args.dataset_kwargs = evaluate.dataset_kwargs_for(network_dict, data=data, mirror=mirror)
     args.run_dir = evaluate.find_run_dir(network_pkl)

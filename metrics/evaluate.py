@@ -103,7 +103,8 @@ def evaluate_rank(rank, args, num_gpus, local_rank=None, init_method=None):
                 print(f"Calculating {metric}...", file=sys.stderr, flush=True)
             result = metric_main.calc_metric(
                 metric=metric, G=G, dataset_kwargs=args.dataset_kwargs, num_gpus=num_gpus, rank=rank, device=device,
-                verbose=args.progress, detectors=args.detectors, seed=args.seed, max_gen=args.max_gen)
+                verbose=args.progress, detectors=args.detectors, seed=args.seed, max_gen=args.max_gen,
+                G_kwargs=args.get("G_kwargs"))
             if rank == 0:
                 metric_main.report_metric(result, run_dir=args.run_dir, snapshot_pkl=args.network_pkl)
     finally:

@@ -20,6 +20,7 @@ import torch
 import dnnlib
 import legacy
 from dnnlib import image_grid
+from torch_utils import cpu_tuning
 from torch_utils import misc
 from torch_utils import training_stats
 from training import training_state
@@ -206,6 +207,8 @@ def training_loop(
     if device is None:
         device = torch.device("cuda", rank) if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(device)
+    if device.type == "cpu":
+        cpu_tuning.reuse_freed_memory()
     torch.backends.cudnn.benchmark = cudnn_benchmark
     torch.backends.cuda.matmul.allow_tf32 = allow_tf32
     torch.backends.cudnn.allow_tf32 = allow_tf32
