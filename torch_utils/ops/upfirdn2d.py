@@ -84,7 +84,8 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl='cu
     padding:      int, [x, y] or [x0, x1, y0, y1]; negative values crop.
     flip_filter:  False = convolution (filter flipped), True = correlation.
     gain:         overall scale of the output.
-    impl:         'cuda' = compiled kernel for CUDA tensors when available, 'ref' = PyTorch ops.
+    impl:         'cuda' = compiled kernel for CUDA tensors when available (except for large plain filtering,
+                  where cuDNN is faster; see _kernels.upfirdn2d_prefers_reference), 'ref' = PyTorch ops.
     """
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError('upfirdn2d: x must be a 4-D [N, C, H, W] tensor')
@@ -99,7 +100,8 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl='cu
     if out_w < 1 or out_h < 1:
         raise ValueError(f'upfirdn2d: output would be empty ({out_h}x{out_w}); padding {padding} too small for the filter')
     args = ((upx, upy), (downx, downy), (padx0, padx1, pady0, pady1), bool(flip_filter), float(gain))
-    if _kernels.plugin_for('upfirdn2d', impl, x) is not None:
+    if _kernels.plugin_for('upfirdn2d', impl, x) is not None and \
+            not _kernels.upfirdn2d_prefers_reference(x.numel(), args[0], args[1]):
         return _upfirdn2d_cuda(x, f, *args)
     return _upfirdn2d_ref(x, f, *args)
 
