@@ -111,6 +111,8 @@ def block_layout_case(G, res, batch, channels_last):
     block = getattr(synthesis, f"b{res}")
     height, width = networks.shape_at(res, synthesis.aspect_ratio)
     x = None if block.in_channels == 0 else torch.randn(batch, block.in_channels, height // 2, width // 2)
+    if x is not None and channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)  # as the previous block would hand it over
     img = None if block.in_channels == 0 else torch.randn(batch, 3, height // 2, width // 2)
     ws = torch.randn(batch, block.num_conv + block.num_torgb, synthesis.w_dim)
 

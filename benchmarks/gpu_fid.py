@@ -27,9 +27,8 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import dnnlib  # noqa: E402
-from benchmarks import gpu_train  # noqa: E402
+from benchmarks import cpu, gpu_train  # noqa: E402
 from metrics import metric_main  # noqa: E402
-from training import networks  # noqa: E402
 
 
 class CostlyStandInDetector(torch.nn.Module):
@@ -64,14 +63,6 @@ def save_detector(path):
     return counter.get_total_flops()
 
 
-def shhq_512_generator():
-    torch.manual_seed(0)
-    return networks.Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=512, img_channels=3,
-                              mapping_kwargs=dict(num_layers=8), aspect_ratio=(2, 1),
-                              synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=4,
-                                                    conv_clamp=256)).eval()
-
-
 def timed_fid(G, dataset_kwargs, detector, device, max_gen=None):
     start = time.time()
     result = metric_main.calc_metric("fid50k_full", G=G, dataset_kwargs=dataset_kwargs, device=device,
@@ -82,12 +73,13 @@ def timed_fid(G, dataset_kwargs, detector, device, max_gen=None):
 @click.command()
 @click.option("--network", "network_pkl", help="Generator pickle instead of a random SHHQ 512x256 one")
 @click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
+@click.option("--resolution", type=int, default=512, show_default=True, help="Height of the random SHHQ-config G")
 @click.option("--real", type=click.IntRange(min=16), default=500, show_default=True, help="Synthetic real images")
-@click.option("--calibrate", type=click.IntRange(min=64), default=2000, show_default=True,
+@click.option("--calibrate", type=click.IntRange(min=8), default=2000, show_default=True,
               help="Generated images of the calibration pass")
 @click.option("--time-limit", type=float, default=300, show_default=True,
               help="Seconds the whole fid50k_full may take; otherwise only the estimate is printed")
-def main(network_pkl, device, real, calibrate, time_limit):
+def main(network_pkl, device, resolution, real, calibrate, time_limit):
     """Time fid50k_full of a 512x256 SHHQ-config network with a detector of Inception's cost."""
     start = time.time()
     device = torch.device(device)
@@ -95,7 +87,7 @@ def main(network_pkl, device, real, calibrate, time_limit):
         import legacy
         G = legacy.load_network(network_pkl)
     else:
-        G = shhq_512_generator()
+        G = cpu.shhq_generator(resolution)
     with tempfile.TemporaryDirectory() as workdir:
         os.environ["DNNLIB_CACHE_DIR"] = os.path.join(workdir, "cache")  # a fresh real-statistics cache
         detector = os.path.join(workdir, "detector.pt")

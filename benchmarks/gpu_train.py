@@ -62,7 +62,7 @@ def sec_per_kimg(run_dir):
     return (statistics.median(values) if values else float("nan")), len(values)
 
 
-def train_once(data, outdir, variant, kimg, tick, max_minutes):
+def train_once(data, outdir, variant, kimg, tick, max_minutes, device="cuda"):
     """One short training run with a variant's options; returns (sec/kimg, measured ticks, wall seconds)."""
     spec = VARIANTS[variant]
     saved_env = os.environ.get(_kernels.ENV_IMPL)
@@ -74,7 +74,7 @@ def train_once(data, outdir, variant, kimg, tick, max_minutes):
     try:
         c, desc = presets.make_training_options(data=data, gpus=1, cfg="shhq", mirror=True, kimg=kimg, tick=tick,
                                                 snap=10000, metrics="none", workers=3, max_minutes=max_minutes,
-                                                device="cuda", **spec["opts"])
+                                                device=device, **spec["opts"])
         launch.launch(c, outdir=outdir, desc=f"{desc}-{variant}")
     finally:
         if saved_env is None:
@@ -94,25 +94,25 @@ def estimate_s(previous, kimg):
     return max(wall - value * measured_kimg, 0) + value * kimg * 1.5  # 1.5: the reference path is slower
 
 
-def run_all(sizes, variants, budget_s, kimg, tick, images, workdir, print_fn=print):
-    """Every (size, variant) that fits the budget; returns Markdown rows."""
+def run_all(sizes, variants, budget_s, kimg, tick, images, workdir, print_fn=print, device="cuda"):
+    """Every (variant, size) that fits the budget, variants in the order given; returns Markdown rows."""
     deadline = time.time() + budget_s
+    data = {height: write_dataset(os.path.join(workdir, f"data{height}"), height, images) for height in sizes}
+    previous = {}  # height -> (wall s, sec/kimg, kimg measured) of its last run, for estimates
     rows = []
-    for height in sizes:
-        data = write_dataset(os.path.join(workdir, f"data{height}"), height, images)
-        previous = None
-        for variant in variants:
+    for variant in variants:
+        for height in sizes:
             left = deadline - time.time()
-            if left < 30 or estimate_s(previous, kimg) > left:
+            if left < 30 or estimate_s(previous.get(height), kimg) > left:
                 rows.append([f"{height}x{height // 2}", variant, "skipped (budget)", "", ""])
-                print_fn(f"{height} {variant}: skipped, {left:.0f} s of the budget left")
+                print_fn(f"{height} {variant}: skipped, {left:.0f} s of the budget left", flush=True)
                 continue
-            value, ticks, wall = train_once(data, os.path.join(workdir, "runs"), variant, kimg, tick,
-                                            max_minutes=max(left - 20, 10) / 60)
-            previous = (wall, value, ticks * tick)
+            value, ticks, wall = train_once(data[height], os.path.join(workdir, "runs"), variant, kimg, tick,
+                                            max_minutes=max(left - 20, 10) / 60, device=device)
+            previous[height] = (wall, value, ticks * tick)
             rows.append([f"{height}x{height // 2}", variant, f"{value:.2f}", ticks, f"{wall:.0f}"])
             print_fn(f"{height} {variant}: {value:.2f} sec/kimg over {ticks} ticks, {wall:.0f} s", flush=True)
-    return rows
+    return sorted(rows, key=lambda row: int(row[0].split("x")[0]))
 
 
 def markdown(rows, header_note):
@@ -129,8 +129,8 @@ def _list(ctx, param, value):
 @click.option("--sizes", default="512,1024", callback=_list, show_default=True, help="Image heights (2:1 images)")
 @click.option("--variants", default=",".join(VARIANTS), callback=_list, show_default=True)
 @click.option("--budget", "budget_s", type=float, default=300, show_default=True, help="Seconds for all runs")
-@click.option("--kimg", type=float, default=1.0, show_default=True, help="Training length of each run")
-@click.option("--tick", type=float, default=0.2, show_default=True, help="kimg per tick (one sec/kimg sample)")
+@click.option("--kimg", type=float, default=0.6, show_default=True, help="Training length of each run")
+@click.option("--tick", type=float, default=0.15, show_default=True, help="kimg per tick (one sec/kimg sample)")
 @click.option("--images", type=click.IntRange(min=8), default=96, show_default=True, help="Synthetic dataset size")
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the Markdown table here")
 def main(sizes, variants, budget_s, kimg, tick, images, out):

@@ -51,12 +51,14 @@ def test_plan_on_cpu_fuses_only_batch_one_and_picks_the_layout_by_size():
     assert networks.modconv_plan(CPU, False, 1, torch.float32, 8, 8, 4) == (True, False)
     assert networks.modconv_plan(CPU, False, 4, torch.float32, 8, 8, 4) == (False, False)
     assert networks.modconv_plan(CPU, False, 4, torch.float32, big // 16, 4, 4) == (False, True)
-    assert networks.modconv_plan(CPU, False, 1, torch.float32, big // 16, 4, 4) == (True, False)  # the original
+    assert networks.modconv_plan(CPU, False, 1, torch.float32, big // 16, 4, 4) == (True, True)
+    assert networks.modconv_plan(CPU, False, 1, torch.float32, big // 32, 4, 4) == (True, False)  # the original
     assert networks.modconv_plan(CPU, False, 1, torch.bfloat16, 8, 8, 4) == (True, True)
 
 
 def test_default_fp32_path_is_bitwise_the_reference_form_at_batch_one(fixture_G):
-    # At the fixture's size every block plans the fused NCHW form at batch 1, so nothing may change there.
+    # The fixture's feature maps are below the channels_last size, so at batch 1 every block plans the fused
+    # NCHW form, and nothing may change there.
     synthesis = fixture_G.synthesis
     for res in synthesis.block_resolutions:
         block = getattr(synthesis, f"b{res}")
@@ -190,3 +192,30 @@ def test_flop_count_matches_torch_counter():
         G(torch.zeros(2, 32), None, noise_mode="const")
     assert counter.get_total_flops() == 2 * counted
     assert 0 < modulation < counted and flops.generator_flops(G) == counted + modulation
+
+
+# ----------------------------------------------------------------------------
+# upfirdn2d's reference path pads inside the convolution: bitwise the pad-then-convolve it replaced.
+
+
+def pad_then_convolve(x, f, up, down, padding, gain):
+    """The reference path as it was: zero insertion, F.pad, then an unpadded depthwise correlation."""
+    n, c, h, w = x.shape
+    if up > 1:
+        x = torch.nn.functional.pad(x.reshape(n, c, h, 1, w, 1), [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(n, c, h * up, w * up)
+    x = torch.nn.functional.pad(x, padding)
+    weight = (f * gain).flip([0, 1])[None, None].repeat(c, 1, 1, 1)
+    return torch.nn.functional.conv2d(x, weight, stride=down, groups=c)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_upfirdn2d_reference_is_bitwise_pad_then_convolve(layout):
+    from torch_utils.ops import upfirdn2d
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    gen = torch.Generator().manual_seed(0)
+    for up, down, padding in [(1, 1, [1, 1, 1, 1]), (1, 1, [2, 1, 2, 1]), (2, 1, [2, 1, 2, 1]), (1, 2, [1, 1, 1, 1]),
+                              (1, 1, [-1, 2, 0, 3]), (1, 1, [3, 3, 0, 0])]:
+        x = torch.randn([2, 5, 9, 7], generator=gen).contiguous(memory_format=layout)
+        got = upfirdn2d.upfirdn2d(x, f, up=up, down=down, padding=padding, gain=up * up, impl="ref")
+        assert torch.equal(got, pad_then_convolve(x, f, up, down, padding, up * up))

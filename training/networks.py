@@ -131,14 +131,17 @@ def modulated_conv2d(
 
 
 def _grouped_conv(x, w, batch_size, conv_kwargs):
-    # The batch folds into the channels: sample i convolves its own weight w[i]. For batch 1 this is a
-    # plain convolution, and the reshape keeps a channels_last layout.
+    # The batch folds into the channels: sample i convolves its own weight w[i]. Batch 1 is a plain
+    # convolution; x is then passed as it is, since a reshape may restride the batch dimension and a
+    # channels_last tensor would no longer be recognised as one (and get copied twice).
     with misc.suppress_tracer_warnings():
         batch_size = int(batch_size)
     in_channels, kh, kw = w.shape[2:]
     misc.assert_shape(x, [batch_size, in_channels, None, None])
-    x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, in_channels, kh, kw)
+    if batch_size == 1:
+        return conv2d_resample.conv2d_resample(x=x, w=w.to(x.dtype), **conv_kwargs)
+    x = x.reshape(1, -1, *x.shape[2:])
     x = conv2d_resample.conv2d_resample(x=x, w=w.to(x.dtype), groups=batch_size, **conv_kwargs)
     return x.reshape(batch_size, -1, *x.shape[2:])
 
@@ -483,8 +486,8 @@ def _as_dtype(dtype):
 
 
 # Where channels_last is faster for float32 on the CPU (measured per synthesis block by `benchmarks/cpu.py
-# --layers`, benchmarks/RESULTS.md): batches of feature maps of at least this many elements per image, in the
-# unfused form. At batch 1 (the fused form, a plain convolution) and for smaller maps NCHW is as fast or faster.
+# --layers`, benchmarks/RESULTS.md): feature maps of at least this many elements per image, 1.1-1.6x from
+# 2M (SHHQ 128x64) up to 16M (1024x512); below that NCHW is as fast or faster.
 CPU_CHANNELS_LAST_MIN_ELEMENTS = 1 << 21
 
 
@@ -494,15 +497,15 @@ def modconv_plan(device, training, batch_size, dtype, channels, height, width):
     CUDA keeps the original choice: the fused form for inference in float32 or at batch 1, NCHW unless
     the network was built with fp16_channels_last. On the CPU the fused form runs only for inference at
     batch 1, where it is a plain convolution; larger batches, and training, share one convolution
-    (grouped convolutions are slow on CPUs). Batches of large float32 feature maps, and all bfloat16
-    ones, run channels_last on the CPU. Batch 1 in float32 is therefore exactly the original form.
+    (grouped convolutions are slow on CPUs). Large float32 feature maps, and all bfloat16 ones, run
+    channels_last on the CPU; float32 at batch 1 with smaller maps is exactly the original form.
     """
     if device.type != "cpu":
         return (not training) and (dtype == torch.float32 or batch_size == 1), None
     fused = (not training) and batch_size == 1
     if dtype == torch.bfloat16:
         return fused, True  # oneDNN's bfloat16 convolutions (AMX, AVX512_BF16) want channels_last
-    return fused, batch_size > 1 and channels * height * width >= CPU_CHANNELS_LAST_MIN_ELEMENTS
+    return fused, channels * height * width >= CPU_CHANNELS_LAST_MIN_ELEMENTS
 
 
 @persistence.persistent_class
