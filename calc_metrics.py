@@ -19,10 +19,12 @@ import click
 
 import dnnlib
 import legacy
+from latent import space
 from metrics import evaluate
 from metrics import metric_main
 from metrics import metric_utils
 from metrics import reference_stats
+from torch_utils import cpu_tuning
 from torch_utils import distributed
 
 
@@ -60,11 +62,13 @@ def export_stats_cli(out, data, mirror, with_features, device, detectors, other_
               metavar="NPZ")
 @click.option("--with-features", help="With --export-stats: also store the features (for KID and precision/recall)",
               is_flag=True)
+@click.option("--dtype", help="Generator precision; bf16 results are marked \"dtype\": \"bfloat16\" in the JSON line",
+              type=click.Choice(list(space.DTYPES)), default="fp32", show_default=True)
 @click.option("--verbose", help="Show full tracebacks of errors", is_flag=True)
 @click.option("--num-gen", "max_gen", type=click.IntRange(min=2), hidden=True,
               help="Cap on generated images (quick checks only; the result line records it)")
 def main(network_pkl, sha256, metrics, data, mirror, gpus, device, seed, detector, vgg16, ref_stats, export_stats,
-         with_features, verbose, max_gen):
+         with_features, dtype, verbose, max_gen):
     """Compute metrics of a network snapshot and print one JSON line per metric."""
     detectors = dict(inception=detector, vgg16=vgg16)
     if export_stats is not None:
@@ -78,10 +82,15 @@ def main(network_pkl, sha256, metrics, data, mirror, gpus, device, seed, detecto
         raise dnnlib.util.UserError("--with-features: only applies with --export-stats")
     if ref_stats is not None and data is not None:
         raise dnnlib.util.UserError("--ref-stats: stands in for --data; give one of them")
-    args = dnnlib.EasyDict(network_pkl=network_pkl, metrics=metric_main.parse_metrics(metrics), num_gpus=gpus,
-                           seed=seed, device=device, max_gen=max_gen, progress=True, detectors=detectors,
-                           sha256=sha256, ref_stats=None)
-    distributed.resolve_device(device, world_size=gpus)  # A bad --device fails here, before any work.
+    metrics = metric_main.parse_metrics(metrics)
+    if dtype == "bf16" and any(name.startswith("ppl") for name in metrics):
+        raise dnnlib.util.UserError("--dtype: the PPL metrics compare images 1e-4 apart and always run in fp32; "
+                                    "compute them without --dtype=bf16")
+    args = dnnlib.EasyDict(network_pkl=network_pkl, metrics=metrics, num_gpus=gpus, seed=seed, device=device,
+                           max_gen=max_gen, progress=True, detectors=detectors, sha256=sha256, ref_stats=None,
+                           G_kwargs=space.synthesis_kwargs(space.DTYPES[dtype]))
+    if distributed.resolve_device(device, world_size=gpus).type == "cpu":  # a bad --device fails here, before any work
+        cpu_tuning.reuse_freed_memory()
     network_dict = legacy.load_checkpoint(network_pkl, verbose=verbose, sha256=sha256)
     evaluate.generator_of(network_dict, network_pkl)
     if ref_stats is not None:

@@ -39,24 +39,26 @@ class _Progress:
             self.writer.append(make_grid([self.target, render()], 1, 2))
 
 
-def search(G, target, vgg16, space_name, wplus_init, num_steps, pixel_weight, seed, device, log):
+def search(G, target, vgg16, space_name, wplus_init, num_steps, pixel_weight, seed, device, log, dtype=torch.float32):
     """The latent search: W, or W+ from the W result or from the mean. Returns projection.project's dict."""
     def on_step(stage):
         return lambda step, ws, loss, noise: log.add(stage, step, num_steps, loss,
-                                                     lambda: space.synthesize(G, ws, "const", noise)[0])
+                                                     lambda: space.synthesize(G, ws, "const", noise, dtype)[0])
     result = None
     if space_name == "w" or wplus_init == "w":
         result = projection.project(G, target, vgg16, "w", num_steps, pixel_weight=pixel_weight, seed=seed,
-                                    device=device, on_step=on_step("w"), progress=True)
+                                    device=device, dtype=dtype, on_step=on_step("w"), progress=True)
     if space_name == "wplus":
         init = dict(init_ws=result["ws"], init_noise=result["noise"]) if result else {}
         result = projection.project(G, target, vgg16, "wplus", num_steps, pixel_weight=pixel_weight, seed=seed + 1,
-                                    device=device, on_step=on_step("wplus"), progress=True, **init)
+                                    device=device, dtype=dtype, on_step=on_step("wplus"), progress=True,
+                                    **init)
     return result
 
 
 def run_projection(G, target, vgg16, outdir, space_name="w", wplus_init="w", num_steps=1000, pixel_weight=0.0,
-                   pti_steps=0, seed=303, save_video=False, device=torch.device("cpu"), training_set_kwargs=None):
+                   pti_steps=0, seed=303, save_video=False, device=torch.device("cpu"), training_set_kwargs=None,
+                   dtype=torch.float32):
     """Project target (HWC uint8 at G's size) and write every output into outdir; returns the paths written."""
     os.makedirs(outdir, exist_ok=True)
     paths = dict(target=os.path.join(outdir, "target.png"), proj=os.path.join(outdir, "proj.png"),
@@ -65,20 +67,20 @@ def run_projection(G, target, vgg16, outdir, space_name="w", wplus_init="w", num
     writer = video.VideoWriter(os.path.join(outdir, "proj.mp4"), fps=60) if save_video else None
     log = _Progress(target, writer)
     try:
-        result = search(G, target, vgg16, space_name, wplus_init, num_steps, pixel_weight, seed, device, log)
+        result = search(G, target, vgg16, space_name, wplus_init, num_steps, pixel_weight, seed, device, log, dtype)
         ws, noise = result["ws"], result["noise"]
-        save_png(space.synthesize(G, ws, "const", noise)[0], paths["proj"])
+        save_png(space.synthesize(G, ws, "const", noise, dtype)[0], paths["proj"])
         space.save_latents(paths["w"], ws, noise)
         log.lines.append(f"{space_name} final loss {result['final_loss']:.6g}")
         if pti_steps:
             G_pti, info = projection.pivotal_tuning(
-                G, ws, target, vgg16, pti_steps, noise=noise, pixel_weight=pixel_weight, device=device,
+                G, ws, target, vgg16, pti_steps, noise=noise, pixel_weight=pixel_weight, device=device, dtype=dtype,
                 on_step=lambda step, G_now, loss: log.add("pti", step, pti_steps, loss,
-                                                          lambda: space.synthesize(G_now, ws, "const")[0]),
+                                                          lambda: space.synthesize(G_now, ws, "const", dtype=dtype)[0]),
                 progress=True)
             paths.update(pti=os.path.join(outdir, "pti_G.pkl"), proj_pti=os.path.join(outdir, "proj_pti.png"))
             legacy.save_network_pkl(paths["pti"], dict(G_ema=G_pti, training_set_kwargs=training_set_kwargs))
-            save_png(space.synthesize(G_pti, ws, "const")[0], paths["proj_pti"])
+            save_png(space.synthesize(G_pti, ws, "const", dtype=dtype)[0], paths["proj_pti"])
             log.lines.append(f"pti final loss {info['final_loss']:.6g}")
     except BaseException:
         if writer is not None:
@@ -115,9 +117,11 @@ def run_projection(G, target, vgg16, outdir, space_name="w", wplus_init="w", num
 @click.option("--vgg16", "vgg16_spec", default=None, metavar="PATH|URL",
               help="VGG16 detector (TorchScript)  [default: $SG2_VGG16_DETECTOR, else the standard URL]")
 @click.option("--device", "device_name", default=None, help="cpu, cuda or cuda:N  [default: cuda if available]")
+@click.option("--dtype", type=click.Choice(list(space.DTYPES)), default="fp32", show_default=True,
+              help="Synthesis precision: bf16 is faster on CPUs with AMX or AVX512_BF16")
 @click.option("--verbose", is_flag=True, help="Show full tracebacks on errors")
 def main(network_pkl, target_path, num_steps, seed, save_video, outdir, space_name, wplus_init, fit, pad_color,
-         pixel_weight, pti_steps, vgg16_spec, device_name, verbose):
+         pixel_weight, pti_steps, vgg16_spec, device_name, dtype, verbose):
     """Project a photo into the generator and write the results into --outdir."""
     device = resolve_device(device_name)
     print(f'Loading network from "{network_pkl}"...')
@@ -131,7 +135,7 @@ def main(network_pkl, target_path, num_steps, seed, save_video, outdir, space_na
     spec, named_by = metric_utils.detector_spec(dnnlib.EasyDict(detectors={"vgg16": vgg16_spec}), "vgg16")
     vgg16 = metric_utils.load_detector(spec, "vgg16", named_by, device, verbose=True)
     paths = run_projection(G, target, vgg16, outdir, space_name, wplus_init, num_steps, pixel_weight, pti_steps, seed,
-                           save_video, device, data.get("training_set_kwargs"))
+                           save_video, device, data.get("training_set_kwargs"), space.DTYPES[dtype] or torch.float32)
     print("Wrote " + ", ".join(sorted(os.path.basename(p) for p in paths.values())) + f" to {outdir}")
 
 

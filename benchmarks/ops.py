@@ -91,6 +91,7 @@ def bench_case(shape, dtype, op, impl, device, iters):
 @click.option('--max-res', default=None, type=int, help='Largest image height [default: 1024 on GPU, 64 on CPU].')
 @click.option('--iters', default=None, type=int, help='Timed calls per repeat [default: 20 on GPU, 2 on CPU].')
 def main(device, batch, max_res, iters):
+    os.environ[_kernels.ENV_DISPATCH] = '0'  # time the kernel itself, also where upfirdn2d would pick cuDNN
     device = torch.device(device)
     gpu = device.type == 'cuda'
     max_res = max_res or (1024 if gpu else 64)

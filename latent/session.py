@@ -71,7 +71,7 @@ class Session:
     def __init__(self,
         G,                          # The generator (G_ema), in eval mode.
         device      = "cpu",        # Where it runs.
-        dtype       = torch.float32,  # Precision of synthesis and projection (bfloat16 on the CPU: autocast).
+        dtype       = torch.float32,  # Precision of synthesis and projection (torch.bfloat16: bfloat16 synthesis).
         vgg16_spec  = None,         # VGG16 detector for projection: path or URL; None = $SG2_VGG16_DETECTOR or the URL.
         outdir      = None,         # Folder of the files offered for download; None = a new temporary folder.
         name        = "",           # What the network was loaded from, for titles and messages.

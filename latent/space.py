@@ -135,11 +135,16 @@ def style_mixing_cells(row_images, col_images, pairs, row_seeds, col_seeds):
     return cells
 
 
-def precision(device, dtype=torch.float32):
-    """Autocast for a lower-precision dtype (e.g. bfloat16 on the CPU); float32 runs as is."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+# Command-line names of the synthesis precisions; None: the network's own (float32 on the CPU).
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def synthesis_kwargs(dtype=None):
+    """G / G.synthesis keyword arguments for a precision: none for float32 (so foreign generators run as they
+    are), dtype=torch.bfloat16 for the network's bfloat16 synthesis (demodulation, noise, toRGB in float32)."""
+    if dtype is None or dtype == torch.float32:
+        return {}
+    return dict(dtype=dtype)
 
 
 @contextlib.contextmanager
@@ -163,9 +168,10 @@ def synthesize(G, ws, noise_mode="const", noise=None, dtype=torch.float32):
     """HWC uint8 numpy images of ws [N, num_ws, w_dim], one forward pass per image (results do not depend on N)."""
     device = next(G.parameters()).device
     images = []
-    with noise_maps(G, noise or {}), precision(device, dtype):
+    with noise_maps(G, noise or {}):
         for w in ws.to(device, torch.float32).split(1):
-            images.append(to_uint8(G.synthesis(w, noise_mode=noise_mode).float())[0].cpu().numpy())
+            img = G.synthesis(w, noise_mode=noise_mode, **synthesis_kwargs(dtype))
+            images.append(to_uint8(img.float())[0].cpu().numpy())
     return images
 
 

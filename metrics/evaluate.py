@@ -78,7 +78,7 @@ def evaluate_rank(rank, world_size, init_method, args, local_rank=None):
             result = metric_main.calc_metric(
                 metric=metric, G=G, dataset_kwargs=args.dataset_kwargs, num_gpus=world_size, rank=rank, device=device,
                 verbose=args.progress, detectors=args.detectors, seed=args.seed, max_gen=args.max_gen,
-                ref_stats=args.get("ref_stats"))
+                ref_stats=args.get("ref_stats"), G_kwargs=args.get("G_kwargs"))
             if rank == 0:
                 metric_main.report_metric(result, run_dir=args.run_dir, snapshot_pkl=args.network_pkl)
     finally:

@@ -77,6 +77,9 @@ def calc_metric(metric, **kwargs):
     if opts.max_gen is not None or opts.max_real is not None:
         # A shortened run must never pass for the real metric in a result file.
         result.update(max_gen=opts.max_gen, max_real=opts.max_real)
+    if opts.G_kwargs.get("dtype") is not None:
+        # Nor a generator run in another precision (e.g. --dtype=bf16) for the float32 metric.
+        result.update(dtype=str(opts.G_kwargs["dtype"]).replace("torch.", ""))
     return result
 
 

@@ -10,8 +10,10 @@ import copy
 import hashlib
 import json
 import os
+import queue
 import re
 import sys
+import threading
 import warnings
 
 import numpy as np
@@ -470,8 +472,93 @@ def compute_feature_stats_for_dataset(opts, detector, detector_kwargs, max_items
     return stats
 
 
+def generation_schedule(max_items, batch_size, num_gpus):
+    """Images per rank in each detector batch: every rank makes the same count, its share of what is still missing."""
+    schedule, remaining = [], max_items
+    while remaining > 0:
+        batch = min(batch_size, -(-remaining // num_gpus))
+        schedule.append(batch)
+        remaining -= batch * num_gpus
+    return schedule
+
+
+def prefetched(make_items, max_queued=2):
+    """Yield what the generator function make_items() yields, computed ahead in a background thread.
+
+    The caller's work on one item overlaps the making of the next (PyTorch releases the GIL inside its ops);
+    at most max_queued items wait. An exception in the thread is raised here; if the caller stops early, the
+    thread stops at its next item.
+    """
+    items = queue.Queue(maxsize=max_queued)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in make_items():
+                if not _put_unless_stopped(items, (True, item), stop):
+                    return
+            _put_unless_stopped(items, (True, done), stop)
+        except BaseException as err:  # handed to the consumer, which raises it
+            _put_unless_stopped(items, (False, err), stop)
+
+    thread = threading.Thread(target=produce, name="prefetched", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = items.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _put_unless_stopped(items, entry, stop):
+    while not stop.is_set():
+        try:
+            items.put(entry, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+@contextlib.contextmanager
+def intra_op_threads(count):
+    """torch's intra-op thread count set to `count` in the calling thread while the block runs.
+
+    OpenMP keeps the count per calling thread, so a background thread and the main thread can each use
+    their own share of the cores; the process-wide setting is restored when the block ends.
+    """
+    saved = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def cpu_thread_split(device):
+    """(generator threads, detector threads) on the CPU: the detector a quarter of the cores (at least one);
+    None elsewhere. Two parallel pools on the same cores would wait on each other at every op."""
+    if torch.device(device).type != "cpu":
+        return None
+    total = torch.get_num_threads()
+    if total < 2:
+        return None
+    detector = max(1, total // 4)
+    return total - detector, detector
+
+
 def compute_feature_stats_for_generator(opts, detector, detector_kwargs, max_items, **stats_kwargs):
-    """Features of max_items generated images: z ~ N(0, I), c drawn from the real labels, noise_mode='random'."""
+    """Features of max_items generated images: z ~ N(0, I), c drawn from the real labels, noise_mode='random'.
+
+    The generator makes the next batch in a background thread while the detector reads the current one.
+    """
     max_items = capped(max_items, opts.max_gen)
     G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
     G_kwargs = dict(truncation_psi=1, noise_mode="random")
@@ -480,21 +567,28 @@ def compute_feature_stats_for_generator(opts, detector, detector_kwargs, max_ite
     stats = FeatureStats(max_items=max_items, **stats_kwargs)
     detector_net = get_feature_detector(opts, detector)
 
+    split = cpu_thread_split(opts.device)
+
+    def generated_batches():
+        next_local = 0  # This rank's j-th image is global image j * num_gpus + rank.
+        threads = intra_op_threads(split[0]) if split else contextlib.nullcontext()
+        with threads, torch.no_grad():  # grad mode is per thread
+            for batch in generation_schedule(max_items, opts.batch_size, opts.num_gpus):
+                images = []
+                for start in range(0, batch, opts.batch_gen):
+                    count = min(opts.batch_gen, batch - start)
+                    indices = [(next_local + k) * opts.num_gpus + opts.rank for k in range(count)]
+                    next_local += count
+                    z, c = latents_and_labels(indices, G.z_dim, dataset, opts.seed)
+                    img = G(z=z.to(opts.device), c=c.to(opts.device), **G_kwargs)
+                    images.append(images_to_uint8(img))
+                yield torch.cat(images)
+
     progress = Progress(opts, "generated images", max_items)
-    next_local = 0  # This rank's j-th image is global image j * num_gpus + rank.
-    with seeded_global_rng(mix_seed(opts.seed, opts.rank), opts.device), no_tf32(), torch.no_grad():
-        while not stats.is_full():
-            # Every rank makes the same count: its share of what is still missing, at most a batch.
-            batch = min(opts.batch_size, -(-(stats.max_items - stats.num_items) // opts.num_gpus))
-            images = []
-            for start in range(0, batch, opts.batch_gen):
-                count = min(opts.batch_gen, batch - start)
-                indices = [(next_local + k) * opts.num_gpus + opts.rank for k in range(count)]
-                next_local += count
-                z, c = latents_and_labels(indices, G.z_dim, dataset, opts.seed)
-                img = G(z=z.to(opts.device), c=c.to(opts.device), **G_kwargs)
-                images.append(images_to_uint8(img))
-            features = run_detector(detector_net, torch.cat(images), detector_kwargs)
+    threads = intra_op_threads(split[1]) if split else contextlib.nullcontext()
+    with seeded_global_rng(mix_seed(opts.seed, opts.rank), opts.device), no_tf32(), torch.no_grad(), threads:
+        for images in prefetched(generated_batches):
+            features = run_detector(detector_net, images, detector_kwargs)
             stats.append_torch(features, num_gpus=opts.num_gpus, rank=opts.rank)
             progress.update(stats.num_items)
     progress.close()

@@ -21,20 +21,42 @@ sys.path.insert(0, ROOT)
 import dnnlib  # noqa: E402
 import dnnlib.cli  # noqa: E402
 
-# Thin networks and a small batch: figure shapes appear after about 16 kimg, which two CPU processes
-# (one thread each, gloo) reach in about six minutes on two cores.
-TRAIN_ARGS = ["--cfg=auto", "--batch=16", "--cbase=2048", "--cmax=64", "--map=2", "--gamma=1", "--mirror=1",
+# Thin networks: two CPU processes (one thread each, gloo; two threads in one process stall each other on a
+# busy machine) with 16 images each per step. channel_base 1024 and batch 32 train about twice as many
+# kimg per minute as the earlier 2048 / 16 (benchmarks/RESULTS.md), and figure shapes appear after ~16 kimg.
+TRAIN_ARGS = ["--cfg=auto", "--batch=32", "--cbase=1024", "--cmax=64", "--map=2", "--gamma=1", "--mirror=1",
               "--aug=noaug", "--metrics=none", "--workers=1", "--tick=1", "--snap=4", "--grid=4x16"]
 
 
-def run(cmd, env):
+def run(cmd, env, quiet=False):
     print("\n$ " + " ".join(cmd), flush=True)
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL if quiet else None)
 
 
 def newest(pattern):
     paths = glob.glob(pattern)
     return max(paths, key=os.path.getmtime) if paths else None
+
+
+def demo_env(threads=1):
+    """A CPU run even where there is a GPU (CUDA_VISIBLE_DEVICES=""), so that the demo behaves the same everywhere."""
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), CUDA_VISIBLE_DEVICES="")
+
+
+def make_data(dest, env):
+    run([sys.executable, os.path.join("scripts", "make_demo_data.py"), f"--dest={dest}", "--num=2000", "--seed=0"],
+        env)
+
+
+def default_procs():
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def train(runs, data, kimg, minutes, env, procs=None, quiet=False):
+    """train.py with the demo options; stops at kimg or after `minutes`, whichever is first."""
+    procs = procs or default_procs()
+    run([sys.executable, "train.py", f"--outdir={runs}", f"--data={data}", f"--gpus={procs}", f"--kimg={kimg:g}",
+         f"--max-minutes={minutes:g}", *TRAIN_ARGS], env, quiet=quiet)
 
 
 @click.command()
@@ -51,20 +73,15 @@ def newest(pattern):
 def main(outdir, kimg, minutes, procs, threads, copy_to):
     """Train StyleGAN2 on synthetic figures on the CPU and generate images from the result."""
     start = time.time()
-    # A CPU demo even where there is a GPU (CUDA_VISIBLE_DEVICES=""), so that it behaves the same everywhere.
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), CUDA_VISIBLE_DEVICES="")
-    py = sys.executable
+    env = demo_env(threads)
     os.makedirs(outdir, exist_ok=True)
 
     data = os.path.join(outdir, "figures-64x32.zip")
     if not os.path.exists(data):
-        run([py, os.path.join("scripts", "make_demo_data.py"), f"--dest={data}", "--num=2000", "--seed=0"], env)
+        make_data(data, env)
 
     runs = os.path.join(outdir, "runs")
-    if procs is None:
-        procs = 2 if (os.cpu_count() or 1) >= 2 else 1
-    run([py, "train.py", f"--outdir={runs}", f"--data={data}", f"--gpus={procs}", f"--kimg={kimg:g}",
-         f"--max-minutes={minutes:g}", *TRAIN_ARGS], env)
+    train(runs, data, kimg, minutes, env, procs=procs)
     run_dir = newest(os.path.join(runs, "*"))
     snapshot = newest(os.path.join(run_dir, "network-snapshot-*.pkl"))
     grids = sorted(glob.glob(os.path.join(run_dir, "fakes[0-9]*.png")), key=lambda p: int(re.findall(r"\d+", p)[-1]))
@@ -72,7 +89,7 @@ def main(outdir, kimg, minutes, procs, threads, copy_to):
         raise dnnlib.util.UserError(f"{run_dir}: training wrote no snapshot or grid; see its log.txt")
 
     generated = os.path.join(run_dir, "generated")
-    run([py, "generate.py", f"--network={snapshot}", "--seeds=0-31", "--grid=4x8", f"--outdir={generated}",
+    run([sys.executable, "generate.py", f"--network={snapshot}", "--seeds=0-31", "--grid=4x8", f"--outdir={generated}",
          "--device=cpu"], env)
 
     if copy_to:

@@ -30,6 +30,7 @@ TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 2e-3, torch.bfl
 @pytest.fixture(scope='module', autouse=True)
 def kernels():
     os.environ.pop(_kernels.ENV_IMPL, None)
+    os.environ[_kernels.ENV_DISPATCH] = '0'  # kernel-vs-reference tests run the kernel on every shape
     # Exact fp32 convolutions, so network comparisons see only the ops' differences.
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
@@ -160,6 +161,32 @@ def test_upfirdn2d_gradients():
         fn = lambda x: upfirdn2d.upfirdn2d(x, f, **kwargs)
         assert torch.autograd.gradcheck(fn, (x,))
         assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+def test_upfirdn2d_dispatch_picks_cudnn_for_large_plain_filtering(monkeypatch):
+    # The per-shape dispatch (benchmarks/RESULTS.md): large up=down=1 calls take the reference (cuDNN) path, with
+    # the kernel's result and gradient; resampling calls keep the kernel.
+    monkeypatch.setenv(_kernels.ENV_DISPATCH, '1')
+    f = upfirdn2d.setup_filter([1, 3, 3, 1], device='cuda')
+    calls = []
+    real = _kernels.get_plugin('upfirdn2d')
+    monkeypatch.setitem(_kernels._plugins, 'upfirdn2d', type('Spy', (), {
+        'upfirdn2d': staticmethod(lambda *a: calls.append(a[0].shape) or real.upfirdn2d(*a))}))
+    for dtype in (torch.float32, torch.float16):
+        x = torch.randn(4, 128, 256, 128, device='cuda', dtype=dtype, requires_grad=True)  # 2^24 elements
+        for op, kernel_expected in ((lambda t: upfirdn2d.upfirdn2d(t, f, padding=2), False),
+                                    (lambda t: upfirdn2d.filter2d(t, f), False),
+                                    (lambda t: upfirdn2d.downsample2d(t, f), True)):
+            calls.clear()
+            y = op(x)
+            assert bool(calls) == kernel_expected
+            monkeypatch.setenv(_kernels.ENV_DISPATCH, '0')
+            y_kernel = op(x)
+            monkeypatch.setenv(_kernels.ENV_DISPATCH, '1')
+            _close(y, y_kernel, dtype, scale=4)
+            g, = torch.autograd.grad(y.float().square().sum(), [x])
+            g_kernel, = torch.autograd.grad(y_kernel.float().square().sum(), [x])
+            _close(g, g_kernel, dtype, scale=16)
 
 
 def test_conv2d_resample_cuda_vs_ref(monkeypatch):

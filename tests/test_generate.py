@@ -40,6 +40,20 @@ def test_batch_size_does_not_change_images(compat_dir):
 
 
 @pytest.mark.slow
+def test_dtype_bf16_cli_is_close_to_the_reference_images(compat_dir, tmp_path):
+    # --dtype=bf16 on the reference checkpoint: the original code's fp32 images within the bf16 bound of
+    # tests/test_speed_paths.py, and not bitwise the same (the switch took effect).
+    from test_speed_paths import BF16_MAX_LSB, BF16_MEAN_LSB
+    result = _run(f"--network={compat_dir}/tiny_64x32.pkl", "--seeds=0-2,42", "--trunc=0.7", "--noise-mode=const",
+                  f"--outdir={tmp_path}", "--device=cpu", "--dtype=bf16")
+    assert result.returncode == 0, result.stderr
+    expected = np.load(os.path.join(compat_dir, "tiny_64x32_expected.npz"))["uint8_const_psi0.7"].astype(int)
+    got = np.stack([np.array(PIL.Image.open(tmp_path / f"seed{s:04d}.png")) for s in [0, 1, 2, 42]]).astype(int)
+    diff = np.abs(got - expected)
+    assert diff.max() <= BF16_MAX_LSB and diff.mean() <= BF16_MEAN_LSB and diff.max() > 1
+
+
+@pytest.mark.slow
 def test_grid_contact_sheet(compat_dir, tmp_path):
     result = _run(f"--network={compat_dir}/tiny_64x32.pkl", "--seeds=0-5", "--grid=2x3", f"--outdir={tmp_path}",
                   "--device=cpu")

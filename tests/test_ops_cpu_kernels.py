@@ -190,6 +190,41 @@ def test_upfirdn2d_stylegan2_resampling_low_precision(use_kernels, monkeypatch, 
         torch.testing.assert_close(y.double(), expected, atol=TOL[dtype] * 10, rtol=TOL[dtype] * 2)
 
 
+def test_upfirdn2d_dispatch_rule(use_kernels, monkeypatch):
+    # Large plain filtering (up = down = 1) takes the reference path; resampling and small calls the kernel.
+    monkeypatch.setattr(_kernels, 'UPFIRDN2D_REF_MIN_ELEMENTS', 2 * 4 * 16 * 8)
+    calls = []
+    real = use_kernels['upfirdn2d']
+    monkeypatch.setitem(_kernels.test_plugins, 'upfirdn2d', type('Spy', (), {
+        'upfirdn2d': staticmethod(lambda *a: calls.append(tuple(a[0].shape)) or real.upfirdn2d(*a))}))
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    large, small = torch.randn(2, 4, 16, 8), torch.randn(2, 4, 8, 8)
+    cases = [(large, lambda t: upfirdn2d.filter2d(t, f), False),
+             (large, lambda t: upfirdn2d.upfirdn2d(t, f, padding=1, gain=4), False),
+             (small, lambda t: upfirdn2d.filter2d(t, f), True),
+             (large, lambda t: upfirdn2d.downsample2d(t, f), True),
+             (large, lambda t: upfirdn2d.upsample2d(t, f), True)]
+    for x, op, kernel_expected in cases:
+        calls.clear()
+        y = op(x)
+        assert bool(calls) == kernel_expected
+        torch.testing.assert_close(y, op_ref(op, x), atol=1e-5, rtol=1e-5)
+    monkeypatch.setenv(_kernels.ENV_DISPATCH, '0')  # the switch benchmarks/ops.py uses to time the kernel itself
+    calls.clear()
+    upfirdn2d.filter2d(large, f)
+    assert calls
+    assert not _kernels.upfirdn2d_prefers_reference(1 << 30, (1, 1), (1, 1))
+    monkeypatch.delenv(_kernels.ENV_DISPATCH)
+    assert _kernels.upfirdn2d_prefers_reference(1 << 30, (1, 1), (1, 1))
+    assert not _kernels.upfirdn2d_prefers_reference(1 << 30, (2, 2), (1, 1))
+
+
+def op_ref(op, x):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(_kernels.ENV_IMPL, 'ref')
+        return op(x)
+
+
 @pytest.mark.parametrize('seed', quick_every(range(6), 3))
 def test_upfirdn2d_gradients(use_kernels, seed):
     x, f, kwargs = _random_upfirdn_case(100 + seed)

@@ -156,3 +156,19 @@ def test_bad_input_is_one_line_error(tmp_path, vgg16_path, case):
                       f"--vgg16={vgg16_path}", f"--outdir={tmp_path}/out", "--device=cpu")
     assert result.returncode != 0 and named in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bf16_projection_runs_the_network_in_bf16_and_lowers_the_loss(vgg16_path, one_torch_thread, monkeypatch):
+    # The projector's --dtype=bf16 is the networks' bfloat16 synthesis (not autocast): every block sees dtype=bf16,
+    # gradients flow back to the float32 latent, and the search still improves on where it started.
+    G = tiny_generator((2, 1), res=32)
+    target = reference_image(G, reference_ws(G, 5))
+    vgg16 = torch.jit.load(vgg16_path).eval()
+    seen = []
+    block = G.synthesis.b32
+    original_forward = block.forward
+    monkeypatch.setattr(block, "forward", lambda *a, **kw: seen.append(kw.get("dtype")) or original_forward(*a, **kw))
+    result = projection.project(G, target, vgg16, "w", 20, seed=0, dtype=torch.bfloat16)
+    assert seen and all(dtype == torch.bfloat16 for dtype in seen)
+    assert result["ws"].dtype == torch.float32
+    assert result["final_loss"] < result["losses"][0]

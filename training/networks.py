@@ -79,6 +79,13 @@ def modulated_conv2d(
     flip_weight=True,   # False = convolution, True = correlation (matches torch.nn.functional.conv2d).
     fused_modconv=True,  # Perform modulation, convolution, and demodulation as a single fused operation?
 ):
+    """The modulated convolution in one of two forms with the same result up to float rounding.
+
+    Fused: one convolution with a weight per sample (a grouped convolution for batch > 1).
+    Unfused: scale the activations by the styles, one convolution with the shared weight, then
+    scale by the demodulation coefficients. A bfloat16 `x` runs only the convolution in bfloat16;
+    modulation, demodulation and noise are computed in float32 and the result is float32.
+    """
     batch_size = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
     misc.assert_shape(weight, [out_channels, in_channels, kh, kw])
@@ -100,12 +107,14 @@ def modulated_conv2d(
         dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
     if demodulate and fused_modconv:
         w = w * dcoefs.reshape(batch_size, -1, 1, 1, 1)
+    conv_kwargs = dict(f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight)
+    if x.dtype == torch.bfloat16:
+        return _modulated_conv2d_bf16(x, weight, styles, w, dcoefs, noise, fused_modconv, conv_kwargs)
 
     # Unfused: scale activations instead of weights (cheaper in training, where batches are large).
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(batch_size, -1, 1, 1)
-        x = conv2d_resample.conv2d_resample(x=x, w=weight.to(x.dtype), f=resample_filter, up=up, down=down,
-                                            padding=padding, flip_weight=flip_weight)
+        x = conv2d_resample.conv2d_resample(x=x, w=weight.to(x.dtype), **conv_kwargs)
         if demodulate and noise is not None:
             x = fma.fma(x, dcoefs.to(x.dtype).reshape(batch_size, -1, 1, 1), noise.to(x.dtype))
         elif demodulate:
@@ -115,14 +124,38 @@ def modulated_conv2d(
         return x
 
     # Fused: one grouped convolution with a weight per sample.
+    x = _grouped_conv(x, w, batch_size, conv_kwargs)
+    if noise is not None:
+        x = x.add_(noise)
+    return x
+
+
+def _grouped_conv(x, w, batch_size, conv_kwargs):
+    # The batch folds into the channels: sample i convolves its own weight w[i]. Batch 1 is a plain
+    # convolution; x is then passed as it is, since a reshape may restride the batch dimension and a
+    # channels_last tensor would no longer be recognised as one (and get copied twice).
     with misc.suppress_tracer_warnings():
         batch_size = int(batch_size)
+    in_channels, kh, kw = w.shape[2:]
     misc.assert_shape(x, [batch_size, in_channels, None, None])
-    x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, in_channels, kh, kw)
-    x = conv2d_resample.conv2d_resample(x=x, w=w.to(x.dtype), f=resample_filter, up=up, down=down,
-                                        padding=padding, groups=batch_size, flip_weight=flip_weight)
-    x = x.reshape(batch_size, -1, *x.shape[2:])
+    if batch_size == 1:
+        return conv2d_resample.conv2d_resample(x=x, w=w.to(x.dtype), **conv_kwargs)
+    x = x.reshape(1, -1, *x.shape[2:])
+    x = conv2d_resample.conv2d_resample(x=x, w=w.to(x.dtype), groups=batch_size, **conv_kwargs)
+    return x.reshape(batch_size, -1, *x.shape[2:])
+
+
+def _modulated_conv2d_bf16(x, weight, styles, w, dcoefs, noise, fused_modconv, conv_kwargs):
+    # Only the convolution runs in bfloat16; everything it is scaled by, and the noise, in float32.
+    batch_size = x.shape[0]
+    if fused_modconv:
+        x = _grouped_conv(x, w, batch_size, conv_kwargs).float()
+    else:
+        x = (x * styles.reshape(batch_size, -1, 1, 1)).to(torch.bfloat16)
+        x = conv2d_resample.conv2d_resample(x=x, w=weight.to(x.dtype), **conv_kwargs).float()
+        if dcoefs is not None:
+            x = x * dcoefs.reshape(batch_size, -1, 1, 1)
     if noise is not None:
         x = x.add_(noise)
     return x
@@ -371,13 +404,16 @@ class SynthesisLayer(torch.nn.Module):
             noise = self.noise_const * self.noise_strength
 
         flip_weight = (self.up == 1)  # slightly faster
+        dtype = x.dtype
         x = modulated_conv2d(x=x, weight=self.weight, styles=styles, noise=noise, up=self.up, padding=self.padding,
                              resample_filter=self.resample_filter, flip_weight=flip_weight,
                              fused_modconv=fused_modconv)
 
+        # Bias, activation and clamp in the precision modulated_conv2d returns (float32 for bfloat16 input).
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act.bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=act_gain, clamp=act_clamp)
+        x = bias_act.bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=act_gain, clamp=act_clamp)
+        return x.to(dtype)
 
     def extra_repr(self):
         return (f"in_channels={self.in_channels:d}, out_channels={self.out_channels:d}, w_dim={self.w_dim:d}, "
@@ -413,6 +449,8 @@ class ToRGBLayer(torch.nn.Module):
 
     def forward(self, x, w, fused_modconv=True):
         styles = self.affine(w) * self.weight_gain
+        if x.dtype == torch.bfloat16:
+            x = x.float()  # the image is summed in float32, and this 1x1 convolution costs little
         x = modulated_conv2d(x=x, weight=self.weight, styles=styles, demodulate=False, fused_modconv=fused_modconv)
         return bias_act.bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
 
@@ -424,10 +462,50 @@ class ToRGBLayer(torch.nn.Module):
 # One resolution of the synthesis network: upsampling conv, conv, toRGB (StyleGAN2 paper, figure 7).
 
 
-def _block_dtype(use_fp16, force_fp32, device):
+def _block_dtype(use_fp16, force_fp32, device, dtype=None):
     # Mixed precision (StyleGAN2-ADA paper, appendix D.2) only on CUDA: CPU float16 convolutions are
-    # slow or unsupported, so CPU runs use float32 everywhere.
-    return torch.float16 if use_fp16 and not force_fp32 and device.type == "cuda" else torch.float32
+    # slow or unsupported, so CPU runs use float32 everywhere. A dtype the caller asks for (bfloat16)
+    # applies to every block; force_fp32 overrides both.
+    if force_fp32:
+        return torch.float32
+    if dtype is not None:
+        return _as_dtype(dtype)
+    return torch.float16 if use_fp16 and device.type == "cuda" else torch.float32
+
+
+def _as_dtype(dtype):
+    # 'bf16' / 'bfloat16' / torch.bfloat16, and the same for float32.
+    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
+    if isinstance(dtype, str):
+        if dtype not in names:
+            raise ValueError(f"dtype={dtype!r}: expected one of {sorted(names)} or a torch.dtype")
+        return names[dtype]
+    if dtype not in (torch.bfloat16, torch.float32, torch.float16):
+        raise ValueError(f"dtype={dtype!r}: expected torch.float32, torch.bfloat16 or torch.float16")
+    return dtype
+
+
+# Where channels_last is faster for float32 on the CPU (measured per synthesis block by `benchmarks/cpu.py
+# --layers`, benchmarks/RESULTS.md): feature maps of at least this many elements per image, 1.1-1.6x from
+# 2M (SHHQ 128x64) up to 16M (1024x512); below that NCHW is as fast or faster.
+CPU_CHANNELS_LAST_MIN_ELEMENTS = 1 << 21
+
+
+def modconv_plan(device, training, batch_size, dtype, channels, height, width):
+    """(fused_modconv, channels_last) that a synthesis block uses when the caller leaves them open.
+
+    CUDA keeps the original choice: the fused form for inference in float32 or at batch 1, NCHW unless
+    the network was built with fp16_channels_last. On the CPU the fused form runs only for inference at
+    batch 1, where it is a plain convolution; larger batches, and training, share one convolution
+    (grouped convolutions are slow on CPUs). Large float32 feature maps, and all bfloat16 ones, run
+    channels_last on the CPU; float32 at batch 1 with smaller maps is exactly the original form.
+    """
+    if device.type != "cpu":
+        return (not training) and (dtype == torch.float32 or batch_size == 1), None
+    fused = (not training) and batch_size == 1
+    if dtype == torch.bfloat16:
+        return fused, True  # oneDNN's bfloat16 convolutions (AMX, AVX512_BF16) want channels_last
+    return fused, channels * height * width >= CPU_CHANNELS_LAST_MIN_ELEMENTS
 
 
 @persistence.persistent_class
@@ -486,21 +564,28 @@ class SynthesisBlock(torch.nn.Module):
             self.skip = Conv2dLayer(in_channels, out_channels, kernel_size=1, bias=False, up=2,
                                     resample_filter=resample_filter, channels_last=self.channels_last)
 
-    def forward(self, x, img, ws, force_fp32=False, fused_modconv=None, **layer_kwargs):
+    def forward(self, x, img, ws, force_fp32=False, fused_modconv=None, channels_last=None, dtype=None,
+                **layer_kwargs):
+        # fused_modconv, channels_last: None = as modconv_plan() picks for this device, batch and shape.
+        # dtype: None = float16 in use_fp16 blocks on CUDA, else float32; or torch.bfloat16 for every block.
         misc.assert_shape(ws, [None, self.num_conv + self.num_torgb, self.w_dim])
         w_iter = iter(ws.unbind(dim=1))
-        dtype = _block_dtype(self.use_fp16, force_fp32, ws.device)
-        memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
-        if fused_modconv is None:
-            with misc.suppress_tracer_warnings():
-                # Fused modulation is faster for inference and for float32 training with batch 1.
-                fused_modconv = (not self.training) and (dtype == torch.float32 or int(ws.shape[0]) == 1)
+        dtype = _block_dtype(self.use_fp16, force_fp32, ws.device, dtype)
         height, width = shape_at(self.resolution, self.aspect_ratio)
+        if fused_modconv is None or channels_last is None:
+            with misc.suppress_tracer_warnings():
+                fused, cl = modconv_plan(ws.device, self.training, int(ws.shape[0]), dtype,
+                                         self.conv1.out_channels, height, width)
+            fused_modconv = fused if fused_modconv is None else fused_modconv
+            channels_last = cl if channels_last is None else channels_last
+        if channels_last is None:
+            channels_last = self.channels_last and not force_fp32
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
         # Input.
         if self.in_channels == 0:
-            x = self.const.to(dtype=dtype, memory_format=memory_format)
-            x = x.unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = x.contiguous(memory_format=memory_format)
         else:
             misc.assert_shape(x, [None, self.in_channels, height // 2, width // 2])
             x = x.to(dtype=dtype, memory_format=memory_format)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 import dnnlib
+from torch_utils import cpu_tuning
 from torch_utils import distributed
 from torch_utils import misc
 from torch_utils import training_stats
@@ -483,6 +484,8 @@ def training_loop(
     if isinstance(options, dict):
         options = TrainingOptions.from_dict(options)
     device = torch.device(device) if device is not None else distributed.resolve_device(options.device, rank)
+    if device.type == "cpu":
+        cpu_tuning.reuse_freed_memory()
     configure_backends(options)
     assert options.batch_size % (options.batch_gpu * options.num_gpus) == 0, \
         "batch_size must be a multiple of batch_gpu * num_gpus"

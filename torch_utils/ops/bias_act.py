@@ -17,17 +17,24 @@ SELU_SCALE = 1.0507009873554804934193349852946
 SELU_ALPHA = 1.6732632423543772848170429916717
 
 
-def _spec(func, def_alpha, def_gain, kernel_id, smooth):
+def _spec(func, def_alpha, def_gain, kernel_id, smooth, func_=None):
+    # func_: the in-place form of func, where PyTorch has one (used without autograd only).
     return SimpleNamespace(func=func, def_alpha=def_alpha, def_gain=def_gain, kernel_id=kernel_id, smooth=smooth,
-                           has_2nd_grad=smooth)
+                           has_2nd_grad=smooth, func_=func_)
+
+
+def _linear(x, a):
+    return x
 
 
 # Activation table. `kernel_id` is the activation's number in bias_act_kernel.h; `smooth`
 # says whether the second derivative is nonzero (piecewise linear ones have none).
 ACTIVATIONS = {
-    'linear':   _spec(lambda x, a: x,                                  0.0, 1.0,          1, False),
-    'relu':     _spec(lambda x, a: torch.relu(x),                      0.0, math.sqrt(2), 2, False),
-    'lrelu':    _spec(lambda x, a: torch.nn.functional.leaky_relu(x, a), 0.2, math.sqrt(2), 3, False),
+    'linear':   _spec(_linear,                                         0.0, 1.0,          1, False, _linear),
+    'relu':     _spec(lambda x, a: torch.relu(x),                      0.0, math.sqrt(2), 2, False,
+                      lambda x, a: x.relu_()),
+    'lrelu':    _spec(lambda x, a: torch.nn.functional.leaky_relu(x, a), 0.2, math.sqrt(2), 3, False,
+                      lambda x, a: torch.nn.functional.leaky_relu_(x, a)),
     'tanh':     _spec(lambda x, a: torch.tanh(x),                      0.0, 1.0,          4, True),
     'sigmoid':  _spec(lambda x, a: torch.sigmoid(x),                   0.0, 1.0,          5, True),
     'elu':      _spec(lambda x, a: torch.nn.functional.elu(x),         0.0, 1.0,          6, True),
@@ -73,6 +80,8 @@ def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, 
 
 def _bias_act_ref(x, b, dim, spec, alpha, gain, clamp):
     # Plain PyTorch ops: autograd supplies first and second derivatives.
+    if not _needs_graph(x, b):
+        return _bias_act_ref_inplace(x, b, dim, spec, alpha, gain, clamp)
     if b is not None:
         x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
     x = spec.func(x, alpha)
@@ -80,6 +89,31 @@ def _bias_act_ref(x, b, dim, spec, alpha, gain, clamp):
         x = x * gain
     if clamp >= 0:
         x = x.clamp(-clamp, clamp)
+    return x
+
+
+def _needs_graph(*tensors):
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _bias_act_ref_inplace(x, b, dim, spec, alpha, gain, clamp):
+    # Without autograd: the same operations in the same order, each one after the first writing into the
+    # tensor the first one made, so a large feature map is not allocated (and page-faulted) four times.
+    # The values are bitwise those of the out-of-place steps.
+    own = False  # does x hold a tensor made here (never the caller's)?
+    if b is not None:
+        x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+        own = True
+    if own and spec.func_ is not None:
+        x = spec.func_(x, alpha)
+    elif spec.func is not _linear:
+        x = spec.func(x, alpha)
+        own = True
+    if gain != 1:
+        x = x.mul_(gain) if own else x * gain
+        own = True
+    if clamp >= 0:
+        x = x.clamp_(-clamp, clamp) if own else x.clamp(-clamp, clamp)
     return x
 
 

@@ -84,7 +84,8 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl='cu
     padding:      int, [x, y] or [x0, x1, y0, y1]; negative values crop.
     flip_filter:  False = convolution (filter flipped), True = correlation.
     gain:         overall scale of the output.
-    impl:         'cuda' = compiled kernel for CUDA tensors when available, 'ref' = PyTorch ops.
+    impl:         'cuda' = compiled kernel for CUDA tensors when available (except for large plain filtering,
+                  where cuDNN is faster; see _kernels.upfirdn2d_prefers_reference), 'ref' = PyTorch ops.
     """
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError('upfirdn2d: x must be a 4-D [N, C, H, W] tensor')
@@ -99,7 +100,8 @@ def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl='cu
     if out_w < 1 or out_h < 1:
         raise ValueError(f'upfirdn2d: output would be empty ({out_h}x{out_w}); padding {padding} too small for the filter')
     args = ((upx, upy), (downx, downy), (padx0, padx1, pady0, pady1), bool(flip_filter), float(gain))
-    if _kernels.plugin_for('upfirdn2d', impl, x) is not None:
+    if _kernels.plugin_for('upfirdn2d', impl, x) is not None and \
+            not _kernels.upfirdn2d_prefers_reference(x.numel(), args[0], args[1]):
         return _upfirdn2d_cuda(x, f, *args)
     return _upfirdn2d_ref(x, f, *args)
 
@@ -112,16 +114,21 @@ def _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain):
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
         x = x.reshape(n, c, h * upy, w * upx)
-    x = F.pad(x, [padx0, padx1, pady0, pady1])  # negative padding crops
+    # The convolution pads the symmetric non-negative part itself (the same zeros, without writing a padded
+    # copy of a large tensor); F.pad does the rest (negative padding crops).
+    conv_px, conv_py = max(min(padx0, padx1), 0), max(min(pady0, pady1), 0)
+    rest = [padx0 - conv_px, padx1 - conv_px, pady0 - conv_py, pady1 - conv_py]
+    if any(rest):
+        x = F.pad(x, rest)
     f = (f.to(x.device) * (gain ** (f.ndim / 2))).to(x.dtype)
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
     # Depthwise correlation; the stride does the downsampling (same sums as slicing afterwards).
     if f.ndim == 2:
         weight = f[None, None].repeat(c, 1, 1, 1)
-        return F.conv2d(x, weight, stride=(downy, downx), groups=c)
-    x = F.conv2d(x, f[None, None, None, :].repeat(c, 1, 1, 1), stride=(1, downx), groups=c)
-    return F.conv2d(x, f[None, None, :, None].repeat(c, 1, 1, 1), stride=(downy, 1), groups=c)
+        return F.conv2d(x, weight, stride=(downy, downx), padding=(conv_py, conv_px), groups=c)
+    x = F.conv2d(x, f[None, None, None, :].repeat(c, 1, 1, 1), stride=(1, downx), padding=(0, conv_px), groups=c)
+    return F.conv2d(x, f[None, None, :, None].repeat(c, 1, 1, 1), stride=(downy, 1), padding=(conv_py, 0), groups=c)
 
 
 def _upfirdn2d_cuda(x, f, up, down, padding, flip_filter, gain):

@@ -1,0 +1,102 @@
+"""Metric speed-ups keep the metric: generation overlapped with feature extraction, and --dtype=bf16 marked."""
+import json
+import os
+import threading
+
+import pytest
+import torch
+
+import dnnlib
+from metrics import metric_main
+from metrics import metric_utils
+from metrics import stand_in_detector
+from test_calc_metrics import run_cli
+from test_metrics_pipeline import DATASET_CLASS, load_fixture_generator, write_zip
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, compat_dir):
+    root = tmp_path_factory.mktemp("metrics_speed")
+    return dnnlib.EasyDict(
+        network=os.path.join(compat_dir, "tiny_64x32.pkl"),
+        data=write_zip(root / "data.zip", 24),
+        detector=stand_in_detector.save_stand_in_detector(str(root / "standin.pt"), num_features=8),
+    )
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DNNLIB_CACHE_DIR", str(tmp_path / "cache"))
+
+
+# ----------------------------------------------------------------------------
+# The background producer.
+
+
+def test_prefetched_keeps_order_and_stops_its_thread_when_the_caller_stops():
+    made = []
+
+    def numbers():
+        for i in range(100):
+            made.append(i)
+            yield i
+
+    assert list(metric_utils.prefetched(lambda: iter(range(7)))) == list(range(7))
+    for i, value in enumerate(metric_utils.prefetched(numbers, max_queued=2)):
+        assert value == i
+        if i == 3:
+            break
+    assert len(made) <= 3 + 1 + 2 + 1  # what was consumed, the queue, and the item in hand
+    assert not any(t.name == "prefetched" and t.is_alive() for t in threading.enumerate())
+
+
+def test_prefetched_raises_the_producers_error():
+    def failing():
+        yield 1
+        raise ValueError("producer broke")
+
+    with pytest.raises(ValueError, match="producer broke"):
+        list(metric_utils.prefetched(failing))
+
+
+@pytest.mark.parametrize("max_items,batch_size,num_gpus", [(50, 16, 1), (50, 16, 3), (7, 64, 2), (64, 16, 4)])
+def test_generation_schedule_matches_the_sequential_loop(max_items, batch_size, num_gpus):
+    # The loop the schedule replaces: each round every rank makes its share of what is missing, at most a
+    # batch, and the gathered rows are capped at max_items.
+    expected, stats = [], metric_utils.FeatureStats(max_items=max_items)
+    while not stats.is_full():
+        batch = min(batch_size, -(-(stats.max_items - stats.num_items) // num_gpus))
+        expected.append(batch)
+        stats.append(torch.zeros(batch * num_gpus, 1).numpy())
+    assert metric_utils.generation_schedule(max_items, batch_size, num_gpus) == expected
+
+
+def test_intra_op_threads_restores_the_setting():
+    before = torch.get_num_threads()
+    with metric_utils.intra_op_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+# ----------------------------------------------------------------------------
+# bf16 generation is marked in the result.
+
+
+def test_bf16_result_is_marked_and_close_to_fp32(files):
+    G = load_fixture_generator(os.path.dirname(files.network))
+    opts = dict(G=G, dataset_kwargs=dict(class_name=DATASET_CLASS, path=files.data), device="cpu",
+                detectors=dict(inception=files.detector), max_gen=16, batch_size=8, batch_gen=8)
+    fp32 = metric_main.calc_metric("fid50k_full", **opts)
+    bf16 = metric_main.calc_metric("fid50k_full", G_kwargs=dict(dtype=torch.bfloat16), **opts)
+    assert "dtype" not in fp32 and bf16.dtype == "bfloat16"
+    assert bf16.results.fid50k_full == pytest.approx(fp32.results.fid50k_full, rel=0.05)
+
+
+def test_cli_dtype_bf16_is_in_the_json_line(files, tmp_path):
+    proc = run_cli(["--metrics=fid50k_full", f"--network={files.network}", f"--data={files.data}",
+                    f"--detector={files.detector}", "--device=cpu", "--num-gen=8", "--dtype=bf16"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[0])["dtype"] == "bfloat16"
+    proc = run_cli(["--metrics=ppl2_wend", f"--network={files.network}", f"--data={files.data}",
+                    f"--detector={files.detector}", "--device=cpu", "--num-gen=8", "--dtype=bf16"], tmp_path)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("Error: --dtype")
