@@ -74,11 +74,17 @@ def shhq_generator(resolution):
                                                     conv_clamp=256)).eval().requires_grad_(False)
 
 
-def generator_case(G, batch, dtype):
+# The original implementation's inference form on any device: the fused (grouped) modulated convolution, NCHW.
+ORIGINAL_FORM = dict(fused_modconv=True, channels_last=False)
+
+
+def generator_case(G, batch, dtype, original=False):
     z = torch.randn(batch, G.z_dim)
     c = torch.zeros(batch, 0)
 
     kwargs = dict(dtype=dtype) if dtype != torch.float32 else {}  # fp32: the call any StyleGAN2 code accepts
+    if original:
+        kwargs = ORIGINAL_FORM
 
     def run():
         with torch.no_grad():
@@ -199,6 +205,9 @@ def collect_cases(generators, batches, dtypes, layers, only_layers):
                 for batch in batches:
                     case = generator_case(G, batch, DTYPES[name])
                     cases[f"G {res} {batch} {name}"] = dict(case, scale_of=(ref, case["flops"] / ref_flops))
+                    if name == "fp32":
+                        case = generator_case(G, batch, DTYPES[name], original=True)
+                        cases[f"G {res} {batch} original"] = dict(case, scale_of=(ref, case["flops"] / ref_flops))
         cases["D+R1"] = discriminator_r1_case(min(generators), 4)
     if layers:
         G = generators[min(generators)]
@@ -216,17 +225,22 @@ def generator_section(generators, batches, dtypes, median, cases, peak):
             for batch in batches:
                 key = f"G {res} {batch} {name}"
                 if key not in median:
-                    rows.append([f"{res}x{res // 2}", batch, name, "skipped (too slow)", "", "", ""])
+                    rows.append([f"{res}x{res // 2}", batch, name, "skipped (too slow)", "", "", "", "", ""])
                     continue
                 sec = median[key] / batch
                 first = median[f"G {res} {batches[0]} {name}"] / batches[0]
+                original = median.get(f"G {res} {batch} original") if name == "fp32" else None
                 rows.append([f"{res}x{res // 2}", batch, name, f"{sec:.3f}",
                              f"{cases[key]['flops'] / median[key] / 1e9:.1f}",
-                             f"{cases[key]['flops'] / median[key] / peak[name]:.2f}", f"{sec / first:.2f}"])
+                             f"{cases[key]['flops'] / median[key] / peak[name]:.2f}", f"{sec / first:.2f}",
+                             f"{original / batch:.3f}" if original else "",
+                             f"{original / median[key]:.2f}x" if original else ""])
     sizes = ", ".join(f"{r}x{r // 2}: {flop_count.generator_flops(G) / 1e9:.1f}" for r, G in generators.items())
-    header = ["size", "batch", "dtype", "s/img", "GFLOP/s", "efficiency", f"s/img vs batch {batches[0]}"]
+    header = ["size", "batch", "dtype", "s/img", "GFLOP/s", "efficiency", f"s/img vs batch {batches[0]}",
+              "original form s/img", "speedup"]
     return [f"## Generator, SHHQ config ({sizes} GFLOP/img, benchmarks/flops.py)", "",
-            markdown_table(header, rows), ""]
+            "Original form: the same network called with fused_modconv=True, channels_last=False (the original "
+            "code's choice on the CPU), in the same run.", "", markdown_table(header, rows), ""]
 
 
 def discriminator_section(res, median, cases, peak):

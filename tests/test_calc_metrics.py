@@ -16,15 +16,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_KEYS = {"results", "metric", "total_time", "total_time_str", "num_gpus", "snapshot_pkl", "timestamp"}
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory, compat_dir):
-    root = tmp_path_factory.mktemp("calc_metrics")
+def metric_files(root, compat_dir, num_images, num_features):
+    """The reference network, a zip of `num_images` real images and a stand-in detector, under `root`."""
     return dnnlib.EasyDict(
         network=os.path.join(compat_dir, "tiny_64x32.pkl"),
-        data=write_zip(root / "data.zip", 40),
-        # 16 features: more images than features keeps the covariances regular and the matrix square root fast.
-        detector=stand_in_detector.save_stand_in_detector(str(root / "standin.pt"), num_features=16),
+        data=write_zip(root / "data.zip", num_images),
+        detector=stand_in_detector.save_stand_in_detector(str(root / "standin.pt"), num_features=num_features),
     )
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, compat_dir):
+    # 16 features: more images than features keeps the covariances regular and the matrix square root fast.
+    return metric_files(tmp_path_factory.mktemp("calc_metrics"), compat_dir, 40, 16)
 
 
 def run_cli(args, tmp_path):

@@ -6,22 +6,15 @@ import threading
 import pytest
 import torch
 
-import dnnlib
 from metrics import metric_main
 from metrics import metric_utils
-from metrics import stand_in_detector
-from test_calc_metrics import run_cli
-from test_metrics_pipeline import DATASET_CLASS, load_fixture_generator, write_zip
+from test_calc_metrics import metric_files, run_cli
+from test_metrics_pipeline import DATASET_CLASS, load_fixture_generator
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, compat_dir):
-    root = tmp_path_factory.mktemp("metrics_speed")
-    return dnnlib.EasyDict(
-        network=os.path.join(compat_dir, "tiny_64x32.pkl"),
-        data=write_zip(root / "data.zip", 24),
-        detector=stand_in_detector.save_stand_in_detector(str(root / "standin.pt"), num_features=8),
-    )
+    return metric_files(tmp_path_factory.mktemp("metrics_speed"), compat_dir, 24, 8)
 
 
 @pytest.fixture(autouse=True)
