@@ -291,7 +291,9 @@ def pivotal_tuning(G, ws, target, vgg16, num_steps, noise=None, lr=PTI_LR, l2_we
     losses = []
     bar = tqdm(range(num_steps), desc="pivotal tuning", disable=not progress, dynamic_ncols=True)
     for step in bar:
-        img = G.synthesis(pivot, noise_mode="const", force_fp32=True, **space.synthesis_kwargs(dtype))
+        # Tuning runs in float32 (no float16 blocks on CUDA) unless a precision was asked for: force_fp32
+        # would override dtype=bfloat16 in every block.
+        img = G.synthesis(pivot, noise_mode="const", **(space.synthesis_kwargs(dtype) or dict(force_fp32=True)))
         loss = criterion(img)[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

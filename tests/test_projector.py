@@ -172,3 +172,20 @@ def test_bf16_projection_runs_the_network_in_bf16_and_lowers_the_loss(vgg16_path
     assert seen and all(dtype == torch.bfloat16 for dtype in seen)
     assert result["ws"].dtype == torch.float32
     assert result["final_loss"] < result["losses"][0]
+
+
+def test_bf16_pivotal_tuning_runs_the_network_in_bf16(vgg16_path, one_torch_thread, monkeypatch):
+    # PTI keeps float32 by default (force_fp32), but an explicit bfloat16 must reach every block.
+    from training import networks
+    G = tiny_generator((2, 1), res=32)
+    ws = reference_ws(G, 5)
+    target = reference_image(G, ws)
+    vgg16 = torch.jit.load(vgg16_path).eval()
+    block_dtypes = []
+    original = networks._block_dtype
+    monkeypatch.setattr(networks, "_block_dtype", lambda *a: block_dtypes.append(original(*a)) or block_dtypes[-1])
+    projection.pivotal_tuning(G, ws, target, vgg16, 2, dtype=torch.bfloat16)
+    assert block_dtypes and set(block_dtypes) == {torch.bfloat16}
+    block_dtypes.clear()
+    projection.pivotal_tuning(G, ws, target, vgg16, 2)
+    assert block_dtypes and set(block_dtypes) == {torch.float32}
