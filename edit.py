@@ -91,7 +91,7 @@ def apply(network_pkl, direction_spec, seeds, latent_files, strengths, layers, t
     direction = directions.load_direction(direction_spec, G.w_dim)
     layers = _layers(layers, G)
     items = edit_inputs(G, seeds, latent_files, truncation_psi, device)
-    os.makedirs(outdir, exist_ok=True)
+    dnnlib.util.make_output_dir(outdir, "--outdir")
     for name, ws, noise in tqdm(items, unit="strip"):
         save_png(directions.edit_strip(G, ws, direction, strengths, layers, noise_mode, noise),
                  os.path.join(outdir, f"{name}.png"))

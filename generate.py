@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 import dnnlib
 import legacy
-from dnnlib.image_grid import make_grid, parse_grid, save_png  # noqa: F401 (parse_grid: public here too)
+from dnnlib.image_grid import make_grid, parse_grid, save_png
 from dnnlib.util import UserError
 from latent import space
 from latent.space import class_label, parse_range, seed_to_z, to_uint8  # noqa: F401 (public here too)
@@ -47,13 +47,6 @@ def render_projected(G, path, noise_mode="const", dtype="fp32"):
     return space.synthesize(G, ws, noise_mode=noise_mode, noise=noise, dtype=space.DTYPES[dtype])
 
 
-def _parse_seeds(ctx, param, value):
-    try:
-        return None if value is None else parse_range(value)
-    except ValueError as err:
-        raise click.BadParameter(str(err))
-
-
 # StyleGAN-Human's generate.py picks the network family with --version; this package runs version 2 only.
 OTHER_VERSIONS = {1: "StyleGAN1 (TensorFlow)", 3: "StyleGAN3"}
 
@@ -70,7 +63,7 @@ def _check_version(ctx, param, value):
 @click.option("--network", "network_pkl", help="Network .pkl or .safetensors: path, or URL (http(s), Google Drive "
               "link, hf://OWNER/REPO/FILE)", required=True, metavar="PATH|URL")
 @click.option("--sha256", help="Expected SHA-256 of --network, checked before it is read", metavar="HEX")
-@click.option("--seeds", callback=_parse_seeds, help="Seeds, e.g. 0-9,42")
+@click.option("--seeds", callback=dnnlib.cli.parsed_by(parse_range), help="Seeds, e.g. 0-9,42")
 @click.option("--projected-w", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Render saved latents (projected_w.npz, .npy, .pt) instead of seeds")
 @click.option("--save-w", is_flag=True, help="Also write each seed's ws as seed%04d.npz (key w)")
@@ -87,7 +80,7 @@ def _check_version(ctx, param, value):
 @click.option("--device", "device_name", default=None, help="cpu, cuda or cuda:N  [default: cuda if available]")
 @click.option("--dtype", type=click.Choice(list(space.DTYPES)), default="fp32", show_default=True,
               help="Synthesis precision: bf16 is faster on CPUs with AMX or AVX512_BF16 (images differ slightly)")
-@click.option("--grid", callback=dnnlib.cli.parse_grid_option, default=None, metavar="ROWSxCOLS",
+@click.option("--grid", callback=dnnlib.cli.parsed_by(parse_grid), default=None, metavar="ROWSxCOLS",
               help="Write one contact sheet grid.png instead of one file per seed")
 @click.option("--verbose", is_flag=True, help="Show full tracebacks on errors")
 @click.option("--version", type=int, hidden=True, expose_value=False, callback=_check_version,

@@ -467,9 +467,14 @@ def load_checkpoint(url_or_path, sha256=None, verbose=True, **kwargs):
 def load_network(url_or_path, key="G_ema", device=None, sha256=None, **kwargs):
     """Open a path or URL (.pkl or .safetensors; `sha256` checked first) and return one network from the
     checkpoint (default G_ema), ready to run. For the whole dict, see load_checkpoint."""
-    net = load_checkpoint(url_or_path, sha256=sha256, **kwargs)[key]
+    return network_of(load_checkpoint(url_or_path, sha256=sha256, **kwargs), key, url_or_path, device)
+
+
+def network_of(checkpoint, key, source, device=None):
+    """One network of a loaded checkpoint dict, ready to run; a missing one is an error naming `source`."""
+    net = checkpoint[key]
     if net is None:
-        raise CheckpointError(f"{url_or_path}: the checkpoint holds no '{key}'")
+        raise CheckpointError(f"{source}: the checkpoint holds no '{key}'")
     net = net.eval().requires_grad_(False)
     return net.to(device) if device is not None else net
 

@@ -21,7 +21,6 @@ import dnnlib
 import dnnlib.cli
 import legacy
 from dnnlib.image_grid import make_grid, save_png
-from dnnlib.util import UserError
 from torch_utils.distributed import resolve_device
 from latent import projection, space, video
 from metrics import metric_utils
@@ -60,7 +59,7 @@ def run_projection(G, target, vgg16, outdir, space_name="w", wplus_init="w", num
                    pti_steps=0, seed=303, save_video=False, device=torch.device("cpu"), training_set_kwargs=None,
                    dtype=torch.float32):
     """Project target (HWC uint8 at G's size) and write every output into outdir; returns the paths written."""
-    os.makedirs(outdir, exist_ok=True)
+    dnnlib.util.make_output_dir(outdir, "--outdir")
     paths = dict(target=os.path.join(outdir, "target.png"), proj=os.path.join(outdir, "proj.png"),
                  w=os.path.join(outdir, "projected_w.npz"), log=os.path.join(outdir, "log.txt"))
     save_png(target, paths["target"])
@@ -125,11 +124,8 @@ def main(network_pkl, target_path, num_steps, seed, save_video, outdir, space_na
     """Project a photo into the generator and write the results into --outdir."""
     device = resolve_device(device_name)
     print(f'Loading network from "{network_pkl}"...')
-    with dnnlib.util.open_url(network_pkl) as f:
-        data = legacy.load_network_pkl(f)
-    if data["G_ema"] is None:
-        raise UserError(f"{network_pkl}: the checkpoint holds no 'G_ema' (a generator to project into)")
-    G = data["G_ema"].eval().requires_grad_(False).to(device)
+    data = legacy.load_checkpoint(network_pkl)
+    G = legacy.network_of(data, "G_ema", network_pkl, device)
     target = projection.load_target(target_path, G.img_height, G.img_width, fit, pad_color)
     target = projection.to_channels(target, G.img_channels)
     spec, named_by = metric_utils.detector_spec(dnnlib.EasyDict(detectors={"vgg16": vgg16_spec}), "vgg16")

@@ -48,7 +48,7 @@ def main(network_pkl, row_seeds, col_seeds, styles, truncation_psi, noise_mode, 
     print(f"Mixing ws {layers} of {len(col_seeds)} column seed(s) into {len(row_seeds)} row seed(s)...")
     rows, cols, pairs = space.style_mixing(G, row_seeds, col_seeds, layers, truncation_psi, noise_mode, class_idx,
                                            device)
-    os.makedirs(outdir, exist_ok=True)
+    dnnlib.util.make_output_dir(outdir, "--outdir")
     for (row_seed, col_seed), pixels in pairs.items():
         save_png(pixels, os.path.join(outdir, f"{row_seed}-{col_seed}.png"))
     cells = space.style_mixing_cells(rows, cols, pairs, row_seeds, col_seeds)

@@ -24,6 +24,7 @@ import click
 
 import dnnlib
 import dnnlib.cli
+from dnnlib.image_grid import parse_grid
 from torch_utils import distributed
 from training import launch, presets
 from training import resume as resume_option
@@ -102,7 +103,7 @@ from training.options import TrainCommand
 @click.option("--ref-stats", help="Real-image statistics for the metrics (calc_metrics.py --export-stats) in place of "
               "the dataset's", metavar="NPZ|URL")
 @click.option("--grid", help="Image grid size ROWSxCOLS  [default: what fits in 7680x4320]",
-              callback=dnnlib.cli.parse_grid_option, metavar="ROWSxCOLS")
+              callback=dnnlib.cli.parsed_by(parse_grid), metavar="ROWSxCOLS")
 @click.option("--max-minutes", help="Stop with a snapshot at the first tick after this many minutes (e.g. before a "
               "cluster time limit)", type=click.FloatRange(min=0, min_open=True))
 @click.option("-n", "--dry-run", help="Print the training options and exit", is_flag=True)

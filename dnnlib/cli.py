@@ -5,18 +5,7 @@ import traceback
 
 import click
 
-from . import image_grid
 from .util import UserError, escape_text
-
-
-def parse_grid_option(_ctx, _param, value):
-    """click callback of the commands' --grid ROWSxCOLS: (rows, cols), or None when not given."""
-    if value is None:
-        return None
-    try:
-        return image_grid.parse_grid(value)
-    except ValueError as err:
-        raise click.BadParameter(str(err))
 
 
 def run(command: click.Command) -> None:

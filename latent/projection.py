@@ -259,8 +259,10 @@ def project(G, target, vgg16, space_name="w", num_steps=1000, init_ws=None, init
 
 @torch.no_grad()
 def evaluate(G, ws, criterion, noise=None, device=torch.device("cpu"), dtype=torch.float32):
-    """The reconstruction loss (LPIPS + pixel term) of ws with the given noise maps, without latent noise."""
-    G = copy.deepcopy(G).to(device)
+    """The reconstruction loss (LPIPS + pixel term) of ws with the given noise maps, without latent noise.
+
+    G is the caller's working copy on `device` (project's and pivotal_tuning's): the noise maps are set in it.
+    """
     if noise:
         _set_noise(G, {name: value.detach().to(device) for name, value in noise.items()})
     img = G.synthesis(ws.to(device), noise_mode="const", **space.synthesis_kwargs(dtype))
