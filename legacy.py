@@ -30,7 +30,7 @@ from dnnlib import plain_data
 from dnnlib.util import UserError, escape_text
 
 CHECKPOINT_KEYS = ("G", "D", "G_ema", "augment_pipe", "training_set_kwargs")
-NETWORK_KEYS = ("G", "D", "G_ema", "augment_pipe")
+NETWORK_KEYS = plain_weights.NETWORK_KEYS  # ("G", "D", "G_ema", "augment_pipe")
 # The only class names a checkpoint's plain-data entries may mention (e.g. training_set_kwargs.class_name).
 DATA_CLASS_NAMES = ("training.dataset.ImageFolderDataset", "training.augment.AugmentPipe")
 MAX_MODULE_DEPTH = 32    # Submodule nesting of one network (a real generator has about 5 levels).
@@ -360,8 +360,7 @@ def _compare_tensor_names(shapes, tensors, what):
 
 def load_tensors_strict(module, tensors, what):
     """Copy `tensors` into `module` by name; any missing, unexpected or wrongly shaped tensor is an error."""
-    own = dict(module.named_parameters())
-    own.update(module.named_buffers())
+    own = plain_weights.network_tensors(module)
     _compare_tensor_names({name: tuple(t.shape) for name, t in own.items()}, tensors, what)
     with torch.no_grad():
         for name, target in own.items():
@@ -406,15 +405,12 @@ def load_network_pkl(f, force_fp16=False, allow_code=False):
         return result
 
     try:
-        for key in ("G", "D", "G_ema", "augment_pipe"):
+        for key in NETWORK_KEYS:
             if result[key] is not None:
                 result[key] = _rebuild(result[key], key, force_fp16)
     except ValueError as err:
         raise CheckpointError(f"{name}: {err}") from None
     _check_plain_entries(result, name)
-    tsk = result["training_set_kwargs"]
-    if tsk is not None and not isinstance(tsk, dnnlib.EasyDict):
-        result["training_set_kwargs"] = dnnlib.EasyDict(tsk)
     return result
 
 
@@ -431,13 +427,12 @@ def _load_plain_weights(f, name, force_fp16):
     if config.get("training_set_kwargs") is not None:
         result["training_set_kwargs"] = config["training_set_kwargs"]
     _check_plain_entries(result, name)
-    if result["training_set_kwargs"] is not None:
-        result["training_set_kwargs"] = dnnlib.EasyDict(result["training_set_kwargs"])
     return result
 
 
 def _check_plain_entries(result, name):
-    """Entries other than the networks (training_set_kwargs, progress, ...) become checked plain-data copies."""
+    """Entries other than the networks (training_set_kwargs, progress, ...) become checked plain-data copies;
+    training_set_kwargs an EasyDict, as the ecosystem's code reads it."""
     for key, value in list(result.items()):
         if key in NETWORK_KEYS:
             continue
@@ -455,6 +450,8 @@ def _check_plain_entries(result, name):
         problem = training_state.progress_problem(progress)
         if problem is not None:
             raise CheckpointError(f"{name}: the progress entry (training state) is damaged: {problem}")
+    if result.get("training_set_kwargs") is not None:
+        result["training_set_kwargs"] = dnnlib.EasyDict(result["training_set_kwargs"])
 
 
 def load_checkpoint(url_or_path, sha256=None, verbose=True, **kwargs):

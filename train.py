@@ -119,8 +119,8 @@ def main(outdir, data, gpus, dry_run, verbose, **opts):
     if gpus is None:
         gpus = env[1] if env is not None else 1
     resume = resume_option.resolve_resume_option(opts.pop("resume"))
-    if resume is not None and not dnnlib.util.is_url(resume, allow_file_urls=True):
-        resume = launch.find_latest_snapshot(resume)  # A run folder: its newest snapshot.
+    if resume is not None:
+        resume = launch.find_latest_snapshot(resume)  # A run folder: its newest snapshot; files and URLs as given.
     command = TrainCommand.from_dict(dict(opts, data=data, gpus=gpus, resume=resume))
     options, desc = presets.make_training_options(command)
     status = launch.launch(options, outdir=outdir, desc=desc, dry_run=dry_run)

@@ -110,9 +110,9 @@ def export_reference_stats(data, out, mirror=False, with_features=False, device=
     """calc_metrics.py --export-stats: the statistics of every real image of `data` (x-flipped copies too with
     `mirror`), computed exactly as the metrics compute them; `with_features` adds the features KID and
     precision/recall need. Returns the summary of metrics/reference_stats.save_reference_stats."""
-    from training.dataset import ImageFolderDataset  # the dataset class itself: nothing named by a file
+    from training.dataset import open_dataset
     dataset_kwargs = dnnlib.EasyDict(class_name=DATASET_CLASS, path=data, use_labels=True, xflip=bool(mirror))
-    dataset = ImageFolderDataset(path=data, use_labels=True, xflip=bool(mirror))
+    dataset = open_dataset(dataset_kwargs, "--data")
     try:
         image_shape, labels = list(dataset.image_shape), reference_stats.dataset_labels(dataset)
     finally:

@@ -134,8 +134,9 @@ def resolve(spec):
         path = dnnlib.util.open_url(spec, return_filename=True)
     except dnnlib.util.UserError as err:
         raise dnnlib.util.UserError(f"--ref-stats: {err}") from None
-    load_reference_stats(path)
-    return os.path.abspath(path)
+    path = os.path.abspath(path)
+    cached_reference_stats(path)  # checked now; the metrics in this process reuse what was read
+    return path
 
 
 # ----------------------------------------------------------------------------

@@ -18,8 +18,9 @@ import dnnlib
 RENAMED_KEYS = {"device_type": "device", "grid_size": "grid"}
 
 
-def _field(default=None, factory=None):
-    return dataclasses.field(default_factory=factory) if factory is not None else dataclasses.field(default=default)
+def _made_by(factory):
+    # A field whose default is a fresh factory() per instance (short, so the option table stays aligned).
+    return dataclasses.field(default_factory=factory)
 
 
 # ----------------------------------------------------------------------------
@@ -166,10 +167,10 @@ class TrainingOptions(_Options):
     network_snapshot_ticks: Optional[int] = 50     # Network pickle every N ticks; None = only at the end/on signals.
     random_seed:            int = 0                # Global random seed.
     num_gpus:               int = 1                # Number of processes of the run.
-    metrics:                list = _field(factory=list)   # Metrics to compute after each network snapshot.
-    metric_kwargs:          dict = _field(factory=dnnlib.EasyDict)  # metrics.metric_utils.MetricOptions kwargs.
+    metrics:                list = _made_by(list)   # Metrics to compute after each network snapshot.
+    metric_kwargs:          dict = _made_by(dnnlib.EasyDict)  # metrics.metric_utils.MetricOptions kwargs.
     grid:                   Optional[list] = None  # (rows, cols) of the image grids; None = what fits in 7680x4320.
-    data_loader_kwargs:     dict = _field(factory=dnnlib.EasyDict)  # torch.utils.data.DataLoader options.
+    data_loader_kwargs:     dict = _made_by(dnnlib.EasyDict)  # torch.utils.data.DataLoader options.
     cudnn_benchmark:        bool = True            # Let cuDNN pick the fastest convolution algorithms.
     allow_tf32:             bool = False           # Allow TF32 matmul/convolutions on Ampere and newer.
     augment_kwargs:         Optional[dict] = None  # Augmentation pipeline class and options; None = no augmentation.

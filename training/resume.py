@@ -20,6 +20,7 @@ import dnnlib
 import legacy
 from torch_utils import misc
 from torch_utils import persistence
+from training import freeze_d
 from training import networks
 
 NETWORK_KEYS = ("G", "G_ema", "D")
@@ -255,7 +256,7 @@ def load_weights(path, nets, exact_allowed=True, log=print):
     """
     data = read_checkpoint(path)
     log(f"Resuming from {path}: {describe_sources(data, nets.get('augment_pipe') is not None)}")
-    frozen = (nets["D"].init_kwargs.get("block_kwargs") or {}).get("freeze_layers", 0)
+    frozen = freeze_d.frozen_layers(nets["D"].init_kwargs)
     if frozen and data.get("D") is None:
         log(f"Note: D starts fresh, so its {frozen} frozen layers (--freezed) keep random weights; Freeze-D is "
             "meant for a pretrained D")
