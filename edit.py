@@ -90,7 +90,7 @@ def apply(network_pkl, direction_spec, seeds, latent_files, strengths, layers, t
     G, device = _load(network_pkl, device_name)
     direction = directions.load_direction(direction_spec, G.w_dim)
     layers = _layers(layers, G)
-    items = edit_inputs(G, seeds, latent_files, truncation_psi, device)
+    items = space.latent_inputs(G, seeds, latent_files, truncation_psi, device)
     dnnlib.util.make_output_dir(outdir, "--outdir")
     for name, ws, noise in tqdm(items, unit="strip"):
         save_png(directions.edit_strip(G, ws, direction, strengths, layers, noise_mode, noise),
@@ -101,24 +101,6 @@ def apply(network_pkl, direction_spec, seeds, latent_files, strengths, layers, t
                                          noise_mode, [noise for _, _, noise in items])
         path, count = video.write_video(os.path.join(outdir, "edit.mp4"), tqdm(frames, total=video_frames))
         print(f"Wrote {count} frames to {path}")
-
-
-def edit_inputs(G, seeds, latent_files, truncation_psi, device):
-    """[(output name, ws [1, num_ws, w_dim], noise maps)] of the seeds or of every latent in the files."""
-    if (seeds is None) == (not latent_files):
-        raise UserError("--seeds or --latents: give exactly one of them")
-    if seeds is not None:
-        ws = space.seeds_to_ws(G, seeds, truncation_psi, device=device)
-        return [(f"seed{seed:04d}", w, None) for seed, w in zip(seeds, ws.split(1))]
-    items, stems = [], set()
-    for file_idx, path in enumerate(latent_files):
-        ws, noise = space.load_latents(path, G)
-        stem = os.path.splitext(os.path.basename(path))[0]
-        stem = stem if stem not in stems else f"{stem}{file_idx}"  # a/projected_w.npz, b/projected_w.npz
-        stems.add(stem)
-        names = [stem] if len(ws) == 1 else [f"{stem}-{idx:02d}" for idx in range(len(ws))]
-        items += [(name, w.to(device), noise) for name, w in zip(names, ws.split(1))]
-    return items
 
 
 if __name__ == "__main__":

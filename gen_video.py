@@ -17,18 +17,8 @@ import dnnlib
 import dnnlib.cli
 import legacy
 from dnnlib.image_grid import parse_grid
-from dnnlib.util import UserError
 from torch_utils.distributed import resolve_device
 from latent import interpolation, space, video
-
-
-def keyframe_ws(G, seeds, latent_files, truncation_psi, device):
-    """ws [M, num_ws, w_dim] of the seeds (mapped, truncated) or of the latent files, in order."""
-    if (seeds is None) == (not latent_files):
-        raise UserError("--seeds or --latents: give exactly one of them")
-    if seeds is not None:
-        return space.seeds_to_ws(G, seeds, truncation_psi, device=device)
-    return torch.cat([space.load_latents(path, G)[0] for path in latent_files]).to(device)
 
 
 @click.command()
@@ -58,7 +48,7 @@ def main(network_pkl, seeds, latent_files, grid, num_keyframes, w_frames, kind, 
     print(f'Loading network from "{network_pkl}"...')
     G = legacy.load_network(network_pkl, key="G_ema", device=device)
     rows, cols = grid
-    ws = keyframe_ws(G, seeds, latent_files, truncation_psi, device)
+    ws = torch.cat([w for _, w, _ in space.latent_inputs(G, seeds, latent_files, truncation_psi, device)])
     cells = interpolation.assign_keyframes(ws, rows * cols, num_keyframes)
     num_frames = cells.shape[1] * w_frames
     frames = interpolation.loop_frames(G, cells, rows, cols, w_frames, kind, noise_mode)

@@ -40,19 +40,10 @@ class _Progress:
 
 def search(G, target, vgg16, space_name, wplus_init, num_steps, pixel_weight, seed, device, log, dtype=torch.float32):
     """The latent search: W, or W+ from the W result or from the mean. Returns projection.project's dict."""
-    def on_step(stage):
-        return lambda step, ws, loss, noise: log.add(stage, step, num_steps, loss,
-                                                     lambda: space.synthesize(G, ws, "const", noise, dtype)[0])
-    result = None
-    if space_name == "w" or wplus_init == "w":
-        result = projection.project(G, target, vgg16, "w", num_steps, pixel_weight=pixel_weight, seed=seed,
-                                    device=device, dtype=dtype, on_step=on_step("w"), progress=True)
-    if space_name == "wplus":
-        init = dict(init_ws=result["ws"], init_noise=result["noise"]) if result else {}
-        result = projection.project(G, target, vgg16, "wplus", num_steps, pixel_weight=pixel_weight, seed=seed + 1,
-                                    device=device, dtype=dtype, on_step=on_step("wplus"), progress=True,
-                                    **init)
-    return result
+    def on_step(stage, step, ws, loss, noise):
+        log.add(stage, step, num_steps, loss, lambda: space.synthesize(G, ws, "const", noise, dtype)[0])
+    return projection.project_stages(G, target, vgg16, space_name, num_steps, wplus_init, seed, on_step,
+                                     pixel_weight=pixel_weight, device=device, dtype=dtype, progress=True)
 
 
 def run_projection(G, target, vgg16, outdir, space_name="w", wplus_init="w", num_steps=1000, pixel_weight=0.0,

@@ -257,6 +257,21 @@ def project(G, target, vgg16, space_name="w", num_steps=1000, init_ws=None, init
     return dict(ws=ws, noise=noise, losses=losses, final_loss=evaluate(G, ws, criterion, noise, device, dtype))
 
 
+def project_stages(G, target, vgg16, space_name="w", num_steps=1000, wplus_init="w", seed=0, on_step=None,
+                   **project_kwargs):
+    """projector.py's search: W; or W+ started from a W search (wplus_init='w', twice num_steps in all) or from
+    the mean w. The W stage uses `seed`, the W+ stage seed + 1. `on_step(stage, step, ws, loss, noise)` after
+    each step. Returns the last stage's project() dict."""
+    stages = ["w", "wplus"] if space_name == "wplus" and wplus_init == "w" else [space_name]
+    result = None
+    for stage in stages:
+        init = dict(init_ws=result["ws"], init_noise=result["noise"]) if result else {}
+        callback = None if on_step is None else (lambda *args, stage=stage: on_step(stage, *args))
+        result = project(G, target, vgg16, stage, num_steps, seed=seed + (stage == "wplus"), on_step=callback,
+                         **init, **project_kwargs)
+    return result
+
+
 @torch.no_grad()
 def evaluate(G, ws, criterion, noise=None, device=torch.device("cpu"), dtype=torch.float32):
     """The reconstruction loss (LPIPS + pixel term) of ws with the given noise maps, without latent noise.

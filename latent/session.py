@@ -245,7 +245,7 @@ class Session:
         self._stop.clear()
         latest, done = {}, [0]
 
-        def step_callback(step, ws, loss, noise):
+        def step_callback(stage, step, ws, loss, noise):
             latest.update(ws=ws.clone(), noise={name: value.clone() for name, value in noise.items()})
             done[0] += 1
             if on_step is not None:
@@ -254,11 +254,9 @@ class Session:
                 raise ProjectionStopped()
 
         try:  # no lock: project() optimises its own copy of G
-            for idx, stage in enumerate(stages):
-                init = dict(init_ws=latest["ws"], init_noise=latest["noise"]) if idx else {}
-                result = projection.project(self.G, target, vgg16, stage, num_steps, seed=seed + idx,
-                                            device=self.device, dtype=self.dtype, on_step=step_callback, **init)
-                latest.update(ws=result["ws"], noise=result["noise"])
+            result = projection.project_stages(self.G, target, vgg16, space_name, num_steps, "w", seed, step_callback,
+                                               device=self.device, dtype=self.dtype)
+            latest.update(ws=result["ws"], noise=result["noise"])
         except ProjectionStopped:
             pass
         images, _ = self.render(latest["ws"], "const", latest["noise"], what="projection")

@@ -230,6 +230,25 @@ def _as_ws(w, num_ws, w_dim, path):
     return w
 
 
+def latent_inputs(G, seeds, latent_files, truncation_psi, device):
+    """[(output name, ws [1, num_ws, w_dim], noise maps)] of the seeds (mapped, truncated) or of every latent in
+    the files, in order: the --seeds / --latents inputs of edit.py and gen_video.py."""
+    if (seeds is None) == (not latent_files):
+        raise UserError("--seeds or --latents: give exactly one of them")
+    if seeds is not None:
+        ws = seeds_to_ws(G, seeds, truncation_psi, device=device)
+        return [(f"seed{seed:04d}", w, None) for seed, w in zip(seeds, ws.split(1))]
+    items, stems = [], set()
+    for file_idx, path in enumerate(latent_files):
+        ws, noise = load_latents(path, G)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        stem = stem if stem not in stems else f"{stem}{file_idx}"  # a/projected_w.npz, b/projected_w.npz
+        stems.add(stem)
+        names = [stem] if len(ws) == 1 else [f"{stem}-{idx:02d}" for idx in range(len(ws))]
+        items += [(name, w.to(device), noise) for name, w in zip(names, ws.split(1))]
+    return items
+
+
 def load_latents(path, G):
     """(ws [N, num_ws, w_dim] float32 tensor, {noise buffer name: tensor}) from a saved latent file."""
     arrays = read_arrays(path)
