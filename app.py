@@ -6,7 +6,7 @@ Examples:
   make app                                                       # the CPU demo's last snapshot
 
 It serves on this machine only (127.0.0.1) unless --host or --share says otherwise. The page is
-latent/webapp.py; every image comes from the library the command-line tools use (latent/session.py over
+webapp/page.py; every image comes from the library the command-line tools use (webapp/session.py over
 latent.space, directions and projection): a seed gives the pixels generate.py writes for it. Needs gradio
 (pip install .[app]).
 """
@@ -18,8 +18,8 @@ import click
 import dnnlib
 import dnnlib.cli
 from dnnlib.util import UserError
-from latent import webapp
-from latent.session import Session
+from webapp import page
+from webapp.session import Session
 from torch_utils.distributed import resolve_device
 
 
@@ -47,7 +47,7 @@ def is_loopback(host):
 @click.option("--verbose", is_flag=True, help="Show full tracebacks on errors")
 def main(network_pkl, host, port, share, device_name, vgg16_spec, sha256, verbose):
     """Serve a web app to explore a network: sample, truncate, mix, edit with directions, project photos."""
-    webapp.check_gradio()
+    page.check_gradio()
     device = resolve_device(device_name)
     if vgg16_spec and not dnnlib.util.is_url(vgg16_spec) and not os.path.isfile(vgg16_spec):
         raise UserError(f"--vgg16: {vgg16_spec} is not a file")
@@ -58,10 +58,10 @@ def main(network_pkl, host, port, share, device_name, vgg16_spec, sha256, verbos
     print(f'Loading network from "{network_pkl}"...', flush=True)
     session = Session.open(network_pkl, device=device, sha256=sha256, vgg16_spec=vgg16_spec)
     print(f"Network: {session.describe()}")
-    demo = webapp.build_app(session)
+    demo = page.build_app(session)
     demo.queue(default_concurrency_limit=1)
     try:
-        demo.launch(server_name=host, server_port=port, share=share, css=webapp.CSS,
+        demo.launch(server_name=host, server_port=port, share=share, css=page.CSS,
                     allowed_paths=[session.outdir], show_error=True)
     except OSError as err:  # gradio: the port is taken, or the host is not an address of this machine
         raise UserError(f"--host/--port: cannot serve on {host}:{port} ({str(err).split('. ')[0]}); "

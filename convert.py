@@ -13,7 +13,7 @@ import click
 
 import dnnlib
 import legacy
-import plain_weights
+from training.checkpoint import plain_weights
 
 
 def convert_checkpoint(network, out_path, sha256=None):

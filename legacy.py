@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 import dnnlib
-import plain_weights
-from dnnlib import pickle_scan
-from dnnlib import plain_data
+from training.checkpoint import pickle_scan
+from training.checkpoint import plain_data
+from training.checkpoint import plain_weights
 from dnnlib.util import UserError, escape_text
 
 CHECKPOINT_KEYS = ("G", "D", "G_ema", "augment_pipe", "training_set_kwargs")
@@ -293,7 +293,7 @@ def _record_tensors(record, what="network"):
 
 def _build_within_budget(cls, args, kwargs, tensors, what, class_name):
     """cls(*args, **kwargs) after range checks, allocating at most about what the file's tensors hold."""
-    from training import network_limits
+    from training.checkpoint import network_limits
     budget = 2 * sum(t.numel() for t in tensors.values()) + BUILD_SLACK_ELEMENTS
     try:
         network_limits.check_arguments(cls, args, kwargs)

@@ -1,5 +1,5 @@
-"""The web app without a browser: latent.session against the command-line tools' references, the page's
-error handling and event modes (latent.webapp), and app.py's command line (tests/test_app_browser.py drives
+"""The web app without a browser: webapp.session against the command-line tools' references, the page's
+error handling and event modes (webapp.page), and app.py's command line (tests/test_app_browser.py drives
 the page itself)."""
 import os
 import socket
@@ -14,10 +14,11 @@ import app
 import generate
 from dnnlib.util import UserError
 from helpers_latent import reference_image, reference_ws, run_tool, save_generator, tiny_generator
-from latent import directions, projection, space, webapp
-from latent.session import Session
+from latent import directions, projection, space
 from metrics.stand_in_detector import save_stand_in_detector
 from training import networks
+from webapp import page
+from webapp.session import Session
 
 
 @pytest.fixture
@@ -192,19 +193,19 @@ def test_downloads_render_again_with_generate(session):
 def test_missing_gradio_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "gradio", None)
     with pytest.raises(UserError, match=r"pip install \.\[app\]"):
-        webapp.import_gradio()
+        page.import_gradio()
     with pytest.raises(UserError, match=r"pip install \.\[app\]"):
-        webapp.check_gradio()
+        page.check_gradio()
 
 
 def test_callback_errors_become_a_message():
     status = object()
 
-    @webapp.guarded(status)
+    @page.guarded(status)
     def fails_for_the_user():
         raise UserError("photo.jpg: not a readable image")
 
-    @webapp.guarded(status)
+    @page.guarded(status)
     def breaks():
         raise RuntimeError("boom")
 
@@ -222,7 +223,7 @@ def test_slider_work_made_stale_is_dropped(session):
     """Direction sliders and settings run in gradio's always_last mode: while an image is being made, newer
     values replace the waiting one, so no stale value is ever rendered."""
     pytest.importorskip("gradio")
-    demo = webapp.build_app(session)
+    demo = page.build_app(session)
     ids = {block.elem_id: block_id for block_id, block in demo.blocks.items() if getattr(block, "elem_id", None)}
     watched = {ids["direction-0"], ids["psi"], ids["seed"]}
     modes = [fn.trigger_mode for fn in demo.fns.values() if any(target in watched for target, _ in fn.targets)]

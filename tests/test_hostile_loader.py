@@ -198,7 +198,7 @@ def test_loader_time_is_linear_in_the_file_not_in_what_it_asks_for(tmp_path):
 def test_scan_accepts_what_pickle_writes_for_plain_data():
     # A second implementation as the reference: the real unpickler on plain data the scan admits.
     import io
-    from dnnlib import pickle_scan
+    from training.checkpoint import pickle_scan
     value = {"a": [1, 2.5, None, True], "b": ("x", b"y", {3: frozenset({1, 2})}), "c": {1, 2}}
     for protocol in range(0, pickle.HIGHEST_PROTOCOL + 1):
         data = pickle.dumps(value, protocol=protocol)

@@ -11,7 +11,7 @@ import torch
 import convert
 import dnnlib
 import legacy
-import plain_weights
+from training.checkpoint import plain_weights
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
 

@@ -331,7 +331,7 @@ def _option_checks():
 def check_dataset_kwargs(kwargs, where: str) -> dnnlib.EasyDict:
     """A clean copy of dataset options: class_name (if any) must be ImageFolderDataset, every known key of the
     right type and range; keys ImageFolderDataset does not take are dropped. UserError naming `where` otherwise."""
-    from dnnlib import plain_data
+    from training.checkpoint import plain_data
     try:
         kwargs = plain_data.plain_copy(kwargs, where, allowed_class_names=[CLASS_NAME], max_items=10_000)
     except plain_data.PlainDataError as err:

@@ -24,7 +24,7 @@ from dnnlib.image_grid import make_grid
 from dnnlib.util import UserError
 from metrics import metric_utils
 
-from . import directions, projection, space
+from latent import directions, projection, space
 
 MAX_CACHED_WS = 4096     # Seeds whose ws are kept (a 1024 network's ws: 18 x 512 floats, 36 KB each).
 MAX_GRID_IMAGES = 64     # Images in one seed grid.

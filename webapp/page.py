@@ -17,7 +17,7 @@ import traceback
 import dnnlib
 from dnnlib.util import UserError
 
-from . import projection, space
+from latent import projection, space
 from .session import MAX_GRID_IMAGES, MAX_MIX_SEEDS, display_pixels, parse_seeds
 
 NOISE_MODES = ["const", "random", "none"]

@@ -9,7 +9,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .util import EasyDict, escape_text
+from dnnlib.util import EasyDict, escape_text
 
 MAX_ITEMS = 1_000_000   # Values visited in one structure, shared ones counted each time.
 MAX_DEPTH = 32

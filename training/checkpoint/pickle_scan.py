@@ -16,7 +16,7 @@ a memo slot at index 2**32 (a huge allocation). `scan` replays the opcodes on pl
 import pickletools
 from typing import Callable, NamedTuple, Optional
 
-from .util import escape_text
+from dnnlib.util import escape_text
 
 
 class PickleScanError(ValueError):
