@@ -10,8 +10,8 @@ import sys
 import torch
 
 import dnnlib
-import legacy
 from torch_utils import distributed
+from training.checkpoint.load import load_checkpoint
 from . import frechet_inception_distance
 from . import metric_main
 from . import metric_utils
@@ -70,7 +70,7 @@ def evaluate_rank(rank, world_size, init_method, args, local_rank=None):
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     try:
-        G = generator_of(legacy.load_checkpoint(args.network_pkl, verbose=False, sha256=args.get("sha256")),
+        G = generator_of(load_checkpoint(args.network_pkl, verbose=False, sha256=args.get("sha256")),
                          args.network_pkl)
         for metric in args.metrics:
             if rank == 0:

@@ -10,6 +10,7 @@ import torch
 import legacy
 from helpers import quick_every
 from training import networks
+from training.checkpoint import unpickler
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATIOS = [(1, 1), (2, 1), (1, 2), (4, 1)]
@@ -133,4 +134,4 @@ def test_checkpoint_names_only_admitted_globals(tmp_path):
     with open(path, "rb") as f:
         Recorder(f).load()
     assert ("torch_utils.persistence", "_reconstruct_persistent_obj") in names
-    assert names <= set(legacy._ALLOWED_GLOBALS), names - set(legacy._ALLOWED_GLOBALS)
+    assert names <= set(unpickler.ALLOWED_GLOBALS), names - set(unpickler.ALLOWED_GLOBALS)

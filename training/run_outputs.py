@@ -11,10 +11,10 @@ import os
 import numpy as np
 import torch
 
-import legacy
 from dnnlib import image_grid
 from torch_utils import misc
 from training import training_state
+from training.checkpoint.pickle_format import save_network_pkl
 
 # ----------------------------------------------------------------------------
 # Image grids.
@@ -130,7 +130,7 @@ class RunOutputs:
                 state=run.state, opts=run.optimizers, loss=run.loss, ada=run.ada, num_gpus=self.options.num_gpus,
                 batch_size=self.options.batch_size, random_seed=self.options.random_seed,
                 fine_tune=self.options.fine_tune)
-            legacy.save_network_pkl(path, data)
+            save_network_pkl(path, data)
         self.snapshot_pkl = path
         self.last_snapshot_nimg = run.state.cur_nimg
         if with_metrics and self.options.metrics:

@@ -19,12 +19,11 @@ import PIL.Image
 import torch
 
 import dnnlib
-import legacy
 from dnnlib.image_grid import make_grid
 from dnnlib.util import UserError
-from metrics import metric_utils
-
 from latent import directions, projection, space
+from metrics import metric_utils
+from training.checkpoint.load import load_network
 
 MAX_CACHED_WS = 4096     # Seeds whose ws are kept (a 1024 network's ws: 18 x 512 floats, 36 KB each).
 MAX_GRID_IMAGES = 64     # Images in one seed grid.
@@ -93,7 +92,7 @@ class Session:
     @classmethod
     def open(cls, network, device="cpu", sha256=None, **kwargs):
         """Load G_ema from a path or URL (.pkl or .safetensors) safely; a bad file is a one-line UserError."""
-        G = legacy.load_network(network, key="G_ema", device=device, sha256=sha256)
+        G = load_network(network, key="G_ema", device=device, sha256=sha256)
         return cls(G, device=device, name=str(network), **kwargs)
 
     # ------------------------------------------------------------------------

@@ -9,8 +9,8 @@ and one metadata entry, 'stylegan2', a JSON object:
                             "training": false}, ...},
      "training_set_kwargs": {...} or null}
 
-This module reads and writes the file; legacy.load_network_pkl recognises one by its first bytes and
-rebuilds each network with the checks it applies to pickles: the class must be one of this package's
+This module reads and writes the file; load.detect_format recognises one by its first bytes, and each
+network is rebuilt with the checks that pickles get (rebuild.py): the class must be one of this package's
 (looked up, never imported by name), the constructor arguments must build, and every tensor must match
 by name and shape. Training state (optimizers, counters) is not part of plain weights. Write one with
 `python convert.py --network=X.pkl --out=X.safetensors`.
@@ -23,11 +23,12 @@ import numpy as np
 import dnnlib
 from dnnlib.download import printable
 from torch_utils import persistence
+from training.checkpoint.contents import CHECKPOINT_KEYS, NETWORK_KEYS, CheckpointError, check_plain_entries
+from training.checkpoint.rebuild import network_tensors, rebuild_network
 
 FORMAT = "stylegan2-plain-weights"
 FORMAT_VERSION = 1
 METADATA_KEY = "stylegan2"
-NETWORK_KEYS = ("G", "D", "G_ema", "augment_pipe")
 MAX_HEADER_BYTES = 100 << 20  # the safetensors library's own limit on its JSON header
 
 
@@ -61,13 +62,6 @@ def network_config(net, key):
                                     "only those can be exported as plain weights")
     return dict(class_name=class_name, init_args=_json_value(net.init_args, f"{key}.init_args"),
                 init_kwargs=_json_value(net.init_kwargs, f"{key}.init_kwargs"), training=bool(net.training))
-
-
-def network_tensors(net):
-    """Every parameter and buffer by name: what legacy.load_tensors_strict expects back."""
-    tensors = dict(net.named_parameters())
-    tensors.update(net.named_buffers())
-    return tensors
 
 
 def export_safetensors(data, out_path):
@@ -163,7 +157,7 @@ def _split_by_network(tensors, keys):
 
 def read_plain_weights(f):
     """(config, {network key: {tensor name: tensor}}) from an open safetensors file; no pickle is involved.
-    Anything malformed raises PlainWeightsError (legacy adds the file name)."""
+    Anything malformed raises PlainWeightsError (read_checkpoint adds the file name)."""
     try:
         config = _read_config(f)
         tensors = _read_tensors(f)
@@ -172,3 +166,20 @@ def read_plain_weights(f):
     except Exception as err:  # JSON, UTF-8, and the safetensors library's own error type for damaged files
         raise PlainWeightsError(f"not a readable safetensors file ({type(err).__name__}: {printable(str(err))})") from None
     return config, _split_by_network(tensors, config["networks"])
+
+
+def read_checkpoint(f, name, force_fp16=False, allow_code=False):
+    """The checkpoint dict of an open safetensors file, with the checks of a pickle, without unpickling (`name` is
+    the file as error messages show it; `allow_code` means nothing here: plain weights hold no code)."""
+    try:
+        config, tensors = read_plain_weights(f)
+        result = {key: None for key in CHECKPOINT_KEYS}
+        for key, spec in config["networks"].items():
+            result[key] = rebuild_network(spec["class_name"], spec.get("init_args", []), spec.get("init_kwargs", {}),
+                                          tensors[key], key, force_fp16, training=spec.get("training", False))
+    except ValueError as err:
+        raise CheckpointError(f"{name}: {err}") from None
+    if config.get("training_set_kwargs") is not None:
+        result["training_set_kwargs"] = config["training_set_kwargs"]
+    check_plain_entries(result, name)
+    return result
