@@ -22,8 +22,8 @@ import legacy
 from latent import space
 from metrics import evaluate
 from metrics import metric_main
-from metrics import metric_utils
 from metrics import reference_stats
+from metrics.detectors import DETECTORS
 from torch_utils import cpu_tuning
 from torch_utils import distributed
 
@@ -53,9 +53,9 @@ def export_stats_cli(out, data, mirror, with_features, device, detectors, other_
 @click.option("--device", help="cuda, cuda:N or cpu [default: cuda if available]", metavar="DEVICE")
 @click.option("--seed", help="Seed of latents, labels and subsets", type=int, default=0, show_default=True)
 @click.option("--detector", help=f"Inception-v3 TorchScript file or URL [default: "
-              f"${metric_utils.DETECTORS['inception'].env}, else the standard URL]", metavar="PATH")
+              f"${DETECTORS['inception'].env}, else the standard URL]", metavar="PATH")
 @click.option("--vgg16", help=f"VGG16 TorchScript file or URL (precision/recall, PPL) [default: "
-              f"${metric_utils.DETECTORS['vgg16'].env}, else the standard URL]", metavar="PATH")
+              f"${DETECTORS['vgg16'].env}, else the standard URL]", metavar="PATH")
 @click.option("--ref-stats", help="Real-image statistics file or URL (from --export-stats) in place of --data",
               metavar="NPZ")
 @click.option("--export-stats", help="Write the real-image statistics of --data to this .npz and exit",

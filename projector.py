@@ -23,7 +23,7 @@ import legacy
 from dnnlib.image_grid import make_grid, save_png
 from torch_utils.distributed import resolve_device
 from latent import projection, space, video
-from metrics import metric_utils
+from metrics import detectors
 
 
 class _Progress:
@@ -119,8 +119,8 @@ def main(network_pkl, target_path, num_steps, seed, save_video, outdir, space_na
     G = legacy.network_of(data, "G_ema", network_pkl, device)
     target = projection.load_target(target_path, G.img_height, G.img_width, fit, pad_color)
     target = projection.to_channels(target, G.img_channels)
-    spec, named_by = metric_utils.detector_spec(dnnlib.EasyDict(detectors={"vgg16": vgg16_spec}), "vgg16")
-    vgg16 = metric_utils.load_detector(spec, "vgg16", named_by, device, verbose=True)
+    spec, named_by = detectors.detector_spec(dnnlib.EasyDict(detectors={"vgg16": vgg16_spec}), "vgg16")
+    vgg16 = detectors.load_detector(spec, "vgg16", named_by, device, verbose=True)
     paths = run_projection(G, target, vgg16, outdir, space_name, wplus_init, num_steps, pixel_weight, pti_steps, seed,
                            save_video, device, data.get("training_set_kwargs"), space.DTYPES[dtype] or torch.float32)
     print("Wrote " + ", ".join(sorted(os.path.basename(p) for p in paths.values())) + f" to {outdir}")

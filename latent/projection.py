@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dnnlib.util import UserError
-from metrics import metric_utils
+from metrics import detectors
 
 from . import space
 
@@ -134,7 +134,7 @@ class ReconstructionLoss:
             self.target_features = self._features(self.target)
 
     def _features(self, img):
-        return metric_utils.run_detector(self.vgg16, img, dict(resize_images=False, return_lpips=True))
+        return detectors.run_detector(self.vgg16, img, dict(resize_images=False, return_lpips=True))
 
     def __call__(self, img):
         """(total, lpips, pixel) for generator output img [1, C, H, W] in [-1, 1]."""

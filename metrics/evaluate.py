@@ -17,6 +17,7 @@ from . import metric_main
 from . import metric_utils
 from . import precision_recall
 from . import reference_stats
+from .detectors import detector_sha256
 
 DATASET_CLASS = "training.dataset.ImageFolderDataset"  # The only dataset class; see training.dataset.open_dataset.
 
@@ -127,8 +128,8 @@ def export_reference_stats(data, out, mirror=False, with_features=False, device=
         vgg16 = metric_utils.compute_feature_stats_for_dataset(opts, "vgg16", precision_recall.DETECTOR_KWARGS,
                                                                max_items=None, capture_all=True)
         extra = dict(inception_features=stats.get_all(), vgg16_features=vgg16.get_all(),
-                     vgg16_sha256=metric_utils.detector_sha256(opts, "vgg16"))
+                     vgg16_sha256=detector_sha256(opts, "vgg16"))
     mu, sigma = stats.get_mean_cov()
     return reference_stats.save_reference_stats(out, mu, sigma, stats.num_items,
-                                                metric_utils.detector_sha256(opts, "inception"), image_shape,
+                                                detector_sha256(opts, "inception"), image_shape,
                                                 bool(mirror), labels, extra)

@@ -22,7 +22,7 @@ import dnnlib
 from dnnlib.image_grid import make_grid
 from dnnlib.util import UserError
 from latent import directions, projection, space
-from metrics import metric_utils
+from metrics import detectors
 from training.checkpoint.load import load_network
 
 MAX_CACHED_WS = 4096     # Seeds whose ws are kept (a 1024 network's ws: 18 x 512 floats, 36 KB each).
@@ -215,8 +215,8 @@ class Session:
         """The VGG16 detector the metrics use (--vgg16, $SG2_VGG16_DETECTOR, or the standard URL), loaded once."""
         if self._vgg16 is None:
             opts = dnnlib.EasyDict(detectors={"vgg16": self.vgg16_spec})
-            spec, named_by = metric_utils.detector_spec(opts, "vgg16")
-            self._vgg16 = metric_utils.load_detector(spec, "vgg16", named_by, self.device, verbose=self.verbose)
+            spec, named_by = detectors.detector_spec(opts, "vgg16")
+            self._vgg16 = detectors.load_detector(spec, "vgg16", named_by, self.device, verbose=self.verbose)
         return self._vgg16
 
     def target(self, path, fit="pad", pad_color="white"):
