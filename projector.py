@@ -119,8 +119,7 @@ def main(network_pkl, target_path, num_steps, seed, save_video, outdir, space_na
     G = legacy.network_of(data, "G_ema", network_pkl, device)
     target = projection.load_target(target_path, G.img_height, G.img_width, fit, pad_color)
     target = projection.to_channels(target, G.img_channels)
-    spec, named_by = detectors.detector_spec(dnnlib.EasyDict(detectors={"vgg16": vgg16_spec}), "vgg16")
-    vgg16 = detectors.load_detector(spec, "vgg16", named_by, device, verbose=True)
+    vgg16 = detectors.open_detector("vgg16", vgg16_spec, device, verbose=True)
     paths = run_projection(G, target, vgg16, outdir, space_name, wplus_init, num_steps, pixel_weight, pti_steps, seed,
                            save_video, device, data.get("training_set_kwargs"), space.DTYPES[dtype] or torch.float32)
     print("Wrote " + ", ".join(sorted(os.path.basename(p) for p in paths.values())) + f" to {outdir}")

@@ -1,6 +1,9 @@
 """The feature detectors of the metrics, the projector and the web app: where each file comes from (the standard
 URL, downloaded once into the cache; an option or an environment variable naming a local copy or a stand-in),
 loading it, and running it.
+
+A new detector is one entry of DETECTORS: its title, standard URL, option and environment variable, and the
+function that loads its file (load_torchscript for the TorchScript files of the StyleGAN2-ADA metrics).
 """
 import os
 import warnings
@@ -12,35 +15,53 @@ import dnnlib
 # ----------------------------------------------------------------------------
 # Detectors: the standard files, and the option / environment variable that point at a local copy.
 
+
+def load_torchscript(path, device):
+    """A TorchScript file, as the metric detectors of StyleGAN2-ADA are stored."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch calls TorchScript deprecated; the files are TorchScript
+        return torch.jit.load(path, map_location=device)
+
+
 DETECTORS = {
     "inception": dnnlib.EasyDict(
         title="Inception-v3",
         url="https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt",
         option="--detector",
         env="SG2_INCEPTION_DETECTOR",
+        file_format="TorchScript",
+        load=load_torchscript,
     ),
     "vgg16": dnnlib.EasyDict(
         title="VGG16",
         url="https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt",
         option="--vgg16",
         env="SG2_VGG16_DETECTOR",
+        file_format="TorchScript",
+        load=load_torchscript,
     ),
 }
 
 # ----------------------------------------------------------------------------
 # Detector loading.
 
-_detector_cache = dict()  # (spec, device) -> loaded TorchScript module
+_detector_cache = dict()  # (spec, device) -> loaded detector module
 
 
-def detector_spec(opts, kind):
-    """(path or URL, where it was named): the explicit option, then the environment variable, then the standard URL."""
+def choose_spec(kind, explicit=None):
+    """(path or URL, where it was named): `explicit` (the option's value), then the environment variable, then the
+    standard URL."""
     info = DETECTORS[kind]
-    if opts.detectors.get(kind):
-        return str(opts.detectors[kind]), info.option
+    if explicit:
+        return str(explicit), info.option
     if os.environ.get(info.env):
         return os.environ[info.env], f"${info.env}"
     return info.url, None
+
+
+def detector_spec(opts, kind):
+    """choose_spec for the metrics: the explicit choice is opts.detectors[kind] (MetricOptions)."""
+    return choose_spec(kind, opts.detectors.get(kind))
 
 
 def detector_identity(spec):
@@ -53,13 +74,14 @@ def detector_identity(spec):
 
 
 def load_detector(spec, kind, named_by=None, device="cpu", verbose=False):
-    """Load a TorchScript detector. Pickled detectors are refused: unpickling a file can run arbitrary code."""
+    """Load the detector file `spec` (path or URL) of `kind` with its loader. Pickled detectors are refused:
+    unpickling a file can run arbitrary code."""
     info = DETECTORS[kind]
     where = named_by or f"{info.title} detector"
     how_to = f"pass {info.option}=PATH or set {info.env}=PATH to a local copy of {os.path.basename(info.url)}"
     if spec.lower().endswith(".pkl"):
         raise dnnlib.util.UserError(f"{where}: {spec} is a pickle, which is not loaded because unpickling can run "
-                                    f"arbitrary code; use the TorchScript file {info.url}")
+                                    f"arbitrary code; use the {info.file_format} file {info.url}")
     try:
         path = dnnlib.util.open_url(spec, num_attempts=3, verbose=verbose, return_filename=True)
     except (dnnlib.util.UserError, OSError) as err:
@@ -69,13 +91,18 @@ def load_detector(spec, kind, named_by=None, device="cpu", verbose=False):
                 f"{dnnlib.util.url_cache_path(spec)}, or {how_to} [{err}]") from err
         raise dnnlib.util.UserError(f"{where}: cannot open {spec} ({err}); {how_to}") from err
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch calls TorchScript deprecated; the files are TorchScript
-            module = torch.jit.load(path, map_location=device)
+        module = info.load(path, device)
     except Exception as err:  # torch reports a wrong file format as RuntimeError, ValueError or zip errors
-        raise dnnlib.util.UserError(f"{where}: {spec} is not a TorchScript detector ({type(err).__name__}); "
+        raise dnnlib.util.UserError(f"{where}: {spec} is not a {info.file_format} detector ({type(err).__name__}); "
                                     f"use {os.path.basename(info.url)}, or {how_to}") from err
     return module.eval()
+
+
+def open_detector(kind, explicit=None, device="cpu", verbose=False):
+    """The detector of `kind` from `explicit` (an option's path or URL), its environment variable or its standard
+    URL, loaded: what the projector and the web app use (the metrics share theirs through get_feature_detector)."""
+    spec, named_by = choose_spec(kind, explicit)
+    return load_detector(spec, kind, named_by, device, verbose=verbose)
 
 
 def get_feature_detector(opts, kind):

@@ -284,7 +284,27 @@ def test_option_overrides_environment_variable(files, monkeypatch, tmp_path):
     missing = str(tmp_path / "nowhere.pt")
     with pytest.raises(dnnlib.util.UserError, match="--vgg16.*nowhere.pt"):
         detectors.get_feature_detector(metric_utils.MetricOptions(device="cpu", detectors=dict(vgg16=missing)),
-                                          "vgg16")
+                                       "vgg16")
+
+
+def test_a_new_detector_is_one_entry_of_the_table(files, monkeypatch):
+    # A kind with its own loader: its environment variable (open_detector, as the projector and the app load) and
+    # its option (the metrics' get_feature_detector) both reach that loader.
+    loaded = []
+
+    def load_toy(path, device):
+        loaded.append(path)
+        return detectors.load_torchscript(path, device)
+
+    monkeypatch.setitem(detectors.DETECTORS, "toy", dnnlib.EasyDict(
+        title="Toy", url="http://127.0.0.1:9/toy.pt", option="--toy", env="SG2_TOY_DETECTOR",
+        file_format="TorchScript", load=load_toy))
+    monkeypatch.setenv("SG2_TOY_DETECTOR", files.detector)
+    images = torch.zeros([2, 3, 64, 32], dtype=torch.uint8)
+    assert detectors.open_detector("toy")(images, return_features=True).shape == (2, 16)
+    opts = metric_utils.MetricOptions(device="cpu", detectors=dict(toy=files.detector24))
+    assert detectors.get_feature_detector(opts, "toy")(images, return_features=True).shape == (2, 24)
+    assert loaded == [files.detector, files.detector24]
 
 
 class _Sentinel:

@@ -214,9 +214,7 @@ class Session:
     def vgg16(self):
         """The VGG16 detector the metrics use (--vgg16, $SG2_VGG16_DETECTOR, or the standard URL), loaded once."""
         if self._vgg16 is None:
-            opts = dnnlib.EasyDict(detectors={"vgg16": self.vgg16_spec})
-            spec, named_by = detectors.detector_spec(opts, "vgg16")
-            self._vgg16 = detectors.load_detector(spec, "vgg16", named_by, self.device, verbose=self.verbose)
+            self._vgg16 = detectors.open_detector("vgg16", self.vgg16_spec, self.device, verbose=self.verbose)
         return self._vgg16
 
     def target(self, path, fit="pad", pad_color="white"):
