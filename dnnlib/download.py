@@ -24,7 +24,8 @@ from typing import Optional, Tuple
 
 import tqdm
 
-from .util import UserError, atomic_write
+from .errors import UserError
+from .output_files import atomic_write
 
 CHUNK_SIZE = 1 << 20            # bytes per read while streaming
 MAX_PAGE_BYTES = 1 << 20        # how much of a web page is read to find a form or an error message
