@@ -25,6 +25,7 @@ import click
 import dnnlib
 import dnnlib.cli
 from dnnlib.image_grid import parse_grid
+from metrics.snapshot_metrics import SnapshotMetrics
 from torch_utils import distributed
 from training import launch, presets
 from training import resume as resume_option
@@ -122,8 +123,9 @@ def main(outdir, data, gpus, dry_run, verbose, **opts):
     if resume is not None:
         resume = launch.find_latest_snapshot(resume)  # A run folder: its newest snapshot; files and URLs as given.
     command = TrainCommand.from_dict(dict(opts, data=data, gpus=gpus, resume=resume))
-    options, desc = presets.make_training_options(command)
-    status = launch.launch(options, outdir=outdir, desc=desc, dry_run=dry_run)
+    snapshot_metrics = SnapshotMetrics()  # Training does not import the metrics: they are handed in.
+    options, desc = presets.make_training_options(command, snapshot_metrics=snapshot_metrics)
+    status = launch.launch(options, outdir=outdir, desc=desc, dry_run=dry_run, snapshot_metrics=snapshot_metrics)
     if status:
         sys.exit(status)
 

@@ -1,6 +1,6 @@
 """The metric registry: names as in the StyleGAN2-ADA papers and result files, how to compute and report them.
 
-Training calls, after each snapshot and on every rank:
+Training calls, after each snapshot and on every rank (through snapshot_metrics.SnapshotMetrics):
     result = metric_main.calc_metric(metric=name, G=G_ema, dataset_kwargs=training_set_kwargs,
                                      num_gpus=num_gpus, rank=rank, device=device)
     if rank == 0: metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=snapshot_pkl)

@@ -140,10 +140,13 @@ def test_training_loop_metric_with_ref_stats_equals_the_dataset(files, stats_fil
 def test_train_option_reaches_the_metric_kwargs(files, stats_file):
     from training import presets
     from helpers_training import tiny_options
-    c, _ = presets.make_training_options(**tiny_options(files.data, metrics="fid50k_full", ref_stats=stats_file))
+    from metrics.snapshot_metrics import SnapshotMetrics
+    c, _ = presets.make_training_options(snapshot_metrics=SnapshotMetrics(),
+                                         **tiny_options(files.data, metrics="fid50k_full", ref_stats=stats_file))
     assert c.metric_kwargs.ref_stats == os.path.abspath(stats_file)
     with pytest.raises(dnnlib.util.UserError, match="^--ref-stats: .*missing.npz: no such file"):
-        presets.make_training_options(**tiny_options(files.data, ref_stats=str(files.root / "missing.npz")))
+        presets.make_training_options(snapshot_metrics=SnapshotMetrics(),
+                                      **tiny_options(files.data, ref_stats=str(files.root / "missing.npz")))
 
 
 @pytest.mark.parametrize("edit,message", [
