@@ -462,7 +462,7 @@ def parse_hub_url(url: str) -> Optional[dict]:
 
 def _import_hub(url: str):
     try:
-        import huggingface_hub
+        import huggingface_hub  # here: an optional extra (pip install .[hub])
     except ImportError:
         raise UserError(f"{url}: Hugging Face Hub links need the huggingface_hub package: pip install .[hub] "
                         "(or pip install huggingface_hub)") from None

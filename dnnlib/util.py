@@ -6,6 +6,7 @@ open_url calls.
 """
 import hashlib
 import importlib
+import importlib.metadata
 import io
 import os
 import re
@@ -167,7 +168,6 @@ def _local_or_hub_path(url: str) -> Any:
 
 def package_version() -> str:
     """This package's version as installed (recorded in exported files), or 'unknown' when run from a bare checkout."""
-    import importlib.metadata
     try:
         return importlib.metadata.version("stylegan-human-sg2")
     except importlib.metadata.PackageNotFoundError:

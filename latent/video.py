@@ -33,7 +33,7 @@ def _rgb(frame):
 
 def _ffmpeg_available():
     try:
-        import imageio_ffmpeg
+        import imageio_ffmpeg  # here: an optional extra (pip install .[video])
         imageio_ffmpeg.get_ffmpeg_exe()
         return True
     except (ImportError, RuntimeError):
@@ -64,7 +64,7 @@ class VideoWriter:
 
     def _open_mp4(self, bitrate):
         try:
-            import imageio
+            import imageio  # here: an optional extra (pip install .[video])
         except ImportError:
             raise UserError(f"{self.path}: writing video needs imageio; {INSTALL_HINT}") from None
         # ffmpeg writes to a file name: a temporary one beside the target, renamed on close.
@@ -114,7 +114,7 @@ def write_video(path, frames, fps=30, bitrate="16M"):
 def read_video(path):
     """All frames of a video as HWC uint8 arrays (for checks and tests); needs imageio."""
     try:
-        import imageio.v3 as iio
+        import imageio.v3 as iio  # here: an optional extra (pip install .[video])
     except ImportError:
         raise UserError(f"{path}: reading video needs imageio; {INSTALL_HINT}") from None
     return [np.asarray(frame) for frame in iio.imiter(path)]

@@ -12,6 +12,7 @@ import torch
 import dnnlib
 from torch_utils import distributed
 from training.checkpoint.load import load_checkpoint
+from training.dataset import dataset_kwargs_from_checkpoint, open_dataset
 from . import frechet_inception_distance
 from . import metric_main
 from . import metric_utils
@@ -36,7 +37,6 @@ def dataset_kwargs_for(network_dict, data=None, mirror=None):
         dataset_kwargs = dnnlib.EasyDict(class_name=DATASET_CLASS, path=data)
     elif network_dict.get("training_set_kwargs"):
         # Checked like any data from a file: ImageFolderDataset's options only, never a class named by the file.
-        from training.dataset import dataset_kwargs_from_checkpoint
         try:
             dataset_kwargs = dataset_kwargs_from_checkpoint(network_dict["training_set_kwargs"], "--network")
         except dnnlib.util.UserError as err:
@@ -111,7 +111,6 @@ def export_reference_stats(data, out, mirror=False, with_features=False, device=
     """calc_metrics.py --export-stats: the statistics of every real image of `data` (x-flipped copies too with
     `mirror`), computed exactly as the metrics compute them; `with_features` adds the features KID and
     precision/recall need. Returns the summary of metrics/reference_stats.save_reference_stats."""
-    from training.dataset import open_dataset
     dataset_kwargs = dnnlib.EasyDict(class_name=DATASET_CLASS, path=data, use_labels=True, xflip=bool(mirror))
     dataset = open_dataset(dataset_kwargs, "--data")
     try:

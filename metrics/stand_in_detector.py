@@ -9,6 +9,7 @@ squared differences play the LPIPS distance. Numbers computed with it mean nothi
     python -m metrics.stand_in_detector STANDIN.pt
 """
 import sys
+import warnings
 
 import torch
 
@@ -49,7 +50,6 @@ class StandInDetector(torch.nn.Module):
 
 def save_stand_in_detector(path, **kwargs):
     """Write a scripted StandInDetector(**kwargs) to `path` (a TorchScript .pt file)."""
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch calls TorchScript deprecated; the real files are TorchScript
         torch.jit.save(torch.jit.script(StandInDetector(**kwargs)), path)

@@ -13,6 +13,7 @@ import sys
 import tempfile
 
 import torch
+import torch.multiprocessing as mp
 
 from dnnlib.util import UserError
 
@@ -123,7 +124,6 @@ def _spawned_entry(rank, worker, world_size, temp_dir, args):
 
 def _join(context):
     """Wait for the spawned processes; the first nonzero exit status (stopping the others), else 0."""
-    import torch.multiprocessing as mp
     while True:
         try:
             if context.join():
@@ -142,7 +142,6 @@ def spawn(worker, world_size, args=(), device_name=None):
     failing process's exit status. SIGINT and SIGTERM are passed on to the processes, which decide
     how to stop.
     """
-    import torch.multiprocessing as mp
     backend = "NCCL" if uses_cuda(device_name) and torch.cuda.is_available() else "gloo"
     print(f"Running {world_size} {'CUDA' if backend == 'NCCL' else 'CPU'} processes ({backend}).", file=sys.stderr,
           flush=True)

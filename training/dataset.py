@@ -26,6 +26,7 @@ import torch
 
 import dnnlib
 from dnnlib import image_files
+from training.checkpoint import plain_data
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 CHANNELS_BY_MODE = {"L": 1, "RGB": 3}  # PIL image mode -> channels in the CHW array
@@ -331,7 +332,6 @@ def _option_checks():
 def check_dataset_kwargs(kwargs, where: str) -> dnnlib.EasyDict:
     """A clean copy of dataset options: class_name (if any) must be ImageFolderDataset, every known key of the
     right type and range; keys ImageFolderDataset does not take are dropped. UserError naming `where` otherwise."""
-    from training.checkpoint import plain_data
     try:
         kwargs = plain_data.plain_copy(kwargs, where, allowed_class_names=[CLASS_NAME], max_items=10_000)
     except plain_data.PlainDataError as err:

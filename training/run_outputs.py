@@ -155,7 +155,7 @@ class RunOutputs:
             return
         self._stats_jsonl = open(os.path.join(self.run_dir, "stats.jsonl"), "at")
         try:
-            import torch.utils.tensorboard as tensorboard
+            import torch.utils.tensorboard as tensorboard  # here: optional, and a slow import (0.15 s)
             self._stats_tfevents = tensorboard.SummaryWriter(self.run_dir)
         except ImportError as err:
             print(f"Skipping TensorBoard export: {err}")

@@ -73,7 +73,7 @@ def _memory_gb():
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
     except (OSError, ValueError, IndexError, AttributeError):
-        import resource
+        import resource  # here: POSIX only, and needed only where /proc is missing
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 

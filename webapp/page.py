@@ -47,7 +47,7 @@ def import_gradio():
     """gradio, or a one-line error saying how to install it (it is an optional dependency)."""
     check_gradio()
     try:
-        import gradio
+        import gradio  # here: an optional extra (pip install .[app]), and a slow import
     except ImportError:
         raise UserError(GRADIO_MISSING) from None
     return gradio

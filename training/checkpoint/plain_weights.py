@@ -19,6 +19,7 @@ import json
 import os
 
 import numpy as np
+import safetensors.torch
 
 import dnnlib
 from dnnlib.download import printable
@@ -66,7 +67,6 @@ def network_config(net, key):
 
 def export_safetensors(data, out_path):
     """Write the networks of a checkpoint dict (as load_network_pkl returns it) to `out_path`; returns their keys."""
-    import safetensors.torch
     config = dict(format=FORMAT, format_version=FORMAT_VERSION, package_version=dnnlib.util.package_version(),
                   networks={}, training_set_kwargs=None)
     tensors = {}
@@ -137,7 +137,6 @@ def _read_config(f):
 
 
 def _read_tensors(f):
-    import safetensors.torch
     path = getattr(f, "name", None)
     if isinstance(path, str) and os.path.isfile(path):
         return safetensors.torch.load_file(path)  # memory-mapped, not read twice
