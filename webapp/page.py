@@ -1,4 +1,4 @@
-"""The web app's page (gradio): tabs, their components, and events wired to latent.session.Session.
+"""The web app's page (gradio): tabs, their components, and events wired to webapp.session.Session.
 
 Each callback is a thin adapter: it reads the components' values, calls a Session method (the library the
 command-line tools use) and returns {component: new value}. Errors become a message in the tab's status line
