@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dnnlib.util import UserError
+from torch_utils import precision
 from metrics import metric_utils
 
 from . import space
@@ -237,7 +238,7 @@ def project(G, target, vgg16, space_name="w", num_steps=1000, init_ws=None, init
         w_noise_scale = w_std * INITIAL_NOISE_FACTOR * max(0.0, 1.0 - t / NOISE_RAMP_LENGTH) ** 2
         w_noise = torch.randn(w_opt.shape, generator=generator, device=device) * w_noise_scale
         ws = (w_opt + w_noise).expand([1, G.num_ws, G.w_dim])
-        img = G.synthesis(ws, noise_mode="const", **space.synthesis_kwargs(dtype))
+        img = G.synthesis(ws, noise_mode="const", **precision.synthesis_kwargs(dtype))
         total, _lpips, _pixel = criterion(img)
         loss = total + NOISE_REG_WEIGHT * noise_regularisation(noise.values())
         optimizer.zero_grad(set_to_none=True)
@@ -280,7 +281,7 @@ def evaluate(G, ws, criterion, noise=None, device=torch.device("cpu"), dtype=tor
     """
     if noise:
         _set_noise(G, {name: value.detach().to(device) for name, value in noise.items()})
-    img = G.synthesis(ws.to(device), noise_mode="const", **space.synthesis_kwargs(dtype))
+    img = G.synthesis(ws.to(device), noise_mode="const", **precision.synthesis_kwargs(dtype))
     return float(criterion(img)[0])
 
 
@@ -308,9 +309,7 @@ def pivotal_tuning(G, ws, target, vgg16, num_steps, noise=None, lr=PTI_LR, l2_we
     losses = []
     bar = tqdm(range(num_steps), desc="pivotal tuning", disable=not progress, dynamic_ncols=True)
     for step in bar:
-        # Tuning runs in float32 (no float16 blocks on CUDA) unless a precision was asked for: force_fp32
-        # would override dtype=bfloat16 in every block.
-        img = G.synthesis(pivot, noise_mode="const", **(space.synthesis_kwargs(dtype) or dict(force_fp32=True)))
+        img = G.synthesis(pivot, noise_mode="const", **precision.training_synthesis_kwargs(dtype))
         loss = criterion(img)[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

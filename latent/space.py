@@ -20,6 +20,7 @@ import torch
 
 import dnnlib
 from dnnlib.util import UserError
+from torch_utils import precision
 
 LAYER_BANDS = {"coarse": (0, 3), "middle": (4, 7), "fine": (8, None)}  # inclusive ws ranges; None = the last
 NOISE_PREFIX = "noise."  # keys of optimised noise maps in a latent .npz, e.g. noise.synthesis.b8.conv0.noise_const
@@ -135,18 +136,6 @@ def style_mixing_cells(row_images, col_images, pairs, row_seeds, col_seeds):
     return cells
 
 
-# Command-line names of the synthesis precisions; None: the network's own (float32 on the CPU).
-DTYPES = {"fp32": None, "bf16": torch.bfloat16}
-
-
-def synthesis_kwargs(dtype=None):
-    """G / G.synthesis keyword arguments for a precision: none for float32 (so foreign generators run as they
-    are), dtype=torch.bfloat16 for the network's bfloat16 synthesis (demodulation, noise, toRGB in float32)."""
-    if dtype is None or dtype == torch.float32:
-        return {}
-    return dict(dtype=dtype)
-
-
 @contextlib.contextmanager
 def noise_maps(G, noise):
     """Run G with the given noise maps ({buffer name: tensor}) in its noise_const buffers, then restore them."""
@@ -170,7 +159,7 @@ def synthesize(G, ws, noise_mode="const", noise=None, dtype=torch.float32):
     images = []
     with noise_maps(G, noise or {}):
         for w in ws.to(device, torch.float32).split(1):
-            img = G.synthesis(w, noise_mode=noise_mode, **synthesis_kwargs(dtype))
+            img = G.synthesis(w, noise_mode=noise_mode, **precision.synthesis_kwargs(dtype))
             images.append(to_uint8(img.float())[0].cpu().numpy())
     return images
 

@@ -15,6 +15,16 @@ import dnnlib
 from dnnlib.util import UserError
 
 INSTALL_HINT = "pip install .[video]"
+MAX_FRAMES = 100_000         # About 28 minutes at 60 fps.
+MAX_FRAME_PIXELS = 1 << 26   # 8192 x 8192, beyond what H.264 encoders take.
+
+
+def check_video(num_frames, height, width, option):
+    """Refuse a video of more than MAX_FRAMES frames or frames over MAX_FRAME_PIXELS, before any work."""
+    if num_frames > MAX_FRAMES:
+        raise UserError(f"{option}: {num_frames} frames; a video may have at most {MAX_FRAMES}")
+    if height * width > MAX_FRAME_PIXELS:
+        raise UserError(f"{option}: frames of {height}x{width} pixels; at most {MAX_FRAME_PIXELS} pixels a frame")
 
 
 def _even(frame):

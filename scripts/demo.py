@@ -19,7 +19,7 @@ import click
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import dnnlib  # noqa: E402
-import dnnlib.cli  # noqa: E402
+from sg2_cli import runner  # noqa: E402
 
 # Thin networks: two CPU processes (one thread each, gloo; two threads in one process stall each other on a
 # busy machine) with 16 images each per step. channel_base 1024 and batch 32 train about twice as many
@@ -44,7 +44,7 @@ def demo_env(threads=1):
 
 
 def make_data(dest, env):
-    run([sys.executable, os.path.join("scripts", "make_demo_data.py"), f"--dest={dest}", "--num=2000", "--seed=0"],
+    run([sys.executable, os.path.join("scripts", "make_demo_data.py"), f"--out={dest}", "--num=2000", "--seed=0"],
         env)
 
 
@@ -101,4 +101,4 @@ def main(outdir, kimg, minutes, procs, threads, copy_to):
 
 
 if __name__ == "__main__":
-    dnnlib.cli.run(main)
+    runner.run(main)

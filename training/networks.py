@@ -474,14 +474,11 @@ def _block_dtype(use_fp16, force_fp32, device, dtype=None):
 
 
 def _as_dtype(dtype):
-    # 'bf16' / 'bfloat16' / torch.bfloat16, and the same for float32.
-    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
-    if isinstance(dtype, str):
-        if dtype not in names:
-            raise ValueError(f"dtype={dtype!r}: expected one of {sorted(names)} or a torch.dtype")
-        return names[dtype]
+    # A torch dtype only: precision names ('bf16') are turned into dtypes at the command line
+    # (torch_utils/precision.py), which this module cannot import (its source is embedded in checkpoints).
     if dtype not in (torch.bfloat16, torch.float32, torch.float16):
-        raise ValueError(f"dtype={dtype!r}: expected torch.float32, torch.bfloat16 or torch.float16")
+        raise ValueError(f"dtype={dtype!r}: expected torch.float32, torch.bfloat16 or torch.float16 "
+                         "(names such as 'bf16' go through torch_utils.precision.as_dtype)")
     return dtype
 
 

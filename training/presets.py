@@ -10,8 +10,9 @@ import math
 import re
 
 import dnnlib
+from torch_utils import distributed
 from training import freeze_d
-from training.options import TrainCommand, TrainingOptions
+from training.options import AUG_MODES, TrainCommand, TrainingOptions
 
 # Keys: ref_gpus = GPUs the batch was tuned for (-1 = the run's), kimg = default length, mb = batch,
 # mbstd = minibatch-stddev group, fmaps = channel_base / 32768, lrate = Adam lr (G and D), gamma = R1
@@ -33,8 +34,6 @@ ORIGINAL_ONLY_CFGS = {
     "stylegan3-r": "a StyleGAN3 preset (StyleGAN-Human trains SG3 with it)",
 }
 
-AUG_MODES = ("noaug", "ada", "fixed")
-DEFAULT_METRICS = ("fid50k_full",)
 
 
 def derive_auto_spec(spec: dict, resolution: int, gpus: int) -> dict:
@@ -88,9 +87,7 @@ def check_cfg(cfg):
 
 
 def parse_metrics(text) -> list:
-    """--metrics of train.py: None = the default metrics, 'none' = none, else names checked by metric_main."""
-    if text is None:
-        return list(DEFAULT_METRICS)
+    """--metrics of train.py: 'none' (or nothing) = none, else names checked by metric_main."""
     if isinstance(text, str) and text.strip() in ("", "none"):
         return []
     from metrics import metric_main
@@ -286,6 +283,9 @@ def make_training_options(command: TrainCommand = None, **fields) -> tuple:
     """
     cmd = command if command is not None else TrainCommand.from_dict(fields)
     check_cfg(cmd.cfg)
+    if cmd.gpus is None:  # One process, or as many as torchrun started.
+        env = distributed.torchrun_env()
+        cmd = cmd.replace(gpus=env[1] if env is not None else 1)
     if cmd.gpus < 1:
         raise dnnlib.util.UserError(f"--gpus: must be at least 1, got {cmd.gpus}")
     dataset = describe_dataset(cmd)
