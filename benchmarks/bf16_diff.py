@@ -18,7 +18,7 @@ sys.path.insert(0, ROOT)
 import legacy  # noqa: E402
 from benchmarks import cpu  # noqa: E402
 from latent.generation import generate_images  # noqa: E402
-from latent.space import parse_range  # noqa: E402
+from sg2_cli.options import network, shared  # noqa: E402
 
 
 def image_difference(G, seeds, batch_size=8, truncation_psi=1.0):
@@ -32,14 +32,13 @@ def image_difference(G, seeds, batch_size=8, truncation_psi=1.0):
 
 
 @click.command()
-@click.option("--network", "network_pkl", help="Network pickle [default: random SHHQ 512x256 generator]")
-@click.option("--seeds", default="0-15", show_default=True, help="Seeds, e.g. 0-63")
-@click.option("--trunc", "truncation_psi", type=float, default=1.0, show_default=True)
+@network(required=False)
+@shared("--seeds", default="0-15", show_default=True)
+@shared("--trunc")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=8, show_default=True)
-def main(network_pkl, seeds, truncation_psi, batch_size):
+def main(network_pkl, sha256, seeds, truncation_psi, batch_size):
     """Print the bf16-vs-fp32 image difference of a generator."""
-    G = legacy.load_network(network_pkl) if network_pkl else cpu.shhq_generator(512)
-    seeds = parse_range(seeds)
+    G = legacy.load_network(network_pkl, sha256=sha256) if network_pkl else cpu.shhq_generator(512)
     worst, mean, psnr, share = image_difference(G, seeds, batch_size, truncation_psi)
     what = network_pkl or "random SHHQ 512x256 generator"
     print(f"{what}, {len(seeds)} seeds, {G.img_height}x{G.img_width}: bf16 vs fp32 max {worst} LSB, "

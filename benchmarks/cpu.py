@@ -28,6 +28,8 @@ sys.path.insert(0, ROOT)
 import dnnlib  # noqa: E402
 from benchmarks import flops as flop_count  # noqa: E402
 from torch_utils import cpu_tuning  # noqa: E402
+from sg2_cli import outputs  # noqa: E402
+from sg2_cli.options import shared  # noqa: E402
 from torch_utils.precision import PRECISIONS  # noqa: E402
 from training import networks  # noqa: E402
 from training import loss as training_loss  # noqa: E402
@@ -312,9 +314,11 @@ def _int_list(ctx, param, value):
 @click.option("--only-layers", is_flag=True, help="Only the per-block layout table (with the matmul peaks)")
 @click.option("--train-minutes", default=3.0, show_default=True, help="Demo training run length; 0 = skip")
 @click.option("--no-train", is_flag=True, help="Skip the training measurement")
-@click.option("--out", type=click.Path(dir_okay=False), help="Also write the Markdown here")
-def main(sizes, batches, dtypes, repeats, budget_s, threads, layers, only_layers, train_minutes, no_train, out):
+@shared("--out", param="out", type=click.Path(dir_okay=False), required=False, detail="also the Markdown")
+@shared("--force")
+def main(sizes, batches, dtypes, repeats, budget_s, threads, layers, only_layers, train_minutes, no_train, out, force):
     """Time the generator, discriminator and demo training on the CPU against the same-run matmul peak."""
+    outputs.check_new([out] if out else [], force, "--out")
     dtypes = [d.strip() for d in dtypes.split(",") if d.strip()]
     if not dtypes or any(d not in PRECISIONS for d in dtypes) or "fp32" not in dtypes:
         raise click.BadParameter("--dtypes: give fp32 and optionally bf16")

@@ -29,10 +29,10 @@ def check_sizes(num_inputs, rows, cols, num_keyframes, w_frames, height, width):
     """Refuse a video whose keyframes, frame count or frame size are out of bounds, before any work."""
     cells = rows * cols
     per_loop = num_keyframes if num_keyframes is not None else max(num_inputs // cells, 1)
+    video.check_video(per_loop * w_frames, rows * height, cols * width, "--grid/--num-keyframes/--w-frames")
     if max(num_inputs, cells * per_loop) > MAX_KEYFRAMES:
         raise UserError(f"--seeds/--latents/--num-keyframes: {max(num_inputs, cells * per_loop)} keyframes; "
                         f"a video may have at most {MAX_KEYFRAMES}")
-    video.check_video(per_loop * w_frames, rows * height, cols * width, "--grid/--num-keyframes/--w-frames")
 
 
 @click.command()

@@ -13,7 +13,9 @@ import math
 
 import click
 
+from dnnlib import download
 from dnnlib.image_grid import parse_grid
+from dnnlib.util import UserError
 from latent import space
 from metrics import metric_main
 from torch_utils import precision
@@ -88,6 +90,13 @@ def _as_dtype(ctx, param, value):
     return precision.as_dtype(value)
 
 
+def _check_sha256(ctx, param, value):
+    try:
+        return download.normalize_sha256(value)
+    except UserError as err:
+        raise click.BadParameter(str(err).split(": ", 1)[-1]) from None
+
+
 def _help(text, note):
     return text if note is None else f"{text}  [default: {note}]"
 
@@ -95,7 +104,7 @@ def _help(text, note):
 # Each shared option: its attributes for click.option. `param` is the name the tool's function receives,
 # `note` the text of [default: ...] where show_default cannot say it, `old` spellings left out of --help.
 SPECS = {
-    "--sha256": dict(param="sha256", metavar="HEX",
+    "--sha256": dict(param="sha256", metavar="HEX", callback=_check_sha256,
                      help="Expected SHA-256 of --network, checked before the file is read (a URL may carry "
                           "#sha256=HEX instead)"),
     "--network": dict(param="network_pkl", metavar="PATH|URL", required=True,
