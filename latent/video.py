@@ -7,6 +7,7 @@ identical consecutive GIF frames into one longer frame (the playing time is kept
 """
 import os
 import warnings
+from typing import Iterable, List, Tuple
 
 import numpy as np
 import PIL.Image
@@ -19,7 +20,7 @@ MAX_FRAMES = 100_000         # About 28 minutes at 60 fps.
 MAX_FRAME_PIXELS = 1 << 26   # 8192 x 8192, beyond what H.264 encoders take.
 
 
-def check_video(num_frames, height, width, option):
+def check_video(num_frames: int, height: int, width: int, option: str) -> None:
     """Refuse a video of more than MAX_FRAMES frames or frames over MAX_FRAME_PIXELS, before any work."""
     if num_frames > MAX_FRAMES:
         raise UserError(f"{option}: {num_frames} frames; a video may have at most {MAX_FRAMES}")
@@ -113,7 +114,7 @@ class VideoWriter:
         self.close(keep=exc_type is None)
 
 
-def write_video(path, frames, fps=30, bitrate="16M"):
+def write_video(path: str, frames: Iterable[np.ndarray], fps: int = 30, bitrate: str = "16M") -> Tuple[str, int]:
     """Write HWC uint8 frames (any iterable) to `path` (.mp4 or .gif); returns (path written, frame count)."""
     with VideoWriter(path, fps, bitrate) as out:
         for frame in frames:
@@ -121,7 +122,7 @@ def write_video(path, frames, fps=30, bitrate="16M"):
     return out.path, out.count
 
 
-def read_video(path):
+def read_video(path: str) -> List[np.ndarray]:
     """All frames of a video as HWC uint8 arrays (for checks and tests); needs imageio."""
     try:
         import imageio.v3 as iio
