@@ -107,10 +107,10 @@ def draw_figure(rnd: np.random.RandomState, height: int = 64, width: int = 32) -
     return np.asarray(img, dtype=np.uint8)
 
 
-def make_demo_dataset(dest: str, num_images: int = 2000, seed: int = 0, height: int = 64, width: int = 32) -> str:
-    """Write `num_images` figures to the zip `dest`; returns `dest`."""
-    if os.path.exists(dest):
-        raise dnnlib.util.UserError(f"{dest}: already exists; remove it or choose another --dest")
+def make_demo_dataset(dest: str, num_images: int = 2000, seed: int = 0, height: int = 64, width: int = 32,
+                      force: bool = False) -> str:
+    """Write `num_images` figures to the zip `dest` (an existing one only with `force`); returns `dest`."""
+    outputs.check_new([dest], force, "--out")
     rnd = np.random.RandomState(seed)
 
     def write_zip(f):
@@ -137,8 +137,7 @@ def make_demo_dataset(dest: str, num_images: int = 2000, seed: int = 0, height: 
 @shared("--verbose")
 def main(out_path, num, seed, height, width, force):
     """Draw the synthetic figure dataset used by the CPU demo."""
-    outputs.check_new([out_path], force, "--out")
-    make_demo_dataset(out_path, num_images=num, seed=seed, height=height, width=width)
+    make_demo_dataset(out_path, num_images=num, seed=seed, height=height, width=width, force=force)
     print(f"Wrote {num} images of {height}x{width} to {out_path}")
 
 

@@ -12,6 +12,7 @@ makes. Existing outputs are replaced only with `--force` (outputs.check_new).
 import math
 
 import click
+import torch
 
 from dnnlib import download
 from dnnlib.image_grid import parse_grid
@@ -90,6 +91,14 @@ def _as_dtype(ctx, param, value):
     return precision.as_dtype(value)
 
 
+def _check_device(ctx, param, value):
+    # The form only (cpu, cuda, cuda:N, ...); whether the machine has it is checked where the tool uses it.
+    try:
+        return None if value is None else str(torch.device(value))
+    except (RuntimeError, TypeError, ValueError):
+        raise click.BadParameter(f"'{value}' is not a device; use cpu, cuda or cuda:N") from None
+
+
 def _check_sha256(ctx, param, value):
     try:
         return download.normalize_sha256(value)
@@ -110,7 +119,7 @@ SPECS = {
     "--network": dict(param="network_pkl", metavar="PATH|URL", required=True,
                       help="Network checkpoint (.pkl or .safetensors): a path, or a URL (http(s), Google Drive "
                            "link, hf://OWNER/REPO/FILE)"),
-    "--device": dict(param="device_name", metavar="DEVICE", note="cuda if available",
+    "--device": dict(param="device_name", metavar="DEVICE", note="cuda if available", callback=_check_device,
                      help="cpu, cuda or cuda:N"),
     "--dtype": dict(param="dtype", type=click.Choice(list(precision.PRECISIONS)), default=precision.DEFAULT,
                     show_default=True, callback=_as_dtype,

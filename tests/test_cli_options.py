@@ -171,6 +171,8 @@ NET = ["--network=net.pkl"]
     (train.main, ["--outdir=o", "--data=d", "--p=nan"], "--p"),
     (bg_white.main, ["--images=i", "--masks=m", "--outdir=o", "--feather=nan"], "--feather"),
     (calc_metrics.main, NET + ["--dtype=fp16"], "--dtype"),
+    (train.main, ["--outdir=o", "--data=d", "--device=gpu"], "--device"),
+    (gen_video.main, NET + ["--seeds=0", "--out=v.mp4", "--fps=0"], "--fps"),
 ])
 def test_bad_values_are_one_line_usage_errors(command, args, needle):
     assert needle in run_one_line(command, args, status=2)
