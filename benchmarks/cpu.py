@@ -28,10 +28,12 @@ sys.path.insert(0, ROOT)
 import dnnlib  # noqa: E402
 from benchmarks import flops as flop_count  # noqa: E402
 from torch_utils import cpu_tuning  # noqa: E402
+from sg2_cli import outputs  # noqa: E402
+from sg2_cli.options import shared  # noqa: E402
+from torch_utils.precision import PRECISIONS  # noqa: E402
 from training import networks  # noqa: E402
 from training import loss as training_loss  # noqa: E402
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 # ----------------------------------------------------------------------------
 # Machine.
@@ -195,7 +197,7 @@ def header_lines(malloc_tuned):
 
 
 def collect_cases(generators, batches, dtypes, layers, only_layers):
-    cases = {f"peak {name}": matmul_case(DTYPES[name], peak_size(name)) for name in dtypes}
+    cases = {f"peak {name}": matmul_case(PRECISIONS[name], peak_size(name)) for name in dtypes}
     if not only_layers:
         smallest = min(generators)
         for name in dtypes:
@@ -203,10 +205,10 @@ def collect_cases(generators, batches, dtypes, layers, only_layers):
             ref_flops = flop_count.generator_flops(generators[smallest]) * batches[0]
             for res, G in sorted(generators.items()):
                 for batch in batches:
-                    case = generator_case(G, batch, DTYPES[name])
+                    case = generator_case(G, batch, PRECISIONS[name])
                     cases[f"G {res} {batch} {name}"] = dict(case, scale_of=(ref, case["flops"] / ref_flops))
                     if name == "fp32":
-                        case = generator_case(G, batch, DTYPES[name], original=True)
+                        case = generator_case(G, batch, PRECISIONS[name], original=True)
                         cases[f"G {res} {batch} original"] = dict(case, scale_of=(ref, case["flops"] / ref_flops))
         cases["D+R1"] = discriminator_r1_case(min(generators), 4)
     if layers:
@@ -312,11 +314,13 @@ def _int_list(ctx, param, value):
 @click.option("--only-layers", is_flag=True, help="Only the per-block layout table (with the matmul peaks)")
 @click.option("--train-minutes", default=3.0, show_default=True, help="Demo training run length; 0 = skip")
 @click.option("--no-train", is_flag=True, help="Skip the training measurement")
-@click.option("--out", type=click.Path(dir_okay=False), help="Also write the Markdown here")
-def main(sizes, batches, dtypes, repeats, budget_s, threads, layers, only_layers, train_minutes, no_train, out):
+@shared("--out", param="out", type=click.Path(dir_okay=False), required=False, detail="also the Markdown")
+@shared("--force")
+def main(sizes, batches, dtypes, repeats, budget_s, threads, layers, only_layers, train_minutes, no_train, out, force):
     """Time the generator, discriminator and demo training on the CPU against the same-run matmul peak."""
+    outputs.check_new([out] if out else [], force, "--out")
     dtypes = [d.strip() for d in dtypes.split(",") if d.strip()]
-    if not dtypes or any(d not in DTYPES for d in dtypes) or "fp32" not in dtypes:
+    if not dtypes or any(d not in PRECISIONS for d in dtypes) or "fp32" not in dtypes:
         raise click.BadParameter("--dtypes: give fp32 and optionally bf16")
     if threads:
         torch.set_num_threads(threads)

@@ -62,7 +62,7 @@ run "2 pytest" "$(min 180 $(( $(left) - 200 )))" 2-pytest.txt \
 # 3. Training sec/kimg (the script skips the runs that would not fit its own budget).
 TRAIN_BUDGET=$(min 240 $(( $(left) - 110 )))
 run "3 gpu_train" $(( TRAIN_BUDGET + 40 )) 3-gpu-train.log \
-    $PY benchmarks/gpu_train.py --budget="$TRAIN_BUDGET" --out="$OUT/3-gpu-train.md"
+    $PY benchmarks/gpu_train.py --budget="$TRAIN_BUDGET" --out="$OUT/3-gpu-train.md" --force
 
 # 4. fid50k_full timing (runs the 50k only if its calibrated estimate fits).
 FID_LIMIT=$(min 200 $(( $(left) - 20 )))
@@ -70,6 +70,6 @@ run "4 fid50k_full" "$FID_LIMIT" 4-fid.txt $PY benchmarks/gpu_fid.py --time-limi
 
 # 5. The host CPU, if time is left: fp32/bf16 generator figures at 512x256.
 run "5 cpu benchmark" "$(min 120 $(( $(left) - 5 )))" 5-cpu.log \
-    $PY benchmarks/cpu.py --sizes=512 --batches=1,4 --repeats=1 --budget=20 --no-train --out="$OUT/5-cpu.md"
+    $PY benchmarks/cpu.py --sizes=512 --batches=1,4 --repeats=1 --budget=20 --no-train --out="$OUT/5-cpu.md" --force
 
 log "session finished after $(elapsed) s"

@@ -7,6 +7,7 @@ identical consecutive GIF frames into one longer frame (the playing time is kept
 """
 import os
 import warnings
+from typing import Iterable, List, Tuple
 
 import numpy as np
 import PIL.Image
@@ -15,6 +16,16 @@ import dnnlib
 from dnnlib.util import UserError
 
 INSTALL_HINT = "pip install .[video]"
+MAX_FRAMES = 100_000         # About 28 minutes at 60 fps.
+MAX_FRAME_PIXELS = 1 << 26   # 8192 x 8192, beyond what H.264 encoders take.
+
+
+def check_video(num_frames: int, height: int, width: int, option: str) -> None:
+    """Refuse a video of more than MAX_FRAMES frames or frames over MAX_FRAME_PIXELS, before any work."""
+    if num_frames > MAX_FRAMES:
+        raise UserError(f"{option}: {num_frames} frames; a video may have at most {MAX_FRAMES}")
+    if height * width > MAX_FRAME_PIXELS:
+        raise UserError(f"{option}: frames of {height}x{width} pixels; at most {MAX_FRAME_PIXELS} pixels a frame")
 
 
 def _even(frame):
@@ -103,7 +114,7 @@ class VideoWriter:
         self.close(keep=exc_type is None)
 
 
-def write_video(path, frames, fps=30, bitrate="16M"):
+def write_video(path: str, frames: Iterable[np.ndarray], fps: int = 30, bitrate: str = "16M") -> Tuple[str, int]:
     """Write HWC uint8 frames (any iterable) to `path` (.mp4 or .gif); returns (path written, frame count)."""
     with VideoWriter(path, fps, bitrate) as out:
         for frame in frames:
@@ -111,7 +122,7 @@ def write_video(path, frames, fps=30, bitrate="16M"):
     return out.path, out.count
 
 
-def read_video(path):
+def read_video(path: str) -> List[np.ndarray]:
     """All frames of a video as HWC uint8 arrays (for checks and tests); needs imageio."""
     try:
         import imageio.v3 as iio  # here: an optional extra (pip install .[video])

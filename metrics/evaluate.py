@@ -6,6 +6,7 @@ LOCAL_RANK. The metrics split their images across the ranks and rank 0 prints an
 """
 import os
 import sys
+from typing import Optional, Union
 
 import torch
 
@@ -23,14 +24,14 @@ from .detectors import detector_sha256
 DATASET_CLASS = "training.dataset.ImageFolderDataset"  # The only dataset class; see training.dataset.open_dataset.
 
 
-def generator_of(network_dict, source="the checkpoint"):
+def generator_of(network_dict: dict, source: str = "the checkpoint") -> torch.nn.Module:
     """G_ema, the generator that published numbers evaluate; G where an export has no G_ema."""
     if network_dict.get("G_ema") is None and network_dict.get("G") is None:
         raise dnnlib.util.UserError(f"--network: {source} holds no generator (G_ema or G); give a network snapshot")
     return network_dict["G_ema"] if network_dict.get("G_ema") is not None else network_dict["G"]
 
 
-def dataset_kwargs_for(network_dict, data=None, mirror=None):
+def dataset_kwargs_for(network_dict: dict, data: Optional[str] = None, mirror: Optional[bool] = None) -> dnnlib.EasyDict:
     """Real-data options: --data, else the snapshot's training set; resolution and labels follow the generator."""
     G = generator_of(network_dict)
     if data is not None:
@@ -107,7 +108,9 @@ def launch(args):
         raise dnnlib.util.UserError(f"--gpus: a metric process failed (exit status {status}); see its message above")
 
 
-def export_reference_stats(data, out, mirror=False, with_features=False, device="cpu", detectors=None, verbose=True):
+def export_reference_stats(data: str, out: str, mirror: bool = False, with_features: bool = False,
+                           device: Union[str, torch.device] = "cpu", detectors: Optional[dict] = None,
+                           verbose: bool = True) -> dict:
     """calc_metrics.py --export-stats: the statistics of every real image of `data` (x-flipped copies too with
     `mirror`), computed exactly as the metrics compute them; `with_features` adds the features KID and
     precision/recall need. Returns the summary of metrics/reference_stats.save_reference_stats."""

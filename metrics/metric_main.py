@@ -8,6 +8,7 @@ Training calls, after each snapshot and on every rank (through snapshot_metrics.
 import json
 import os
 import time
+from typing import List, Optional, Sequence, Union
 
 import torch
 
@@ -28,15 +29,17 @@ def register_metric(fn):
     return fn
 
 
-def is_valid_metric(metric):
+def is_valid_metric(metric: str) -> bool:
+    """Is `metric` a name calc_metric takes?"""
     return metric in _metric_dict
 
 
-def list_valid_metrics():
+def list_valid_metrics() -> List[str]:
+    """The metric names calc_metric takes, in the order they were registered."""
     return list(_metric_dict.keys())
 
 
-def parse_metrics(text, allow_none=False):
+def parse_metrics(text: Union[str, Sequence[str]], allow_none: bool = False) -> List[str]:
     """--metrics: 'fid50k_full,kid50k_full' (or a list) -> the list of names, each checked.
 
     With `allow_none` (train.py), 'none' or nothing means no metrics; otherwise (calc_metrics.py) at least one
@@ -53,7 +56,7 @@ def parse_metrics(text, allow_none=False):
     return names
 
 
-def calc_metric(metric, **kwargs):
+def calc_metric(metric: str, **kwargs) -> dnnlib.EasyDict:
     """Compute `metric` with MetricOptions(**kwargs); every rank must call it, every rank gets the numbers.
 
     Returns an EasyDict with results (name -> float), metric, total_time, total_time_str, num_gpus.
@@ -83,7 +86,7 @@ def calc_metric(metric, **kwargs):
     return result
 
 
-def report_metric(result_dict, run_dir=None, snapshot_pkl=None):
+def report_metric(result_dict: dict, run_dir: Optional[str] = None, snapshot_pkl: Optional[str] = None) -> None:
     """Print the result as one JSON line and append it to <run_dir>/metric-<name>.jsonl when run_dir exists."""
     metric = result_dict["metric"]
     assert is_valid_metric(metric)

@@ -9,6 +9,7 @@ A package __init__ that only hands names on is no arrow (importing it reaches th
 import ast
 import collections
 import os
+import sys
 
 import click
 import PIL.Image
@@ -16,9 +17,11 @@ import PIL.ImageDraw
 import PIL.ImageFont
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # Run from anywhere.
+from sg2_cli.options import shared  # noqa: E402
 # Library packages, lowest first: a module may import its own layer (without cycles) and the layers below.
-LAYERS = ("dnnlib", "torch_utils", "training", "metrics", "latent", "webapp")
-SCRIPTS = "top-level scripts"  # legacy.py, generate.py, train.py, ...: above every library package
+LAYERS = ("dnnlib", "torch_utils", "training", "metrics", "latent", "webapp", "sg2_cli")
+SCRIPTS = "top-level scripts"  # legacy.py, generate.py, train.py, ...: above every package
 NOT_THE_PACKAGE = ("tests", "benchmarks", "scripts", "docs", "build")
 
 # ----------------------------------------------------------------------------
@@ -132,7 +135,7 @@ def layer_arrows(graph):
 
 WIDTH, LABEL_WIDTH, ARROW_WIDTH = 1800, 170, 400
 BOX_WIDTH, BOX_HEIGHT, GAP = 236, 40, 8
-BAND_COLORS = ["#f3e9dc", "#f4e1e6", "#dde8f3", "#e6e0f2", "#dff0e0", "#fdf3d8", "#eeeeee"]
+BAND_COLORS = ["#f3e9dc", "#f4e1e6", "#dde8f3", "#e6e0f2", "#dff0e0", "#fdf3d8", "#e3f1f1", "#eeeeee"]  # one per layer, scripts last
 
 
 def _band_rows(files):
@@ -207,18 +210,18 @@ def draw_layout(graph, out_path, root=ROOT):
 
 
 @click.command()
-@click.option("--out", help="Write the layout picture here (PNG)", metavar="PNG")
-def main(out):
+@shared("--out", required=False, detail="the layout picture (PNG)")
+def main(out_path):
     """Print the layers, the arrows between them and any cycle; with --out, draw the picture."""
     graph = import_graph()
     for (upper, lower), count in sorted(layer_arrows(graph).items(), reverse=True):
         names = [LAYERS[i] if i < len(LAYERS) else SCRIPTS for i in (upper, lower)]
         print(f"{names[0]:>18} -> {names[1]:<12} {count:3d} arrows{'  (runs back up)' if upper < lower else ''}")
     print(f"cycles: {cycles(graph) or 'none'}")
-    if out:
-        draw_layout(graph, out)
-        print(f"wrote {out}")
+    if out_path:
+        draw_layout(graph, out_path)
+        print(f"wrote {out_path}")
 
 
 if __name__ == "__main__":
-    main()
+    main()  # noqa: E1120 (click fills the arguments)

@@ -10,11 +10,10 @@ import PIL.Image
 import pytest
 import torch
 
-import app
-import generate
+from sg2_cli import app
 from dnnlib.util import UserError
 from helpers_latent import reference_image, reference_ws, run_tool, save_generator, tiny_generator
-from latent import directions, projection, space
+from latent import directions, generation, projection, space
 from metrics.stand_in_detector import save_stand_in_detector
 from training import networks
 from webapp import page
@@ -41,7 +40,7 @@ def _conditional_generator(c_dim=3):
 
 @pytest.mark.parametrize("psi,noise_mode", [(1.0, "const"), (0.6, "none")])
 def test_sample_is_what_generate_writes(session, psi, noise_mode):
-    expected = dict(generate.generate_images(session.G, [0, 7], psi, noise_mode=noise_mode, batch_size=1))
+    expected = dict(generation.generate_images(session.G, [0, 7], psi, noise_mode=noise_mode, batch_size=1))
     for seed in (0, 7):
         assert np.array_equal(session.sample(seed, psi, noise_mode)["image"], expected[seed])
     assert not np.array_equal(expected[0], expected[7])
@@ -52,7 +51,7 @@ def test_conditional_sample_uses_the_class(one_torch_thread):
     session = Session(G, verbose=False)
     images = [session.sample(4, class_idx=k)["image"] for k in range(3)]
     for k in range(3):
-        assert np.array_equal(images[k], dict(generate.generate_images(G, [4], class_idx=k))[4])
+        assert np.array_equal(images[k], dict(generation.generate_images(G, [4], class_idx=k))[4])
     assert not np.array_equal(images[0], images[1])
     with pytest.raises(UserError, match="0-2"):
         session.sample(4, class_idx=3)
@@ -183,7 +182,7 @@ def test_downloads_render_again_with_generate(session):
     sample = session.sample(6, 0.8)
     png, npz = session.export("seed0006", sample["image"], sample["ws"])
     assert np.array_equal(np.array(PIL.Image.open(png)), sample["image"])
-    assert np.array_equal(generate.render_projected(session.G, npz)[0], sample["image"])
+    assert np.array_equal(generation.render_projected(session.G, npz)[0], sample["image"])
 
 
 # ----------------------------------------------------------------------------

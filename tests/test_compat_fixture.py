@@ -14,7 +14,7 @@ from training.loss import r1_penalty
 def fixture(request, compat_dir, tmp_path_factory):
     path = os.path.join(compat_dir, "tiny_64x32.pkl")
     if request.param == "safetensors":  # the plain-weights export must reproduce the same outputs
-        import convert
+        from sg2_cli import convert
         exported = str(tmp_path_factory.mktemp("plain_weights") / "tiny_64x32.safetensors")
         convert.convert_checkpoint(path, exported)
         path = exported

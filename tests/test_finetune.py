@@ -276,7 +276,7 @@ def test_options_of_an_original_checkpoint(compat_dir, tmp_path):
 
 def dry_run(*args):
     """train.py's options for a command line, through the click command (no training)."""
-    import train
+    from sg2_cli import train
     result = CliRunner().invoke(train.main, ["--outdir=unused", "--dry-run", "--workers=0", "--device=cpu", *args])
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
@@ -311,7 +311,7 @@ def test_original_options_this_package_lacks(figures):
 
 
 def test_generate_version_alias(tmp_path):
-    import generate
+    from sg2_cli import generate
     pkl = save_checkpoint(tmp_path / "g.pkl", G_ema=make_G())
     runner = CliRunner()
     plain = runner.invoke(generate.main, [f"--network={pkl}", "--seeds=0-1", f"--outdir={tmp_path}/a", "--device=cpu"])
@@ -329,7 +329,7 @@ def test_generate_version_alias(tmp_path):
 
 
 def test_bg_white_alias(tmp_path):
-    import bg_white
+    from sg2_cli import bg_white
     rnd = np.random.RandomState(0)
     for folder, array in [("img", rnd.randint(0, 200, (32, 16, 3), dtype=np.uint8)),
                           ("seg", (rnd.rand(32, 16) > 0.5).astype(np.uint8) * 255)]:

@@ -7,7 +7,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-import generate
+from dnnlib.image_grid import parse_grid
+from latent import generation, space
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,8 +34,8 @@ def test_pngs_equal_reference(compat_dir, tmp_path):
 def test_batch_size_does_not_change_images(compat_dir):
     import legacy
     G = legacy.load_network(os.path.join(compat_dir, "tiny_64x32.pkl"))
-    one = dict(generate.generate_images(G, [3, 4, 5], noise_mode="none", batch_size=1))
-    three = dict(generate.generate_images(G, [3, 4, 5], noise_mode="none", batch_size=3))
+    one = dict(generation.generate_images(G, [3, 4, 5], noise_mode="none", batch_size=1))
+    three = dict(generation.generate_images(G, [3, 4, 5], noise_mode="none", batch_size=3))
     for seed in one:
         assert np.abs(one[seed].astype(int) - three[seed].astype(int)).max() <= 1
 
@@ -84,7 +85,7 @@ def test_bad_input_is_one_line_error(compat_dir, tmp_path, args, message):
 
 
 def test_parse_range():
-    assert generate.parse_range("0-2,42") == [0, 1, 2, 42]
-    assert generate.parse_grid("4x8") == (4, 8)
+    assert space.parse_range("0-2,42") == [0, 1, 2, 42]
+    assert parse_grid("4x8") == (4, 8)
     with pytest.raises(ValueError):
-        generate.parse_range("5-2")
+        space.parse_range("5-2")

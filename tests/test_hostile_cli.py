@@ -1,6 +1,6 @@
 """The command-line tools against hostile files and careless options: one-line errors, nothing executed or destroyed.
 
-Each tool runs in-process through dnnlib.cli.run, exactly as its __main__ block runs it, with the
+Each tool runs in-process through sg2_cli.runner.run, exactly as its __main__ block runs it, with the
 arguments in sys.argv; the exit status and stderr are what a user would see.
 """
 import os
@@ -12,14 +12,14 @@ import numpy as np
 import PIL.Image
 import pytest
 
-import bg_white
-import calc_metrics
-import dataset_tool
+from sg2_cli import bg_white
+from sg2_cli import calc_metrics
+from sg2_cli import dataset_tool
 import dnnlib
-import dnnlib.cli
-import generate
+import sg2_cli.runner
+from sg2_cli import generate
 import hostile_files as hf
-import train
+from sg2_cli import train
 from training import launch
 
 
@@ -29,7 +29,7 @@ def run_cli(command, args, capsys, monkeypatch):
     monkeypatch.delenv("SG2_VERBOSE", raising=False)
     capsys.readouterr()
     try:
-        dnnlib.cli.run(command)
+        sg2_cli.runner.run(command)
         status = 0
     except SystemExit as exit_:
         status = exit_.code

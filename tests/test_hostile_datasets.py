@@ -14,8 +14,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-import bg_white
-import dataset_tool
+from sg2_cli import bg_white
+from sg2_cli import dataset_tool
 import dnnlib
 import hostile_files as hf
 from training import dataset as dataset_module

@@ -62,7 +62,7 @@ def test_options_file_round_trip(options, tmp_path):
 
 
 def test_names_stay_the_same_from_the_command_line_to_the_loop(figures):
-    import train
+    from sg2_cli import train
     args = ["--outdir=unused", "--dry-run", f"--data={figures}", "--device=cpu", "--grid=2x4", "--workers=0",
             "--metrics=none", "--max-minutes=5"]
     result = CliRunner().invoke(train.main, args)

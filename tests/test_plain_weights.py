@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import convert
+from sg2_cli import convert
 import dnnlib
 import legacy
 from training.checkpoint import plain_weights, rebuild, unpickler
@@ -151,7 +151,7 @@ def test_convert_cli_writes_and_refuses_clearly(compat_dir, tmp_path, capsys):
 
 
 def test_generate_gives_the_same_images_from_both_formats(compat_dir, exported, tmp_path, one_torch_thread):
-    import generate
+    from sg2_cli import generate
     import PIL.Image
     for name, network in [("pkl", os.path.join(compat_dir, "tiny_64x32.pkl")), ("st", exported)]:
         generate.main.main([f"--network={network}", "--seeds=0-1", "--device=cpu", f"--outdir={tmp_path / name}"],

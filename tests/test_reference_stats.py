@@ -32,7 +32,7 @@ def files(tmp_path_factory, compat_dir):
 
 def calc_metrics(args, capsys):
     """Run calc_metrics.py in this process; the JSON lines it printed."""
-    import calc_metrics
+    from sg2_cli import calc_metrics
     capsys.readouterr()
     calc_metrics.main.main(args, standalone_mode=False)
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]

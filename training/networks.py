@@ -307,7 +307,10 @@ class MappingNetwork(torch.nn.Module):
         if num_ws is not None and w_avg_beta is not None:
             self.register_buffer("w_avg", torch.zeros([w_dim]))
 
-    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, skip_w_avg_update=False):
+    def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1,
+                truncation_cutoff: "int | None" = None, skip_w_avg_update: bool = False) -> torch.Tensor:
+        """ws [N, num_ws, w_dim] of z [N, z_dim] and labels c [N, c_dim]; truncation_psi < 1 pulls the first
+        truncation_cutoff ws (None: all) towards w_avg, which training updates unless skip_w_avg_update."""
         # Embed, normalize, and concatenate inputs.
         x = None
         with torch.autograd.profiler.record_function("input"):
@@ -474,14 +477,11 @@ def _block_dtype(use_fp16, force_fp32, device, dtype=None):
 
 
 def _as_dtype(dtype):
-    # 'bf16' / 'bfloat16' / torch.bfloat16, and the same for float32.
-    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
-    if isinstance(dtype, str):
-        if dtype not in names:
-            raise ValueError(f"dtype={dtype!r}: expected one of {sorted(names)} or a torch.dtype")
-        return names[dtype]
+    # A torch dtype only: precision names ('bf16') are turned into dtypes at the command line
+    # (torch_utils/precision.py), which this module cannot import (its source is embedded in checkpoints).
     if dtype not in (torch.bfloat16, torch.float32, torch.float16):
-        raise ValueError(f"dtype={dtype!r}: expected torch.float32, torch.bfloat16 or torch.float16")
+        raise ValueError(f"dtype={dtype!r}: expected torch.float32, torch.bfloat16 or torch.float16 "
+                         "(names such as 'bf16' go through torch_utils.precision.as_dtype)")
     return dtype
 
 
@@ -663,7 +663,11 @@ class SynthesisNetwork(torch.nn.Module):
                 self.num_ws += block.num_torgb
             setattr(self, f"b{res}", block)
 
-    def forward(self, ws, **block_kwargs):
+    def forward(self, ws: torch.Tensor, **block_kwargs) -> torch.Tensor:
+        """Images [N, img_channels, img_height, img_width], roughly in [-1, 1], of ws [N, num_ws, w_dim].
+
+        block_kwargs: noise_mode ('random', 'const', 'none'), force_fp32, and dtype (a torch.dtype, e.g.
+        torch.bfloat16 for every block; torch_utils.precision turns --dtype names into it)."""
         # Consecutive blocks share one w: block i's toRGB uses the same w as block i+1's first conv.
         block_ws = []
         with torch.autograd.profiler.record_function("split_ws"):
@@ -717,7 +721,10 @@ class Generator(torch.nn.Module):
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
 
-    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, skip_w_avg_update=False, **synthesis_kwargs):
+    def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1,
+                truncation_cutoff: "int | None" = None, skip_w_avg_update: bool = False,
+                **synthesis_kwargs) -> torch.Tensor:
+        """G(z, c): self.synthesis(self.mapping(z, c, ...), **synthesis_kwargs), images NCHW in about [-1, 1]."""
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                           skip_w_avg_update=skip_w_avg_update)
         return self.synthesis(ws, **synthesis_kwargs)
@@ -982,7 +989,8 @@ class Discriminator(torch.nn.Module):
         self.b4 = DiscriminatorEpilogue(channels_dict[4], cmap_dim=cmap_dim, resolution=4,
                                         **epilogue_kwargs, **common_kwargs)
 
-    def forward(self, img, c, **block_kwargs):
+    def forward(self, img: torch.Tensor, c: torch.Tensor, **block_kwargs) -> torch.Tensor:
+        """Logits [N, 1] of images NCHW and labels c [N, c_dim]; block_kwargs: force_fp32."""
         x = None
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")

@@ -10,11 +10,12 @@ import math
 import re
 
 import dnnlib
+from torch_utils import distributed
 from training import augment
 from training import freeze_d
 from training import resume as resume_lib
 from training.dataset import ImageFolderDataset
-from training.options import TrainCommand, TrainingOptions
+from training.options import AUG_MODES, TrainCommand, TrainingOptions
 
 # Keys: ref_gpus = GPUs the batch was tuned for (-1 = the run's), kimg = default length, mb = batch,
 # mbstd = minibatch-stddev group, fmaps = channel_base / 32768, lrate = Adam lr (G and D), gamma = R1
@@ -36,8 +37,6 @@ ORIGINAL_ONLY_CFGS = {
     "stylegan3-r": "a StyleGAN3 preset (StyleGAN-Human trains SG3 with it)",
 }
 
-AUG_MODES = ("noaug", "ada", "fixed")
-DEFAULT_METRICS = ("fid50k_full",)
 
 
 def derive_auto_spec(spec: dict, resolution: int, gpus: int) -> dict:
@@ -99,9 +98,7 @@ def _metrics_for(option, snapshot_metrics):
 
 
 def parse_metrics(text, snapshot_metrics=None) -> list:
-    """--metrics of train.py: None = the default metrics, 'none' = none, else names checked by `snapshot_metrics`."""
-    if text is None:
-        return list(DEFAULT_METRICS)
+    """--metrics of train.py: 'none' (or nothing) = none, else names checked by `snapshot_metrics`."""
     if isinstance(text, str) and text.strip() in ("", "none"):
         return []
     return _metrics_for("--metrics", snapshot_metrics).parse(text)
@@ -294,6 +291,9 @@ def make_training_options(command: TrainCommand = None, snapshot_metrics=None, *
     """
     cmd = command if command is not None else TrainCommand.from_dict(fields)
     check_cfg(cmd.cfg)
+    if cmd.gpus is None:  # One process, or as many as torchrun started.
+        env = distributed.torchrun_env()
+        cmd = cmd.replace(gpus=env[1] if env is not None else 1)
     if cmd.gpus < 1:
         raise dnnlib.util.UserError(f"--gpus: must be at least 1, got {cmd.gpus}")
     dataset = describe_dataset(cmd)

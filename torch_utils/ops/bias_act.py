@@ -7,6 +7,7 @@ and StyleGAN2-ADA clamps the result (`conv_clamp`) so fp16 layers cannot overflo
 
 import math
 from types import SimpleNamespace
+from typing import Optional
 
 import torch
 
@@ -48,7 +49,8 @@ activation_funcs = ACTIVATIONS  # the ecosystem's name: networks read activation
 activation_funcs = ACTIVATIONS
 
 
-def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, impl='cuda'):
+def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, act: str = 'linear', alpha: Optional[float] = None,
+             gain: Optional[float] = None, clamp: Optional[float] = None, impl: str = 'cuda') -> torch.Tensor:
     """y = clamp(act(x + b) * gain, -clamp, clamp), with b broadcast along dimension `dim`.
 
     x:      input tensor of any shape.
