@@ -12,15 +12,14 @@ import json
 import os
 import queue
 import re
-import sys
 import threading
 import warnings
 
 import numpy as np
 import torch
-import tqdm
 
 import dnnlib
+from dnnlib import progress
 from torch_utils import misc
 from training.dataset import open_dataset
 from . import reference_stats
@@ -40,7 +39,7 @@ class MetricOptions:
         rank            = 0,        # This process's rank; rank 0 receives the results.
         device          = None,     # Torch device; None = cuda:<rank> when CUDA is available, else cpu.
         progress        = None,     # progress(done, total) callback for a caller's status line; None = none.
-        verbose         = False,    # tqdm progress bars on rank 0 (stderr)?
+        verbose         = False,    # Progress reports on rank 0 (stderr; dnnlib.progress)?
         cache           = True,     # Reuse real-data statistics cached on disk?
         detectors       = None,     # {'inception': path or URL, 'vgg16': ...}; unset = env var, then standard URL.
         seed            = 0,        # Seed of latents, labels and subsets: same seed, same numbers.
@@ -85,13 +84,13 @@ def capped(count, cap):
 
 
 class Progress:
-    """A tqdm bar on rank 0 (when verbose) plus the caller's progress(done, total) callback."""
+    """A progress report on rank 0 when verbose (dnnlib.progress: a bar, or plain lines in a log) plus the caller's
+    progress(done, total) callback."""
 
     def __init__(self, opts, tag, total):
         self.total = total
         self.callback = opts.progress if opts.rank == 0 else None
-        self.bar = tqdm.tqdm(total=total, desc=tag, unit="img", file=sys.stderr, dynamic_ncols=True,
-                             disable=not (opts.verbose and opts.rank == 0))
+        self.bar = progress.bar(total=total, desc=tag, unit="img", disable=not (opts.verbose and opts.rank == 0))
 
     def update(self, done):
         done = min(done, self.total)

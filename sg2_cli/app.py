@@ -44,6 +44,7 @@ def is_loopback(host):
 @shared("--device")
 @shared("--vgg16", param="vgg16_spec", detail="for the Project tab")
 @shared("--verbose")
+@shared("--progress")
 def main(network_pkl, sha256, host, port, share, device_name, vgg16_spec):
     """Serve a web app to explore a network: sample, truncate, mix, edit with directions, project photos."""
     page.check_gradio()

@@ -42,6 +42,7 @@ def convert_checkpoint(network, out_path, sha256=None, force=True):
 @shared("--out", type=click.Path(dir_okay=False), detail="a .safetensors file")
 @shared("--force")
 @shared("--verbose")
+@shared("--progress")
 def main(network_pkl, sha256, out_path, force):
     """Write the networks of a checkpoint (G_ema, and G, D when present) as safetensors."""
     keys = convert_checkpoint(network_pkl, out_path, sha256=sha256, force=force)

@@ -18,9 +18,9 @@ from typing import List, Optional
 
 import click
 import PIL.Image
-import tqdm
 
 import dnnlib
+from dnnlib import progress as progress_report
 from training.dataset import (LABELS_FILE, ImageSource, is_image_name, labels_to_array, open_image, read_header,
                               read_labels_json, trainable_size_problem)
 
@@ -199,7 +199,8 @@ def convert_dataset(source_path: str, dest: str, height: int = None, width: int 
             release_dest(dest)
         raise
     try:
-        for idx, name in enumerate(tqdm.tqdm(names, desc=os.path.basename(dest), unit="img", disable=not progress)):
+        for idx, name in enumerate(progress_report.track(names, desc=os.path.basename(dest), unit="img",
+                                                         disable=not progress)):
             with open_image(source, name) as img:  # Errors (e.g. truncated after a valid header) name the file.
                 out = convert_image(img, height, width, transform, mode)
             buffer = io.BytesIO()
@@ -231,6 +232,7 @@ def convert_dataset(source_path: str, dest: str, height: int = None, width: int 
 @click.option("--max-images", type=click.IntRange(min=1), help="Use only the first N images (by path)")
 @shared("--force", detail="a zip only; a folder is never replaced")
 @shared("--verbose")
+@shared("--progress")
 def main(source: str, out_path: str, height: Optional[int], width: Optional[int], transform: str,
          max_images: Optional[int], force: bool) -> None:
     """Build a training dataset (PNG images + dataset.json) from a folder or zip of images.

@@ -14,9 +14,9 @@ or the bands coarse (ws 0-3), middle (4-7), fine (8+), or all.
 import os
 
 import click
-from tqdm import tqdm
 
 import dnnlib
+from dnnlib import progress
 from dnnlib.image_grid import check_grid, save_png
 from dnnlib.util import UserError
 from latent import directions, space, video
@@ -55,6 +55,7 @@ def main():
 @shared("--out", old=("--output",), type=click.Path(dir_okay=False), detail="a direction file: .npz, .npy or .pt")
 @shared("--force")
 @shared("--verbose")
+@shared("--progress")
 def sefa(network_pkl, sha256, layers, num, out_path, force):
     """Closed-form directions (SeFa): the top eigenvectors of A^T A of the layers' style affines."""
     outputs.check_new([out_path], force, "--out")
@@ -83,6 +84,7 @@ def sefa(network_pkl, sha256, layers, num, out_path, force):
 @shared("--device")
 @shared("--force")
 @shared("--verbose")
+@shared("--progress")
 def apply(network_pkl, sha256, direction_spec, seeds, latent_files, strengths, layers, truncation_psi, noise_mode,
           make_video, video_frames, outdir, device_name, force):
     """Write one strip per seed or latent: the image at each strength, side by side."""
@@ -98,14 +100,15 @@ def apply(network_pkl, sha256, direction_spec, seeds, latent_files, strengths, l
     names = [f"{name}.png" for name, _, _ in items] + (["edit.mp4"] if make_video else [])
     outputs.check_new([os.path.join(outdir, name) for name in names], force)
     dnnlib.util.make_output_dir(outdir, "--outdir")
-    for name, ws, noise in tqdm(items, unit="strip"):
+    for name, ws, noise in progress.track(items, desc="strips", unit="strip"):
         save_png(directions.edit_strip(G, ws, direction, strengths, layers, noise_mode, noise),
                  os.path.join(outdir, f"{name}.png"))
     print(f"Wrote {len(items)} strip(s) to {outdir}")
     if make_video:
         frames = directions.sweep_frames(G, [ws for _, ws, _ in items], direction, strengths, layers, video_frames,
                                          noise_mode, [noise for _, _, noise in items])
-        path, count = video.write_video(os.path.join(outdir, "edit.mp4"), tqdm(frames, total=video_frames))
+        frames = progress.track(frames, video_frames, "frames", "frame")
+        path, count = video.write_video(os.path.join(outdir, "edit.mp4"), frames)
         print(f"Wrote {count} frames to {path}")
 
 

@@ -11,8 +11,8 @@ Noise maps stored in latent files are not used (they cannot be interpolated); th
 """
 import click
 import torch
-from tqdm import tqdm
 
+from dnnlib import progress
 from dnnlib.util import UserError
 from latent import interpolation, space, video
 from torch_utils.distributed import resolve_device
@@ -53,6 +53,7 @@ def check_sizes(num_inputs, rows, cols, num_keyframes, w_frames, height, width):
 @shared("--device")
 @shared("--force")
 @shared("--verbose")
+@shared("--progress")
 def main(network_pkl, sha256, seeds, latent_files, grid, num_keyframes, w_frames, kind, truncation_psi, noise_mode,
          fps, out_path, device_name, force):
     """Write an interpolation video of looping latents."""
@@ -70,7 +71,7 @@ def main(network_pkl, sha256, seeds, latent_files, grid, num_keyframes, w_frames
     cells = interpolation.assign_keyframes(ws, rows * cols, num_keyframes)
     num_frames = cells.shape[1] * w_frames
     frames = interpolation.loop_frames(G, cells, rows, cols, w_frames, kind, noise_mode)
-    path, count = video.write_video(out_path, tqdm(frames, total=num_frames, unit="frame"), fps=fps)
+    path, count = video.write_video(out_path, progress.track(frames, num_frames, "frames", "frame"), fps=fps)
     print(f"Wrote {count} frames ({rows * G.img_height} high, {cols * G.img_width} wide) to {path}")
 
 

@@ -61,6 +61,7 @@ def seed_outputs(outdir, seeds, grid, save_w):
 @shared("--grid", note="one file per seed", detail="one contact sheet grid.png instead of one file per seed")
 @shared("--force")
 @shared("--verbose")
+@shared("--progress")
 @click.option("--version", type=int, hidden=True, expose_value=False, callback=_check_version,
               help="StyleGAN-Human's network version: only 2 (StyleGAN2)")
 def main(network_pkl, sha256, seeds, projected_w, save_w, truncation_psi, truncation_cutoff, noise_mode, class_idx,

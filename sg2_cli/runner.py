@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 import click
 
+from dnnlib import progress
 from dnnlib.util import UserError, escape_text
 
 # Failures that are the user's to fix; anything else is a bug and keeps its traceback.
@@ -33,6 +34,7 @@ def one_line(text: str) -> str:
 def run(command: click.Command, args: Optional[Sequence[str]] = None, prog_name: Optional[str] = None) -> None:
     """Invoke `command` on `args` (default: sys.argv[1:]) and exit as described in the module docstring."""
     state = RunState(verbose=bool(os.environ.get("SG2_VERBOSE")))
+    progress_mode = os.environ.get(progress.ENV_VAR)  # --progress sets it for the command's run only
     try:
         command.main(args=args, prog_name=prog_name, standalone_mode=False, obj=state)
     except click.exceptions.Abort:
@@ -46,6 +48,11 @@ def run(command: click.Command, args: Optional[Sequence[str]] = None, prog_name:
             traceback.print_exc()
         click.echo(f"Error: {escape_text(str(err))}", err=True)
         sys.exit(1)
+    finally:
+        if progress_mode is None:
+            os.environ.pop(progress.ENV_VAR, None)
+        else:
+            os.environ[progress.ENV_VAR] = progress_mode
 
 
 def parsed_by(parse):
