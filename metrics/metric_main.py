@@ -8,7 +8,7 @@ Training calls, after each snapshot and on every rank (through snapshot_metrics.
 import json
 import os
 import time
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -84,6 +84,16 @@ def calc_metric(metric: str, **kwargs) -> dnnlib.EasyDict:
         # Nor a generator run in another precision (e.g. --dtype=bf16) for the float32 metric.
         result.update(dtype=str(opts.G_kwargs["dtype"]).replace("torch.", ""))
     return result
+
+
+def primary_result(metric: str) -> Optional[Tuple[str, bool]]:
+    """(result key, lower is better) by which snapshots rank under `metric` (train.py --keep-snapshots keeps the
+    best); None for a metric without one number to rank by (precision/recall)."""
+    if metric.startswith(("fid", "kid", "ppl")):
+        return metric, True
+    if metric.startswith("is"):
+        return f"{metric}_mean", False
+    return None
 
 
 def report_metric(result_dict: dict, run_dir: Optional[str] = None, snapshot_pkl: Optional[str] = None) -> None:

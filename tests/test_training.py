@@ -89,7 +89,7 @@ def test_training_moves_fakes_towards_data(tmp_path):
     opts = tiny_options(data, tick=0.1, snap=100, grid=(4, 8), glr=0.005, dlr=0.005)
     _, run_dir = train_in_process(tmp_path / "runs", kimg=0.4, **opts)
     before = read_grid(os.path.join(run_dir, "fakes_init.png"), rows=4, cols=8)
-    after = read_grid(os.path.join(run_dir, "fakes000000.png"), rows=4, cols=8)  # The final grid (kimg 0.4).
+    after = read_grid(os.path.join(run_dir, "fakes000000_400.png"), rows=4, cols=8)  # The final grid (kimg 0.4).
 
     def mean_image_distance(fakes):
         return float((fakes.mean(0) - reals.mean(0)).square().mean().sqrt())
@@ -207,7 +207,7 @@ def test_time_limit_and_abort_stop_at_a_tick_with_a_snapshot(tmp_path, figures, 
     stop_nimg = 4 if stop == "time limit" else 36
     assert result["stopped_by"] == stop and result["cur_nimg"] == stop_nimg
     assert load(result["snapshot_pkl"])["progress"]["cur_nimg"] == stop_nimg
-    assert os.path.exists(tmp_path / "fakes000000.png") and os.path.exists(tmp_path / "stats.jsonl")
+    assert os.path.exists(tmp_path / f"fakes000000_{stop_nimg:03d}.png") and os.path.exists(tmp_path / "stats.jsonl")
     out = capsys.readouterr().out
     assert ("Time limit of 1e-09 minutes reached; stopping." in out) == (stop == "time limit")
     assert ("Aborting..." in out) == (stop == "abort")

@@ -14,6 +14,7 @@ import torch
 
 from dnnlib import image_grid
 from torch_utils import misc
+from training import snapshots
 from training import training_state
 from training.checkpoint.pickle_format import save_network_pkl
 
@@ -134,7 +135,7 @@ class RunOutputs:
         if self.options.num_gpus > 1:
             for module in [run.G, run.D, run.G_ema]:
                 misc.check_ddp_consistency(module, ignore_regex=r".*\.w_avg")
-        path = os.path.join(self.run_dir, f"network-snapshot-{run.state.cur_nimg // 1000:06d}.pkl")
+        path = os.path.join(self.run_dir, snapshots.snapshot_name(run.state.cur_nimg))
         if self.rank == 0:
             data["progress"] = training_state.capture(
                 state=run.state, opts=run.optimizers, loss=run.loss, ada=run.ada, num_gpus=self.options.num_gpus,
@@ -146,17 +147,32 @@ class RunOutputs:
         if with_metrics and self.options.metrics:
             self.metric_results.update(self.snapshot_metrics.evaluate(data["G_ema"], path, self.options, self.rank,
                                                                       self.device, self.run_dir))
+        if self.rank == 0 and self.options.keep_snapshots is not None:
+            snapshots.prune(self.run_dir, self.options.keep_snapshots, self.options.keep_every_kimg,
+                            self.best_snapshot())
+
+    def best_snapshot(self):
+        """The snapshot with the best value of the first metric so far (kept by --keep-snapshots), or None."""
+        if not self.options.metrics or self.snapshot_metrics is None:
+            return None
+        metric = self.options.metrics[0]
+        ranking = self.snapshot_metrics.ranking(metric)
+        return None if ranking is None else snapshots.best_snapshot(self.run_dir, metric, *ranking)
 
     # Statistics.
 
-    def open_stats(self):
-        """stats.jsonl (appended to, so a resumed run continues it) and TensorBoard events, on rank 0."""
+    def open_stats(self, cur_nimg=0):
+        """stats.jsonl (appended to, so a resumed run continues it) and TensorBoard events, on rank 0.
+
+        A run continued in its own folder (--resume=auto) starts at cur_nimg: TensorBoard drops the earlier events
+        from there on (the ticks after the snapshot, which are trained again)."""
         if self.rank != 0:
             return
         self._stats_jsonl = open(os.path.join(self.run_dir, "stats.jsonl"), "at")
         try:
             import torch.utils.tensorboard as tensorboard  # here: optional, and a slow import (0.15 s)
-            self._stats_tfevents = tensorboard.SummaryWriter(self.run_dir)
+            purge_step = int(cur_nimg / 1e3) if cur_nimg else None
+            self._stats_tfevents = tensorboard.SummaryWriter(self.run_dir, purge_step=purge_step)
         except ImportError as err:
             print(f"Skipping TensorBoard export: {err}")
 
