@@ -124,7 +124,8 @@ def test_old_spellings_still_work_and_are_left_out_of_help(command, new, old, ar
 def test_train_options_are_the_fields_of_train_command():
     hints = typing.get_type_hints(TrainCommand)
     fields = {f.name: f for f in dataclasses.fields(TrainCommand) if f.metadata}
-    params = {p.name: p for p in _options(train.main) if p.name not in ("outdir", "dry_run", "verbose", "help")}
+    not_training = {"outdir", "dry_run", "verbose", "progress", "help", *train.SUBMISSION_PARAMS}
+    params = {p.name: p for p in _options(train.main) if p.name not in not_training}
     assert set(params) == set(fields) == set(TrainCommand.field_names()) - {"metric_kwargs"}
     for name, field in fields.items():
         if field.default is dataclasses.MISSING:
