@@ -44,9 +44,10 @@ def choose_start(outdir, fields, continue_run=False, log=print):
 def run_training(outdir, fields, dry_run=False, continue_run=False):
     """Train with train.py's options `fields` (TrainCommand's fields, --resume as typed); returns the exit status
     (0 finished, 128 + N stopped by signal N after writing a snapshot)."""
+    fields = TrainCommand.from_dict(fields).to_dict()  # every field, so a run's record compares with any command
     resume, run_dir = choose_start(outdir, fields, continue_run, _rank0_log())
     command = TrainCommand.from_dict(dict(fields, resume=resume))
     snapshot_metrics = SnapshotMetrics()  # Training does not import the metrics: they are handed in.
     options, desc = presets.make_training_options(command, snapshot_metrics=snapshot_metrics)
     return launch.launch(options, outdir=outdir, desc=desc, dry_run=dry_run, snapshot_metrics=snapshot_metrics,
-                         command=dict(fields), run_dir=run_dir)
+                         command=fields, run_dir=run_dir)

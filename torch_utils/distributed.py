@@ -12,6 +12,7 @@ Each process uses cuda:<local rank> when it runs on CUDA, else the CPU; processe
 CUDA devices and gloo on the CPU. Errors name the option to change (--device, --gpus) in one line.
 """
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -55,12 +56,8 @@ def first_host(nodelist):
         if char == "," and depth == 0:
             end = index
             break
-    entry = nodelist[:end].strip()
-    if "[" not in entry:
-        return entry
-    prefix, rest = entry.split("[", 1)
-    ranges, suffix = rest.split("]", 1)
-    return prefix + ranges.split(",")[0].split("-")[0] + suffix
+    # Each [a-b,c] group of the entry stands for its values; the first host takes the first of each.
+    return re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).split(",")[0].split("-")[0], nodelist[:end].strip())
 
 
 def _whole_number(name, text):

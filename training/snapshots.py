@@ -131,8 +131,10 @@ def sync_folder(folder: str) -> None:
 
 
 def prune(run_dir: str, keep: int, keep_every_kimg: Optional[float] = None, best: Optional[str] = None,
-          log: Callable = print, remove: Callable = os.remove) -> List[str]:
-    """Delete the snapshots retention does not keep (after the newest is on disk); returns the paths removed."""
+          log: Callable = print, remove: Optional[Callable] = None) -> List[str]:
+    """Delete the snapshots retention does not keep (after the newest is on disk); returns the paths removed.
+    `remove` deletes one file (default os.remove, looked up at the call)."""
+    remove = remove or os.remove
     sync_folder(run_dir)
     removed = []
     for path in snapshots_to_delete(complete_snapshots(run_dir), keep, keep_every_kimg, best):
