@@ -57,6 +57,11 @@ def format_count(value: float, unit: str) -> str:
     return f"{int(value)} B"
 
 
+def format_rate(rate: float) -> str:
+    """'1234', '72.4', '0.0351': whole numbers from 100 up, else three significant digits."""
+    return f"{rate:.0f}" if rate >= 100 else f"{rate:.3g}"
+
+
 def format_duration(seconds: float) -> str:
     """'0:07', '12:03', '1:02:03'."""
     seconds = int(round(max(seconds, 0)))
@@ -103,8 +108,8 @@ class Lines:
             self.last_step = step
 
     def close(self) -> None:
-        """The final line (unless nothing happened since the last one)."""
-        if not self.closed and self.n != self.last_n:
+        """The final line (unless the last one said the stage was done)."""
+        if not self.closed and not (self.total and self.last_n >= self.total):
             self._write(self.clock(), final=True)
         self.closed = True
 
@@ -117,7 +122,7 @@ class Lines:
             count = f"{100 * self.n / self.total:.0f}% {count} of {format_count(self.total, self.unit)}"
         elif self.total:
             count = f"{100 * self.n / self.total:.0f}% {self.n:g}/{format_count(self.total, self.unit)}"
-        rate_text = f"{format_count(rate, self.unit)}/s" if self.unit == "B" else f"{rate:.3g} {self.unit}/s"
+        rate_text = f"{format_count(rate, self.unit)}/s" if self.unit == "B" else f"{format_rate(rate)} {self.unit}/s"
         if final or (self.total and self.n >= self.total):
             when = f"done in {format_duration(elapsed)}"
         elif self.total and rate > 0:

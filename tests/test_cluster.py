@@ -125,7 +125,8 @@ def test_dry_run_prints_the_job_and_bad_settings_are_one_line(tmp_path, figures)
     assert status == 0, err
     for line in ["#SBATCH --nodes=4", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8",
                  "#SBATCH --time=1440", "#SBATCH --partition=gpu", "#SBATCH --signal=USR2@120",
-                 "#SBATCH --account=proj", "#SBATCH --qos=high", "#SBATCH --exclusive", "#SBATCH --job-name=sg2-figures"]:
+                 "#SBATCH --account=proj", "#SBATCH --qos=high", "#SBATCH --exclusive",
+                 "#SBATCH --job-name=sg2-figures"]:
         assert line + "\n" in out, (line, out)
     task_options = out.split("Each task runs train.py with:\n")[1]
     assert "--cfg=shhq" in task_options and "--gpus" not in task_options and os.listdir(tmp_path) == []
