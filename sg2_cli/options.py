@@ -123,9 +123,10 @@ SPECS = {
     "--sha256": dict(param="sha256", metavar="HEX", callback=_check_sha256,
                      help="Expected SHA-256 of --network, checked before the file is read (a URL may carry "
                           "#sha256=HEX instead)"),
-    "--network": dict(param="network_pkl", metavar="PATH|URL", required=True,
-                      help="Network checkpoint (.pkl or .safetensors): a path, or a URL (http(s), Google Drive "
-                           "link, hf://OWNER/REPO/FILE)"),
+    "--network": dict(param="network_pkl", metavar="PATH|URL|NAME", required=True,
+                      help="Network checkpoint (.pkl or .safetensors): a path, a URL (http(s), Google Drive "
+                           "link, hf://OWNER/REPO/FILE), or a release name: shhq-1.0-512, shhq-1.0-1024 "
+                           "(generate.py --list-networks)"),
     "--device": dict(param="device_name", metavar="DEVICE", note="cuda if available", callback=_check_device,
                      help="cpu, cuda or cuda:N"),
     "--dtype": dict(param="dtype", type=click.Choice(list(precision.PRECISIONS)), default=precision.DEFAULT,
