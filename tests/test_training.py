@@ -212,3 +212,13 @@ def test_time_limit_and_abort_stop_at_a_tick_with_a_snapshot(tmp_path, figures, 
     assert ("Time limit of 1e-09 minutes reached; stopping." in out) == (stop == "time limit")
     assert ("Aborting..." in out) == (stop == "abort")
     assert progress == [1000] * (2 if stop == "time limit" else 4)  # At the start and after each tick.
+
+
+def test_default_grid_keeps_shhq_sizes_and_bounds_small_images():
+    from training.run_outputs import MAX_DEFAULT_GRID_IMAGES, default_grid
+    assert default_grid(512, 256) == (8, 30) and default_grid(1024, 512) == (4, 15)  # StyleGAN2-ADA's rule
+    assert default_grid(64, 32) == (16, 16)  # was 32x32 = 1024 images at every snapshot
+    for height in [2 ** k for k in range(3, 13)]:
+        for width in {height // 4, height // 2, height, height * 2, height * 4} - {0, 1}:
+            rows, cols = default_grid(height, width)
+            assert 1 <= rows * cols <= MAX_DEFAULT_GRID_IMAGES and rows * height <= max(4320, 4 * height)

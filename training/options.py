@@ -160,7 +160,7 @@ class TrainCommand(_Options):
                                         note="3, at most the CPU cores this process may use")
     metrics:     Union[str, list] = option(DEFAULT_METRICS, shared="--metrics", detail="after each snapshot; or "
                                            "none")
-    grid:        Optional[tuple] = option(None, shared="--grid", note="what fits in 7680x4320",
+    grid:        Optional[tuple] = option(None, shared="--grid", note="what fits in 7680x4320, at most 256 images",
                                           detail="the snapshots' grids of fakes")
     max_minutes: Optional[float] = option(None, "Stop with a snapshot at the first tick after this many minutes "
                                           "(e.g. before a cluster time limit)", min=0, min_open=True)
@@ -208,7 +208,7 @@ class TrainingOptions(_Options):
     num_gpus:               int = 1                # Number of processes of the run.
     metrics:                list = _made_by(list)   # Metrics to compute after each network snapshot.
     metric_kwargs:          dict = _made_by(dnnlib.EasyDict)  # metrics.metric_utils.MetricOptions kwargs.
-    grid:                   Optional[list] = None  # (rows, cols) of the image grids; None = what fits in 7680x4320.
+    grid:                   Optional[list] = None  # (rows, cols) of the image grids; None = run_outputs.default_grid.
     data_loader_kwargs:     dict = _made_by(dnnlib.EasyDict)  # torch.utils.data.DataLoader options.
     cudnn_benchmark:        bool = True            # Let cuDNN pick the fastest convolution algorithms.
     allow_tf32:             bool = False           # Allow TF32 matmul/convolutions on Ampere and newer.

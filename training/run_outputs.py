@@ -7,6 +7,7 @@ package's SnapshotMetrics, which train.py passes): training does not import the 
 """
 import copy
 import json
+import math
 import os
 
 import numpy as np
@@ -22,14 +23,28 @@ from training.checkpoint.pickle_format import save_network_pkl
 # Image grids.
 
 
+MAX_DEFAULT_GRID_IMAGES = 256  # SHHQ's default grids (8x30 at 512x256, 4x15 at 1024x512) stay as StyleGAN2-ADA's.
+
+
+def default_grid(height, width):
+    """(rows, cols) of the snapshots' grids: what fits in 7680x4320 (4 to 32 rows, 7 to 32 columns, as in
+    StyleGAN2-ADA), shrunk in proportion to at most MAX_DEFAULT_GRID_IMAGES images; small images would otherwise
+    give 32x32 = 1024 images to generate at every snapshot (64x32 on a CPU: half a minute and more)."""
+    rows, cols = int(np.clip(4320 // height, 4, 32)), int(np.clip(7680 // width, 7, 32))
+    if rows * cols > MAX_DEFAULT_GRID_IMAGES:
+        scale = math.sqrt(MAX_DEFAULT_GRID_IMAGES / (rows * cols))
+        rows, cols = max(1, int(rows * scale)), max(1, int(cols * scale))
+    return rows, cols
+
+
 def setup_snapshot_image_grid(training_set, random_seed=0, grid=None):
     """(rows, cols), images and labels of the reals grid: random images, grouped by label when there are labels.
 
-    Without `grid`, as many images as fit in 7680x4320 (4 to 32 rows, 7 to 32 columns).
+    Without `grid`, default_grid's.
     """
     rnd = np.random.RandomState(random_seed)
     height, width = training_set.image_shape[1:]
-    rows, cols = grid if grid is not None else (np.clip(4320 // height, 4, 32), np.clip(7680 // width, 7, 32))
+    rows, cols = grid if grid is not None else default_grid(height, width)
     rows, cols = int(rows), int(cols)
     if not training_set.has_labels:
         all_indices = list(range(len(training_set)))
