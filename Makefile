@@ -12,7 +12,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test,video,hub,app]"
+	$(PY) -m pip install -q -e ".[test,video,hub,app,cluster]"
 	touch $(STAMP)
 
 test: $(STAMP)
