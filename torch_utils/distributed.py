@@ -21,6 +21,7 @@ import torch
 import torch.multiprocessing as mp
 
 from dnnlib.util import UserError
+from torch_utils import misc
 
 
 # ----------------------------------------------------------------------------
@@ -206,12 +207,13 @@ def spawn(worker, world_size, args=(), device_name=None):
     """Run worker(rank, world_size, init_method, *args) in `world_size` new processes; returns the exit status.
 
     The status is rank 0's worker's return value (an int; None = 0) when all succeed, else the first
-    failing process's exit status. SIGINT and SIGTERM are passed on to the processes, which decide
-    how to stop.
+    failing process's exit status. SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 (misc.STOP_SIGNALS) are passed on to
+    the processes, which decide how to stop.
     """
     backend = "NCCL" if uses_cuda(device_name) and torch.cuda.is_available() else "gloo"
     print(f"Running {world_size} {'CUDA' if backend == 'NCCL' else 'CPU'} processes ({backend}).", file=sys.stderr,
           flush=True)
+    misc.start_resource_tracker()  # shared by the processes, and deaf to the signals they stop on
     with tempfile.TemporaryDirectory() as temp_dir:
         temp_dir = os.path.abspath(temp_dir)
         context = mp.start_processes(_spawned_entry, args=(worker, world_size, temp_dir, tuple(args)),
@@ -221,7 +223,7 @@ def spawn(worker, world_size, args=(), device_name=None):
             for process in context.processes:
                 if process.is_alive():
                     os.kill(process.pid, signum)
-        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, forward) for sig in misc.STOP_SIGNALS}
         try:
             status = _join(context)
         finally:

@@ -83,10 +83,7 @@ class NonFiniteLossError(dnnlib.util.UserError):
     """Training diverged (a NaN or Inf loss); the run stops without writing a snapshot of the broken state."""
 
 
-# Signals that end a run with a snapshot: Ctrl-C, kill and preemption (SIGTERM), and the warnings that clusters send
-# before a time limit (Slurm's --signal, submitit's SIGUSR2).
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
-                     if hasattr(signal, name))
+STOP_SIGNALS = misc.STOP_SIGNALS  # Ctrl-C, SIGTERM, and the SIGUSR1/SIGUSR2 warnings before a cluster's time limit
 
 
 class _StopSignals:
@@ -511,6 +508,8 @@ def training_loop(
         "batch_size must be a multiple of batch_gpu * num_gpus"
     log = print if rank == 0 else (lambda *args, **kwargs: None)
 
+    if handle_signals:
+        misc.start_resource_tracker()  # DataLoader workers' queues register with it; it must outlive a stop signal
     run = setup_run(options, rank, device, log)
     outputs = RunOutputs(options, rank, device, snapshot_metrics)
     if rank == 0:
