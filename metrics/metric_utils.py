@@ -49,8 +49,9 @@ DETECTORS = {
     ),
     "dinov2": dnnlib.EasyDict(
         title="DINOv2 ViT-L/14",
-        # The publisher gives no checksum; pin one with a '#sha256=HEX' fragment on --dinov2 if you have it.
+        # No digest is published; --dinov2=URL#sha256=HEX checks one you trust.
         url="https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth",
+        sha256=None,  # checked on download when set; the publisher gives no digest to pin
         option="--dinov2",
         env="SG2_DINOV2_DETECTOR",
         input_size=dinov2.INPUT_SIZE,
@@ -232,7 +233,8 @@ def load_detector(spec, kind, named_by=None, device="cpu", verbose=False):
         raise dnnlib.util.UserError(f"{where}: {spec} is a pickle, which is not loaded because unpickling can run "
                                     f"arbitrary code; use the TorchScript file {info.url}")
     try:
-        path = dnnlib.util.open_url(spec, num_attempts=3, verbose=verbose, return_filename=True)
+        path = dnnlib.util.open_url(spec, num_attempts=3, verbose=verbose, return_filename=True,
+                                    sha256=info.get("sha256") if spec == info.url else None)
     except (dnnlib.util.UserError, OSError) as err:
         if spec == info.url:
             raise dnnlib.util.UserError(
