@@ -4,6 +4,7 @@ Processes (torch_utils/distributed.py): one in-process run; `--gpus N` spawns N 
 gloo on the CPU); under `torchrun` each started process joins the group through RANK / WORLD_SIZE /
 LOCAL_RANK. The metrics split their images across the ranks and rank 0 prints and records the results.
 """
+import copy
 import os
 import sys
 
@@ -130,7 +131,9 @@ def export_reference_stats(data, out, mirror=False, with_features=False, device=
         capture_all=with_features)
     extra = dict(inception_features=stats.get_all()) if with_features else {}
     if with_features:
-        vgg16 = metric_utils.compute_feature_stats_for_dataset(opts, "vgg16", precision_recall.DETECTOR_KWARGS,
+        vgg16_opts = copy.copy(opts)
+        vgg16_opts.resize = "original"  # VGG16 resizes inside its file whatever --resize says (no clean mode)
+        vgg16 = metric_utils.compute_feature_stats_for_dataset(vgg16_opts, "vgg16", precision_recall.DETECTOR_KWARGS,
                                                                max_items=None, capture_all=True)
         extra.update(_detector_fields(opts, "vgg16"), vgg16_features=vgg16.get_all())
     if with_dinov2:

@@ -186,7 +186,7 @@ def check_compatible(ref, kind, detector_sha256, detector_name, xflip, image_sha
         their_name = f" ({ref[NAME_KEYS[kind]]})" if ref.get(NAME_KEYS[kind]) else ""
         raise dnnlib.util.UserError(f"{where} was made with a detector of SHA-256 {theirs}{their_name}, but this "
                                     f"run's {detector_name} has SHA-256 {detector_sha256}; use the same detector file")
-    if ref.resize != resize:
+    if kind != "vgg16" and ref.resize != resize:  # VGG16 always resizes inside its file
         raise dnnlib.util.UserError(f"{where} holds statistics of --resize={ref.resize}, but this run uses "
                                     f"--resize={resize}; export statistics with --resize={resize}")
     if dataset is not None and ref.get("dataset_fingerprint") and ref.dataset_fingerprint != dataset[1]:
