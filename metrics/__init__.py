@@ -1,5 +1,6 @@
 """Quality metrics of generative image models, computed as the published StyleGAN2-ADA numbers were.
 
-`metric_main` holds the registry (fid50k_full, kid50k_full, pr50k3_full, is50k, ppl2_wend, ...);
+`metric_main` holds the registry (fid50k_full, kid50k_full, pr50k3_full, is50k, ppl2_wend, fd_dinov2_50k_full,
+prdc_dinov2_50k_full, ...);
 `metric_utils` the shared machinery (detectors, feature statistics, on-disk cache).
 """

@@ -82,8 +82,8 @@ class MetricOptions:
         batch_gen       = None,     # Images per generator call; None = min(batch_size, 4) as in the original.
         num_workers     = None,     # DataLoader worker processes; None = 3 on CUDA, 0 on the CPU.
         ref_stats       = None,     # Reference statistics file (metrics/reference_stats.py) in place of the real images.
-        resize          = "original",  # How images reach the detectors' input size: 'original' or 'clean' (image_resize.py).
-        shared_generation = None,   # metrics/shared_generation.SharedGeneration of a call of several metrics, or None.
+        resize          = "original",  # How images reach the detectors' input size: original, clean (image_resize.py).
+        shared_generation = None,   # A SharedGeneration of a call of several metrics (shared_generation.py), or None.
     ):
         assert 0 <= rank < num_gpus
         if device is None:
@@ -463,8 +463,8 @@ def reference_feature_stats(opts, kind, max_items):
     path = opts.dataset_kwargs.get("path")  # training passes its dataset along with the file: they must agree
     dataset = (path, dataset_fingerprint(path)) if isinstance(path, str) and os.path.exists(path) else None
     reference_stats.check_compatible(ref, kind, detector_sha256(opts, kind), f"{DETECTORS[kind].title} detector "
-                                     f"({spec})", xflip=opts.dataset_kwargs.get("xflip", False), image_shape=image_shape,
-                                     resize=opts.resize, dataset=dataset)
+                                     f"({spec})", xflip=opts.dataset_kwargs.get("xflip", False),
+                                     image_shape=image_shape, resize=opts.resize, dataset=dataset)
     return reference_stats.FileStats(ref, kind, max_items)
 
 
