@@ -3,7 +3,9 @@
 The numbers follow the StyleGAN2-ADA metric code: the same TorchScript detectors, fed uint8 NCHW
 images at the data's own size (the detectors resize internally, so 2:1 images are not cropped),
 statistics accumulated in float64, TF32 off while the generator and the detectors run, and
-generated images made with `noise_mode='random'` at truncation 1.
+generated images made with `noise_mode='random'` at truncation 1. DINOv2 (metrics/dinov2.py) takes the
+same uint8 images and resizes them as EDM2 does; `--resize=clean` resizes for both Inception-v3 and DINOv2
+beforehand (metrics/image_resize.py).
 """
 import collections
 import contextlib
