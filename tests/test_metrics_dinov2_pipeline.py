@@ -10,9 +10,12 @@ from metrics import evaluate
 from metrics import metric_main
 from metrics import metric_utils
 from metrics import stand_in_detector
+from metrics.snapshot_metrics import SnapshotMetrics
 from sg2_cli import calc_metrics as cli
+from sg2_cli import train
 from test_metrics_pipeline import DATASET_CLASS, ReplayGenerator, load_fixture_generator, write_zip
 from test_metrics_pipeline import private_cache  # noqa: F401 (autouse: a private cache, no detector env vars)
+from training import presets
 
 NUM_REAL = 40
 
@@ -180,3 +183,22 @@ def test_file_without_dinov2_statistics_says_how_to_make_them(files, G, tmp_path
         metric_main.calc_metric("fd_dinov2_50k_full", G=G, dataset_kwargs={}, device="cpu", max_gen=4,
                                 ref_stats=str(path), detectors=dict(inception=files.detector, dinov2=files.dinov2))
 
+
+# ----------------------------------------------------------------------------
+# Training: train.py's --dinov2 reaches the metrics of each snapshot.
+
+
+@pytest.mark.slow
+def test_train_dinov2_option_reaches_the_snapshot_metrics(files, G, monkeypatch):
+    monkeypatch.setenv("SG2_DINOV2_DETECTOR", str(files.root / "nowhere.pth"))  # the option must win over it
+    command = train.main.make_context("train", [f"--data={files.data}", "--outdir=unused", "--metrics=fd_dinov2_10k",
+                                                f"--dinov2={files.dinov2}"]).params
+    assert command["dinov2"] == files.dinov2
+    options, _ = presets.make_training_options(
+        data=files.data, metrics="fd_dinov2_10k", dinov2=files.dinov2, metric_kwargs=dict(max_gen=8), workers=0,
+        device="cpu", snapshot_metrics=SnapshotMetrics())
+    assert options.metric_kwargs.detectors == dict(dinov2=files.dinov2)
+    results = SnapshotMetrics().evaluate(G, "snapshot.pkl", options, rank=0, device="cpu", run_dir=None)
+    direct = metric_main.calc_metric("fd_dinov2_10k", G=G, dataset_kwargs=options.training_set_kwargs,
+                                     device="cpu", max_gen=8, detectors=dict(dinov2=files.dinov2))
+    assert results == dict(direct.results) and np.isfinite(results["fd_dinov2_10k"])
