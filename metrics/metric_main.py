@@ -13,12 +13,15 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 
 import dnnlib
+from . import fd_dinov2
 from . import frechet_inception_distance
 from . import inception_score
 from . import kernel_inception_distance
 from . import metric_utils
 from . import perceptual_path_length
+from . import prdc
 from . import precision_recall
+from . import shared_generation
 
 _metric_dict = dict()  # name -> fn(opts) -> dict of results
 
@@ -83,13 +86,35 @@ def calc_metric(metric: str, **kwargs) -> dnnlib.EasyDict:
     if opts.G_kwargs.get("dtype") is not None:
         # Nor a generator run in another precision (e.g. --dtype=bf16) for the float32 metric.
         result.update(dtype=str(opts.G_kwargs["dtype"]).replace("torch.", ""))
+    if uses_resizing(metric):
+        result.update(resize=opts.resize)  # 'original' or 'clean': the numbers differ by whole FID points
     return result
+
+
+def uses_resizing(metric: str) -> bool:
+    """Does --resize change this metric (it reads Inception-v3 or DINOv2 features)?"""
+    return any(request.detector in ("inception", "dinov2") for request, _num_gen in GENERATED_FEATURES.get(metric, []))
+
+
+def check_resize_for(metrics: Sequence[str], resize: str) -> None:
+    """--resize=clean applies to the Inception-v3 and DINOv2 metrics only; refuse it up front for the others."""
+    if resize != "original":
+        others = [metric for metric in metrics if not uses_resizing(metric)]
+        if others:
+            raise dnnlib.util.UserError(f"--resize={resize}: applies to the Inception-v3 and DINOv2 metrics, not "
+                                        f"{', '.join(others)}; compute those without --resize")
+
+
+def shared_generation_for(metrics: Sequence[str]) -> shared_generation.SharedGeneration:
+    """A SharedGeneration for one call of `metrics`, so that their generated images are made once."""
+    return shared_generation.SharedGeneration(request for metric in metrics
+                                              for request in GENERATED_FEATURES.get(metric, []))
 
 
 def primary_result(metric: str) -> Optional[Tuple[str, bool]]:
     """(result key, lower is better) by which snapshots rank under `metric` (train.py --keep-snapshots keeps the
     best); None for a metric without one number to rank by (precision/recall)."""
-    if metric.startswith(("fid", "kid", "ppl")):
+    if metric.startswith(("fid", "fd_", "kid", "ppl")):
         return metric, True
     if metric.startswith("is"):
         return f"{metric}_mean", False
@@ -134,6 +159,29 @@ def pr50k3_full(opts):
     precision, recall = precision_recall.compute_pr(opts, max_real=200000, num_gen=50000, nhood_size=3,
                                                     row_batch_size=10000, col_batch_size=10000)
     return dict(pr50k3_full_precision=precision, pr50k3_full_recall=recall)
+
+
+@register_metric
+def fd_dinov2_50k_full(opts):
+    opts.dataset_kwargs.update(max_size=None, xflip=False)
+    fd = fd_dinov2.compute_fd_dinov2(opts, max_real=None, num_gen=50000)
+    return dict(fd_dinov2_50k_full=fd)
+
+
+@register_metric
+def fd_dinov2_10k(opts):
+    """A cheaper estimate for training: all real images, 10,000 generated (biased upwards against the 50k number)."""
+    opts.dataset_kwargs.update(max_size=None, xflip=False)
+    fd = fd_dinov2.compute_fd_dinov2(opts, max_real=None, num_gen=10000)
+    return dict(fd_dinov2_10k=fd)
+
+
+@register_metric
+def prdc_dinov2_50k_full(opts):
+    opts.dataset_kwargs.update(max_size=None, xflip=False)
+    results = prdc.compute_prdc(opts, max_real=200000, num_gen=50000, nhood_size=5, row_batch_size=10000,
+                                col_batch_size=10000)
+    return {f"prdc_dinov2_50k_full_{name}": value for name, value in results.items()}
 
 
 @register_metric
@@ -201,3 +249,27 @@ def ppl_zend(opts):
 @register_metric
 def ppl_wend(opts):
     return dict(ppl_wend=_legacy_ppl(opts, "w", "end"))
+
+
+# ----------------------------------------------------------------------------
+# What each metric reads from generated images: [(FeatureRequest, image count)]. A call of several metrics makes
+# its images once for all of them (shared_generation.py); tests check that this matches what each metric asks.
+
+
+def _generated(detector, detector_kwargs, num_gen, **stats_kwargs):
+    return metric_utils.FeatureRequest(detector, dict(detector_kwargs), stats_kwargs), num_gen
+
+
+_FID = frechet_inception_distance.DETECTOR_KWARGS
+GENERATED_FEATURES = {
+    "fid50k_full": [_generated("inception", _FID, 50000, capture_mean_cov=True)],
+    "fid50k": [_generated("inception", _FID, 50000, capture_mean_cov=True)],
+    "kid50k_full": [_generated("inception", kernel_inception_distance.DETECTOR_KWARGS, 50000, capture_all=True)],
+    "kid50k": [_generated("inception", kernel_inception_distance.DETECTOR_KWARGS, 50000, capture_all=True)],
+    "is50k": [_generated("inception", inception_score.DETECTOR_KWARGS, 50000, capture_all=True)],
+    "pr50k3_full": [_generated("vgg16", precision_recall.DETECTOR_KWARGS, 50000, capture_all=True)],
+    "pr50k3": [_generated("vgg16", precision_recall.DETECTOR_KWARGS, 50000, capture_all=True)],
+    "fd_dinov2_50k_full": [_generated("dinov2", fd_dinov2.DETECTOR_KWARGS, 50000, capture_mean_cov=True)],
+    "fd_dinov2_10k": [_generated("dinov2", fd_dinov2.DETECTOR_KWARGS, 10000, capture_mean_cov=True)],
+    "prdc_dinov2_50k_full": [_generated("dinov2", prdc.DETECTOR_KWARGS, 50000, capture_all=True)],
+}

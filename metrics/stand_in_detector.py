@@ -6,12 +6,18 @@ It has the real detectors' call signature, so every metric runs end to end witho
 probabilities (softmax, like the real Inception file), `return_lpips=True` -> features whose
 squared differences play the LPIPS distance. Numbers computed with it mean nothing beyond tests.
 
+For DINOv2, `save_stand_in_dinov2` writes a small state dict with the official file's key names (a ViT with
+one thin block and random weights), which loads through the real path (metrics/dinov2.py).
+
     python -m metrics.stand_in_detector STANDIN.pt
+    python -m metrics.stand_in_detector --dinov2 STANDIN_DINOV2.pth
 """
 import sys
 import warnings
 
 import torch
+
+from . import dinov2
 
 
 class StandInDetector(torch.nn.Module):
@@ -56,7 +62,25 @@ def save_stand_in_detector(path, **kwargs):
     return path
 
 
+def save_stand_in_dinov2(path, embed_dim=16, depth=1, pos_grid=4, seed=0):
+    """Write the state dict of a small DINOv2-shaped ViT (patch 14, random weights) to `path` (torch.save)."""
+    torch.manual_seed(seed)
+    vit = dinov2.VisionTransformer(embed_dim=embed_dim, depth=depth, num_heads=max(1, embed_dim // dinov2.HEAD_DIM),
+                                   patch_size=14, pos_grid=pos_grid)
+    with torch.no_grad():
+        for name, param in vit.named_parameters():
+            if name.endswith(".weight") and param.ndim >= 2:  # variance-preserving, so features vary with the image
+                param.normal_(0, param[0].numel() ** -0.5)
+            elif name in ("cls_token", "pos_embed"):
+                param.normal_(0, 1)
+    torch.save(vit.state_dict(), path)
+    return path
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m metrics.stand_in_detector OUT.pt")
-    save_stand_in_detector(sys.argv[1])
+    if len(sys.argv) == 3 and sys.argv[1] == "--dinov2":
+        save_stand_in_dinov2(sys.argv[2])
+    elif len(sys.argv) == 2:
+        save_stand_in_detector(sys.argv[1])
+    else:
+        sys.exit("usage: python -m metrics.stand_in_detector [--dinov2] OUT")

@@ -8,9 +8,10 @@ Stand-ins (created in the workspace under the names the README uses, so most com
   $NET                                          the 64x32 network (the README's "CPU demo's generator")
   SHHQ-512x256.zip, SHHQ-1024x512.zip           demo figures at 64x32 (scripts/make_demo_data.py)
   my-photos/ + my-masks/, SHHQ/images/ + SHHQ/masks/   demo figures as PNGs, and masks around each figure
-  $SG2_INCEPTION_DETECTOR, $SG2_VGG16_DETECTOR  stand-in detectors (metrics/stand_in_detector.py)
+  $SG2_INCEPTION_DETECTOR, $SG2_VGG16_DETECTOR, $SG2_DINOV2_DETECTOR   stand-in detectors
+                                                (metrics/stand_in_detector.py)
 Substitutions (SUBSTITUTIONS): 64x32 where the README says 512x256 (--height/--width), 2 processes where it
-says 4 or 8 GPUs, 20 projection and 10 tuning steps where it says 300 and 150, and the run folders and
+says 4 or 8 GPUs (torchrun as `python -m torch.distributed.run --standalone`), the stand-ins for `...`, 20 projection and 10 tuning steps where it says 300 and 150, and the run folders and
 snapshots the earlier commands made where the README names its own (e.g. training-runs/00003-...). Training commands get a few steps at small sizes appended (TRAIN_STAND_INS),
 metrics a cap on generated images (METRIC_STAND_INS); later options win, so the README's stay in the command.
 
@@ -35,7 +36,7 @@ import pytest
 import legacy
 from helpers import ROOT
 from helpers_training import make_figures
-from metrics.stand_in_detector import save_stand_in_detector
+from metrics.stand_in_detector import save_stand_in_detector, save_stand_in_dinov2
 
 Skip = collections.namedtuple("Skip", "reason")
 Run = collections.namedtuple("Run", "extra", defaults=((),))
@@ -51,7 +52,6 @@ RULES = [
     (r"^pip install ", Skip("installs into the environment; tests/test_packaging.py installs the wheel")),
     (r"^python app\.py ", Skip("serves until stopped; tests/test_app.py starts it")),
     (r"^torchrun --nnodes=", Skip("several machines")),
-    (r"^torchrun .* --network=\.\.\.", Skip("placeholders (...) for a network and data")),
     (r"^python -m torch_utils\.ops$", Skip("builds the CUDA kernels with nvcc; tests/test_cuda_build.py")),
     (r"^(python benchmarks/|OUT=out bash benchmarks/)", Skip("benchmarks: minutes each, results in "
                                                              "benchmarks/RESULTS.md")),
@@ -62,7 +62,7 @@ RULES = [
     (r"^python train\.py .*--resume=auto", Run(TRAIN_STAND_INS + SMALL_NETWORK + ("--kimg=0.024",))),
     (r"^python train\.py ", Run(TRAIN_STAND_INS + SMALL_NETWORK)),
     (r"^python calc_metrics\.py .*--export-stats=", Run()),
-    (r"^python calc_metrics\.py ", Run(METRIC_STAND_INS)),
+    (r"^(python calc_metrics\.py |torchrun --nproc_per_node=\d+ calc_metrics\.py )", Run(METRIC_STAND_INS)),
     (r"^python (generate|style_mixing|gen_video|edit|projector|convert|bg_white|dataset_tool)\.py ", Run()),
     (r"^python generate\.py --list-networks$", Run()),
     (r"^(python scripts/make_demo_data\.py |unzip -p |python -m metrics\.stand_in_detector )", Run()),
@@ -81,6 +81,9 @@ SUBSTITUTIONS = [  # (regex, what replaces it: text, or a function of the worksp
     (r"--num-steps=300\b", "--num-steps=20"),   # the projector's search: what is tested is that it runs
     (r"--pti-steps=150\b", "--pti-steps=10"),
     (r"--gpus=[48]\b", "--gpus=2"),
+    (r"^torchrun --nproc_per_node=4 ", "python -m torch.distributed.run --standalone --nproc_per_node=2 "),
+    (r"--network=\.\.\.(?=\s|$)", "--network=SHHQ-1.0_sg2_512.pkl"),  # the README's placeholders
+    (r"--data=\.\.\.(?=\s|$)", "--data=datasets/shhq-512x256.zip"),
     (r"training-runs/00003-SHHQ-1024x512-\S+", lambda ws: newest(f"{ws}/training-runs/*-SHHQ-1024x512-*")),
     (r"finetune-runs/00000-my-512x256-\S+/network-snapshot-000400\.pkl",
      lambda ws: newest(f"{ws}/finetune-runs/00000-*/network-snapshot-*.pkl")),
@@ -186,7 +189,8 @@ def workspace(tmp_path_factory, compat_dir):
     env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""), PYTHONPATH=ROOT,
                NET=os.path.join(ws, "net.pkl"), DNNLIB_CACHE_DIR=os.path.join(ws, ".cache"), CUDA_VISIBLE_DEVICES="",
                SG2_INCEPTION_DETECTOR=save_stand_in_detector(os.path.join(ws, ".inception.pt"), num_features=16),
-               SG2_VGG16_DETECTOR=save_stand_in_detector(os.path.join(ws, ".vgg16.pt")))
+               SG2_VGG16_DETECTOR=save_stand_in_detector(os.path.join(ws, ".vgg16.pt")),
+               SG2_DINOV2_DETECTOR=save_stand_in_dinov2(os.path.join(ws, ".dinov2.pth")))
     return ws, env
 
 

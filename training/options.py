@@ -171,6 +171,7 @@ class TrainCommand(_Options):
                                           min=0, min_open=True, metavar="K")
     detector:    Optional[str] = option(None, shared="--detector")
     vgg16:       Optional[str] = option(None, shared="--vgg16")
+    dinov2:      Optional[str] = option(None, shared="--dinov2")
     device:      Optional[str] = option(None, shared="--device", detail="train.py: cpu or cuda")
     max_gen:     Optional[int] = option(None, shared="--max-gen")
     metric_kwargs: Optional[dict] = None  # More metrics.metric_utils.MetricOptions kwargs (library use).
