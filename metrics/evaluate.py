@@ -2,7 +2,8 @@
 
 Processes (torch_utils/distributed.py): one in-process run; `--gpus N` spawns N processes (NCCL on CUDA,
 gloo on the CPU); under `torchrun` (or srun) each started process joins the group through RANK / WORLD_SIZE /
-LOCAL_RANK (or Slurm's variables). The metrics split their images across the ranks and rank 0 prints and records the results.
+LOCAL_RANK (or Slurm's variables). The metrics split their images across the ranks and rank 0 prints and
+records the results.
 """
 import copy
 import os

@@ -97,7 +97,8 @@ SUBMISSION_PARAMS = ("use_slurm", "nodes", "partition", "slurm_minutes", "slurm_
 def slurm_options(fn):
     """--slurm and the job's settings (sg2_cli/slurm.py); --gpus is then the GPUs of each node."""
     for decorate in reversed([
-        flag("--slurm", "use_slurm", help="Submit the run as a Slurm job (submitit) that requeues itself at the time limit"),
+        flag("--slurm", "use_slurm",
+             help="Submit the run as a Slurm job (submitit) that requeues itself at the time limit"),
         click.option("--nodes", type=click.IntRange(1, 4096), default=1, show_default=True,
                      help="With --slurm: nodes of the job (--gpus is then per node)"),
         click.option("--partition", metavar="NAME", help="With --slurm: the partition  [default: the cluster's]"),

@@ -11,9 +11,11 @@ Stand-ins (created in the workspace under the names the README uses, so most com
   $SG2_INCEPTION_DETECTOR, $SG2_VGG16_DETECTOR, $SG2_DINOV2_DETECTOR   stand-in detectors
                                                 (metrics/stand_in_detector.py)
 Substitutions (SUBSTITUTIONS): 64x32 where the README says 512x256 (--height/--width), 2 processes where it
-says 4 or 8 GPUs (torchrun as `python -m torch.distributed.run --standalone`), the stand-ins for `...`, 20 projection and 10 tuning steps where it says 300 and 150, and the run folders and
-snapshots the earlier commands made where the README names its own (e.g. training-runs/00003-...). Training commands get a few steps at small sizes appended (TRAIN_STAND_INS),
-metrics a cap on generated images (METRIC_STAND_INS); later options win, so the README's stay in the command.
+says 4 or 8 GPUs (torchrun as `python -m torch.distributed.run --standalone`), the stand-ins for `...`, 20
+projection and 10 tuning steps where it says 300 and 150, and the run folders and snapshots the earlier commands
+made where the README names its own (e.g. training-runs/00003-...). Training commands get a few steps at small
+sizes appended (TRAIN_STAND_INS), metrics a cap on generated images (METRIC_STAND_INS); later options win, so
+the README's stay in the command.
 
 To add a README block: write it in README.md; if a command needs something here, add a rule to RULES (the first
 matching rule applies): test_every_readme_command_has_a_rule fails until every command has one. A command that
