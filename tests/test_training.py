@@ -222,3 +222,20 @@ def test_default_grid_keeps_shhq_sizes_and_bounds_small_images():
         for width in {height // 4, height // 2, height, height * 2, height * 4} - {0, 1}:
             rows, cols = default_grid(height, width)
             assert 1 <= rows * cols <= MAX_DEFAULT_GRID_IMAGES and rows * height <= max(4320, 4 * height)
+
+
+def test_workers_fit_the_cores_and_too_many_are_said_once(figures, capsys):
+    import warnings
+    from torch_utils import cpu_tuning
+    from training import presets, training_loop
+    assert presets.data_loader_options(None).num_workers == min(3, cpu_tuning.usable_cores())
+    options, _ = presets.make_training_options(**tiny_options(figures, workers=cpu_tuning.usable_cores() + 1))
+    from training.dataset import open_dataset
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stream = training_loop.make_data_stream(options, open_dataset(options.training_set_kwargs), 0,
+                                                torch.device("cpu"), skip=0)
+        next(stream)
+    del stream
+    assert not [w for w in caught if "DataLoader will create" in str(w.message)]  # torch's warning, twice before
+    assert capsys.readouterr().out.count(f"--workers={cpu_tuning.usable_cores() + 1} is more than") == 1
