@@ -125,16 +125,25 @@ def test_image_size_and_flip_mismatches_name_both_values(files, stats_file, comp
         metric_main.calc_metric("fid50k", **_options(files, stats_file, G, max_real=4))
 
 
-def test_training_loop_metric_with_ref_stats_equals_the_dataset(files, stats_file, compat_dir, one_torch_thread):
-    """What training/training_loop.py calls: the training set's kwargs, plus metric_kwargs.ref_stats."""
+def test_training_loop_metric_with_ref_stats_equals_the_dataset(files, stats_file, compat_dir, tmp_path,
+                                                                one_torch_thread):
+    """What training/training_loop.py calls: the training set's kwargs, plus metric_kwargs.ref_stats.
+
+    The run's training set here holds other images than the ones the file describes, so the file must stand in
+    for the real images: a loop that ignored ref_stats would measure against the other images instead.
+    """
     G = load_fixture_generator(compat_dir)
-    training_set_kwargs = dict(class_name=DATASET_CLASS, path=files.data, use_labels=False, xflip=True, max_size=40)
-    # More generated images than features: a regular covariance. Default batch size, as in training.
+    other_images = write_zip(tmp_path / "other.zip", 40, seed=7)
     kwargs = dict(G=G, device="cpu", max_gen=24, detectors=dict(inception=files.detector))
-    with_data = metric_main.calc_metric("fid50k_full", dataset_kwargs=training_set_kwargs, **kwargs)
-    with_file = metric_main.calc_metric("fid50k_full", dataset_kwargs=training_set_kwargs, ref_stats=stats_file,
-                                        **kwargs)
-    assert with_file.results == with_data.results
+    # More generated images than features: a regular covariance. Default batch size, as in training.
+
+    def fid(data, **extra):
+        training_set_kwargs = dict(class_name=DATASET_CLASS, path=data, use_labels=False, xflip=True, max_size=40)
+        return metric_main.calc_metric("fid50k_full", dataset_kwargs=training_set_kwargs, **kwargs, **extra).results
+
+    with_data = fid(files.data)
+    assert fid(other_images) != with_data  # the two image sets give different numbers, so the check can fail
+    assert fid(other_images, ref_stats=stats_file) == with_data
 
 
 def test_train_option_reaches_the_metric_kwargs(files, stats_file):
