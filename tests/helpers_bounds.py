@@ -10,6 +10,7 @@ the same process, so that a slow or busy machine cannot fail them.
 Run as a script (by `measure`) it is that child: TARGET (module:function, a module of tests/) and a JSON file
 of [name, args] cases; it prints one JSON line per case.
 """
+import importlib
 import json
 import os
 import subprocess
@@ -63,8 +64,8 @@ def _run_child(target, spec, repeats, timeout):
 def assert_time_ratio(results, case, reference, max_ratio):
     """The case took at most max_ratio times the reference (both measured in the same child process)."""
     ratio = results[case].seconds / max(results[reference].seconds, 1e-6)
-    assert ratio <= max_ratio, (f"{case} took {results[case].seconds:.4f} s, {ratio:.1f}x the {results[reference].seconds:.4f} s "
-                                f"of {reference} (bound {max_ratio}x)")
+    assert ratio <= max_ratio, (f"{case} took {results[case].seconds:.4f} s, {ratio:.1f}x the "
+                                f"{results[reference].seconds:.4f} s of {reference} (bound {max_ratio}x)")
 
 
 # ----------------------------------------------------------------------------
@@ -96,7 +97,6 @@ def _call(fn, args):
 
 
 def _child(target, spec, repeats):
-    import importlib
     module_name, function_name = target.split(":")
     fn = getattr(importlib.import_module(module_name), function_name)
     with open(spec) as f:

@@ -150,8 +150,8 @@ BAD_LABELS = {  # name -> (labels, what the one-line error says)
 
 # Bounds of a refusal, measured in a child process against opening a sound dataset of the same file size. On the
 # busy 2-core VM the refusals took 0.5-1.3x the time of the sound input (well under a millisecond each) and
-# raised the peak memory by less than 1 MB. 3x leaves room for noise; 32 MB is far below what the refused requests would take (a one-hot label of
-# width 1e9: 4 GB; a decoded 900-megapixel PNG: 2.7 GB).
+# raised the peak memory by less than 1 MB. 3x leaves room for noise; 32 MB is far below what the refused
+# requests would take (a one-hot label of width 1e9: 4 GB; a decoded 900-megapixel PNG: 2.7 GB).
 REFUSAL_TIME_RATIO = 3
 REFUSAL_MEMORY_BUDGET_MB = 32
 
