@@ -14,6 +14,7 @@ Before the breaks, the tests of every selected break run once on the unpatched c
     python scripts/mutation_check.py NAME [NAME]   # only these
 """
 import argparse
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -309,6 +310,9 @@ def main(argv=None):
             print(f"{brk.name:24s} {brk.what}\n{'':24s} in {', '.join(sorted({p.file for p in brk.patches}))}; "
                   f"tests: {' '.join(brk.tests)}")
         return 0
+    if importlib.util.find_spec("pytest_timeout") is None:
+        print("mutation_check needs pytest-timeout (pip install -e '.[test]')", file=sys.stderr)
+        return 2
     try:
         check_targets(breaks)
     except PatchError as err:
