@@ -195,6 +195,7 @@ def _plain_pickle_of_size(size):
     return checkpoint(count)
 
 
+@pytest.mark.slow
 def test_loader_time_is_linear_in_the_file_not_in_what_it_asks_for(tmp_path):
     # Doubling the hash bomb's depth doubles its size and squares the cost of hashing it. Each refusal is timed
     # against loading a well-formed file of the same size in the same child process: on the busy 2-core VM the
