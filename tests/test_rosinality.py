@@ -192,7 +192,7 @@ def test_writer_matches_stylegan_human_convert_on_the_fixture(compat_dir):
 def test_generate_draws_from_a_stylegan_human_conversion_what_it_draws_from_the_pickle(compat_dir, tmp_path,
                                                                                        one_torch_thread):
     import PIL.Image
-    import generate
+    from sg2_cli import generate
     pkl = os.path.join(compat_dir, "tiny_64x32.pkl")
     converted = write_pt(stylegan_human_convert(legacy.load_network(pkl)), tmp_path / "tiny_64x32.pth")
     for name, network in [("pkl", pkl), ("pth", converted)]:
