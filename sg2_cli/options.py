@@ -117,8 +117,8 @@ SPECS = {
                      help="Expected SHA-256 of --network, checked before the file is read (a URL may carry "
                           "#sha256=HEX instead)"),
     "--network": dict(param="network_pkl", metavar="PATH|URL", required=True,
-                      help="Network checkpoint (.pkl or .safetensors): a path, or a URL (http(s), Google Drive "
-                           "link, hf://OWNER/REPO/FILE)"),
+                      help="Network checkpoint (.pkl, .safetensors or rosinality's .pt): a path, or a URL (http(s), "
+                           "Google Drive link, hf://OWNER/REPO/FILE)"),
     "--device": dict(param="device_name", metavar="DEVICE", note="cuda if available", callback=_check_device,
                      help="cpu, cuda or cuda:N"),
     "--dtype": dict(param="dtype", type=click.Choice(list(precision.PRECISIONS)), default=precision.DEFAULT,

@@ -91,7 +91,8 @@ class Session:
 
     @classmethod
     def open(cls, network, device="cpu", sha256=None, **kwargs):
-        """Load G_ema from a path or URL (.pkl or .safetensors) safely; a bad file is a one-line UserError."""
+        """Load G_ema from a path or URL (.pkl, .safetensors or rosinality's .pt) safely; a bad file is a one-line
+        UserError."""
         G = load_network(network, key="G_ema", device=device, sha256=sha256)
         return cls(G, device=device, name=str(network), **kwargs)
 
