@@ -57,10 +57,10 @@ def write_checkpoint(data, out_path, fmt, truncation_psi=None, onnx_input=None, 
         return plain_weights.export_safetensors(data, out_path)
     if fmt == "rosinality":
         return rosinality.export_rosinality(data, out_path, custom_channels=custom_channels)
-    G = network_of(data, "G_ema" if data.get("G_ema") is not None else "G", "--network")
-    inputs = onnx_export.export_onnx(G, out_path, 1.0 if truncation_psi is None else truncation_psi,
-                                     onnx_input or "z")
-    return [f"inputs {', '.join(inputs)}"]
+    key = "G_ema" if data.get("G_ema") is not None else "G"
+    inputs = onnx_export.export_onnx(network_of(data, key, "--network"), out_path,
+                                     1.0 if truncation_psi is None else truncation_psi, onnx_input or "z")
+    return [f"{key} (inputs {', '.join(inputs)} -> img, opset {onnx_export.OPSET})"]
 
 
 def read_input(network, out_path, sha256=None, force=True):

@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 import torch
 
+from sg2_cli import convert
 from training import networks
+from training.checkpoint.pickle_format import save_network_pkl
 from training.checkpoint import onnx_export
 from training.checkpoint.rebuild import network_tensors
 
@@ -51,10 +53,13 @@ def test_onnxruntime_images_equal_the_package_s_at_batch_1_and_3(c_dim, aspect, 
 
 
 @pytest.mark.slow
-def test_ws_input_and_static_convolution_kernels(tmp_path, one_torch_thread):
+def test_cli_ws_input_and_static_convolution_kernels(tmp_path, capsys, one_torch_thread):
     G = small_generator(0, (2, 1), seed=7)
+    pkl = tmp_path / "g.pkl"
+    save_network_pkl(pkl, {"G_ema": G})
     path = tmp_path / "synthesis.onnx"
-    assert onnx_export.export_onnx(G, path, input_kind="ws") == ["ws"]
+    convert.main.main([f"--network={pkl}", f"--out={path}", "--onnx-input=ws"], standalone_mode=False)
+    assert "Wrote G_ema (inputs ws -> img, opset 18) to" in capsys.readouterr().out
     ws = torch.randn([3, G.num_ws, G.w_dim])
     with torch.no_grad():
         expected = G.synthesis(ws, noise_mode="const").numpy()

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import legacy
+from dnnlib.util import UserError
 from helpers_rosinality import Discriminator as RosD, Generator as RosG
 from training import networks
 from training.checkpoint import rosinality
@@ -248,3 +249,53 @@ def test_damaged_foreign_and_hostile_files_are_refused_with_the_file_named(tmp_p
         with pytest.raises(CheckpointError, match=f"case{index}.pt: .*{message}"):
             legacy.load_network(path)
     assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_train_resume_fine_tunes_from_a_rosinality_file(tmp_path, one_torch_thread):
+    from helpers_training import load, make_figures, snapshots, tiny_options, train_in_process
+    nets = small_networks((2, 1), seed=11)
+    path = tmp_path / "rosinality.pt"
+    rosinality.export_rosinality(nets, path, custom_channels=True)
+    opts = {k: v for k, v in tiny_options(make_figures(tmp_path / "figures.zip")).items()
+            if k not in ("cbase", "cmax", "map")}  # the architecture comes from the file
+    status, run_dir = train_in_process(tmp_path / "runs", kimg=0.008, resume=str(path), **opts)
+    assert status == 0
+    first = load(snapshots(run_dir)[0])
+    for key in ("G", "G_ema", "D"):
+        ours = torch.cat([t.detach().flatten() for _, t in sorted(network_tensors(first[key]).items())])
+        theirs = torch.cat([t.detach().flatten() for _, t in sorted(network_tensors(nets[key]).items())])
+        assert float((ours - theirs).norm() / theirs.norm()) < 0.05, key  # a few steps from the file's weights
+    assert "G <- G, G_ema <- G_ema, D <- D" in open(os.path.join(run_dir, "log.txt")).read()
+
+
+def test_convert_cli_writes_rosinality_and_reads_it_back(tmp_path, capsys):
+    from sg2_cli import convert
+    from training.checkpoint.pickle_format import save_network_pkl
+    nets = small_networks((2, 1), seed=13)
+    pkl = tmp_path / "net.pkl"
+    save_network_pkl(pkl, nets)
+    out = tmp_path / "net.pt"
+    with pytest.raises(UserError, match="--to: required for a .pt output; --to=rosinality"):
+        convert.main.main([f"--network={pkl}", f"--out={out}"], standalone_mode=False)
+    with pytest.raises(UserError, match="--to=onnx does not match"):
+        convert.main.main([f"--network={pkl}", f"--out={out}", "--to=onnx"], standalone_mode=False)
+    with pytest.raises(UserError, match="channels per resolution .* --custom-channels"):
+        convert.main.main([f"--network={pkl}", f"--out={out}", "--to=rosinality"], standalone_mode=False)
+    with pytest.raises(UserError, match="--trunc and --onnx-input apply to --to=onnx only"):
+        convert.main.main([f"--network={pkl}", f"--out={out}", "--to=rosinality", "--trunc=0.5"],
+                          standalone_mode=False)
+    assert not out.exists()
+    convert.main.main([f"--network={pkl}", f"--out={out}", "--to=rosinality", "--custom-channels"],
+                      standalone_mode=False)
+    line = capsys.readouterr().out
+    assert "Wrote g_ema, g, d, latent_avg to" in line and "Generator(size=32, style_dim=32, n_mlp=2)" in line
+    assert "StyleGAN-Human's 2:1 variant" in line
+    back = tmp_path / "back.pkl"
+    convert.main.main([f"--network={out}", f"--out={back}"], standalone_mode=False)
+    data = legacy.load_checkpoint(str(back))
+    for key in ("G", "D", "G_ema"):
+        assert all(torch.equal(t, network_tensors(nets[key])[name]) for name, t in network_tensors(data[key]).items())
+    with pytest.raises(UserError, match="already exists"):
+        convert.main.main([f"--network={pkl}", f"--out={out}", "--to=rosinality", "--custom-channels"],
+                          standalone_mode=False)
