@@ -1,4 +1,7 @@
 """ONNX export (convert.py --to=onnx): onnxruntime draws the package's images, at any batch size."""
+import os
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +15,7 @@ from training.checkpoint.rebuild import network_tensors
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
+README_MARKER = "<!-- tests/test_onnx_export.py runs this block -->"
 
 
 def small_generator(c_dim, aspect, seed):
@@ -32,12 +36,25 @@ def run_onnx(path, feeds):
     return session.run(["img"], {name: value.numpy() for name, value in feeds.items()})[0]
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """{(c_dim, aspect, psi): (G, path)}: each network exported once, when a test first asks for it."""
+    cache = {}
+
+    def get(c_dim, aspect, psi):
+        if (c_dim, aspect, psi) not in cache:
+            G = small_generator(c_dim, aspect, seed=c_dim)
+            path = tmp_path_factory.mktemp("onnx") / "g.onnx"
+            assert onnx_export.export_onnx(G, path, truncation_psi=psi) == (["z", "c"] if c_dim else ["z"])
+            cache[(c_dim, aspect, psi)] = G, path
+        return cache[(c_dim, aspect, psi)]
+    return get
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("c_dim, aspect, psi", [(0, (2, 1), 0.7), (3, (1, 1), 1.0)])
-def test_onnxruntime_images_equal_the_package_s_at_batch_1_and_3(c_dim, aspect, psi, tmp_path, one_torch_thread):
-    G = small_generator(c_dim, aspect, seed=c_dim)
-    path = tmp_path / "g.onnx"
-    assert onnx_export.export_onnx(G, path, truncation_psi=psi) == (["z", "c"] if c_dim else ["z"])
+def test_onnxruntime_images_equal_the_package_s_at_batch_1_and_3(c_dim, aspect, psi, exported, one_torch_thread):
+    G, path = exported(c_dim, aspect, psi)
     for batch in (1, 3):
         z = torch.randn([batch, 16])
         feeds = {"z": z}
@@ -50,6 +67,24 @@ def test_onnxruntime_images_equal_the_package_s_at_batch_1_and_3(c_dim, aspect, 
         got = run_onnx(path, feeds)
         assert got.shape == expected.shape == (batch, 3, 32, 32 * aspect[1] // aspect[0])
         np.testing.assert_allclose(got, expected, atol=1e-3, rtol=0)
+
+
+@pytest.mark.slow
+def test_readme_example_draws_generate_s_pixels(exported, tmp_path, monkeypatch, one_torch_thread):
+    import PIL.Image
+    from helpers import ROOT
+    from latent import space
+    G, path = exported(0, (2, 1), 0.7)
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    code = re.search(r"```python\n(.*?)```", text.split(README_MARKER, 1)[1], re.S).group(1)
+    assert '"shhq_512.onnx"' in code
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace('"shhq_512.onnx"', repr(str(path))), "README.md", "exec"), {})
+    with torch.no_grad():
+        ws = space.seeds_to_ws(G, [0], truncation_psi=0.7)
+        expected = space.to_uint8(G.synthesis(ws, noise_mode="const"))[0].numpy()
+    written = np.asarray(PIL.Image.open(tmp_path / "seed0000.png"))
+    assert written.shape == expected.shape and np.abs(written.astype(int) - expected.astype(int)).max() <= 1
 
 
 @pytest.mark.slow
