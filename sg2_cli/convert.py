@@ -44,6 +44,8 @@ def output_format(out_path, to):
 def _check_format_options(fmt, truncation_psi, onnx_input, custom_channels):
     if fmt != "onnx" and (truncation_psi is not None or onnx_input is not None):
         raise UserError(f"--trunc and --onnx-input apply to --to=onnx only (not {fmt})")
+    if onnx_input == "ws" and truncation_psi is not None:
+        raise UserError("--trunc does nothing with --onnx-input=ws (the ws given are used as they are); omit it")
     if fmt != "rosinality" and custom_channels:
         raise UserError(f"--custom-channels applies to --to=rosinality only (not {fmt})")
 

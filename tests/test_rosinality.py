@@ -299,3 +299,21 @@ def test_convert_cli_writes_rosinality_and_reads_it_back(tmp_path, capsys):
     with pytest.raises(UserError, match="already exists"):
         convert.main.main([f"--network={pkl}", f"--out={out}", "--to=rosinality", "--custom-channels"],
                           standalone_mode=False)
+
+
+def test_legacy_convert_and_an_encoder_s_decoder(tmp_path):
+    nets = small_networks((2, 1), seed=17)
+    pkl = tmp_path / "net.pkl"
+    legacy.save_network_pkl(str(pkl), {"G_ema": nets["G_ema"]})
+    legacy.convert(str(pkl), str(tmp_path / "net.pth"))  # StyleGAN-Human's name and signature
+    written = torch.load(tmp_path / "net.pth", weights_only=True)
+    assert set(written) == {"g_ema", "latent_avg"}
+    state = written["g_ema"]
+    n_latent = nets["G_ema"].num_ws
+    encoder_file = {"state_dict": {**{f"decoder.{k}": v for k, v in state.items()},
+                                   "encoder.body.0.weight": torch.zeros(4, 3, 3, 3)},
+                    "latent_avg": written["latent_avg"][None].repeat(n_latent, 1),  # as e4e stores it
+                    "opts": {"encoder_type": "Encoder4Editing", "stylegan_size": 32}}
+    G = legacy.load_network(write_pt(encoder_file, tmp_path / "e4e.pt"))
+    for name, tensor in network_tensors(nets["G_ema"]).items():
+        assert torch.equal(network_tensors(G)[name], tensor), name

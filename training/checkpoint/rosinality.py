@@ -257,11 +257,18 @@ def _w_avg_from(latent_avg, w_dim):
 
 
 def _state_dicts(data):
-    """{rosinality key: state dict} of a loaded file; a bare Generator state dict counts as g_ema."""
+    """{rosinality key: state dict} of a loaded file; a bare Generator state dict counts as g_ema, and so does
+    the decoder of an encoder's checkpoint (e4e, pSp: 'state_dict' with 'decoder.*' keys)."""
     if not isinstance(data, dict):
         raise LayoutError(f"it holds a {type(data).__name__}, not a dict of state dicts")
     if "input.input" in data and "style.1.weight" in data:
         return {"g_ema": data}
+    encoder_state = data.get("state_dict")
+    if isinstance(encoder_state, dict) and not any(key in data for key in KEYS.values()):
+        decoder = {key[len("decoder."):]: value for key, value in encoder_state.items()
+                   if isinstance(key, str) and key.startswith("decoder.")}
+        if decoder:
+            data = {"g_ema": decoder}
     states = {key: data[key] for key in KEYS.values() if key in data}
     if not states:
         raise LayoutError(f"it holds none of g_ema, g, d (keys: {', '.join(sorted(map(str, data))[:8])})")
