@@ -148,7 +148,8 @@ def stylegan_human_convert(G_ema):
     nv = G_ema.state_dict()
     out = {}
     for i in range(G_ema.mapping.num_layers):
-        out[f"style.{i + 1}.weight"], out[f"style.{i + 1}.bias"] = nv[f"mapping.fc{i}.weight"], nv[f"mapping.fc{i}.bias"]
+        out[f"style.{i + 1}.weight"] = nv[f"mapping.fc{i}.weight"]
+        out[f"style.{i + 1}.bias"] = nv[f"mapping.fc{i}.bias"]
 
     def conv(ros, name):
         out[f"{ros}.conv.weight"] = nv[f"{name}.weight"].unsqueeze(0)

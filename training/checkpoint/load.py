@@ -32,8 +32,8 @@ def load_network_pkl(f, force_fp16=False, allow_code=False):
     """Read a checkpoint from an open binary file: dict with G, D, G_ema, augment_pipe, training_set_kwargs.
 
     Any format of READERS (.pkl, .safetensors, rosinality's .pt) is recognised by its first bytes; none runs code
-    from the file unless `allow_code` lets a trusted pickle do so. Keys the file lacks come back as None; other keys of the
-    file (e.g. training progress) are kept.
+    from the file unless `allow_code` lets a trusted pickle do so. Keys the file lacks come back as None; other
+    keys of the file (e.g. training progress) are kept.
     """
     name = escape_text(str(getattr(f, "name", "<checkpoint stream>")))
     return READERS[detect_format(f)](f, name, force_fp16=force_fp16, allow_code=allow_code)

@@ -216,10 +216,12 @@ def _network_tensors_from(state, table, expected, what):
         want = tuple(to_rosinality(kind, torch.empty(expected[nv].shape, device="meta")).shape)
         if shape_of(state, ros, what) != want:
             raise LayoutError(f"{what} tensor '{ros}' has shape {list(state[ros].shape)}, expected {list(want)}")
-        tensors[nv] = from_rosinality(kind, state[ros].detach().float(), expected[nv].shape)
-        if nv.endswith("resample_filter") and not torch.allclose(tensors[nv], canonical, rtol=1e-6, atol=0):
-            raise LayoutError(f"{what} tensor '{ros}' is not the [1, 3, 3, 1] blur kernel this package implements")
-        tensors[nv] = canonical.clone() if nv.endswith("resample_filter") else tensors[nv]
+        tensor = from_rosinality(kind, state[ros].detach().float(), expected[nv].shape)
+        if nv.endswith("resample_filter"):  # checked, then the filter this package computes (bit for bit)
+            if not torch.allclose(tensor, canonical, rtol=1e-6, atol=0):
+                raise LayoutError(f"{what} tensor '{ros}' is not the [1, 3, 3, 1] blur kernel this package implements")
+            tensor = canonical.clone()
+        tensors[nv] = tensor
     return tensors
 
 
@@ -273,7 +275,8 @@ def _state_dicts(data):
     if not states:
         raise LayoutError(f"it holds none of g_ema, g, d (keys: {', '.join(sorted(map(str, data))[:8])})")
     for key, state in states.items():
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                  for k, v in state.items()):
             raise LayoutError(f"'{key}' is not a state dict (names to tensors)")
     return states
 

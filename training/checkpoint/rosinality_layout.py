@@ -107,9 +107,11 @@ def discriminator_table(img_resolution):
     resolutions = [2 ** i for i in range(int(np.log2(img_resolution)), 2, -1)]
     for idx, res in enumerate(resolutions, start=1):
         ros, nv = f"convs.{idx}", f"b{res}"
-        table += [(f"{ros}.conv1.0.weight", f"{nv}.conv0.weight", SAME), (f"{ros}.conv1.1.bias", f"{nv}.conv0.bias", SAME),
+        table += [(f"{ros}.conv1.0.weight", f"{nv}.conv0.weight", SAME),
+                  (f"{ros}.conv1.1.bias", f"{nv}.conv0.bias", SAME),
                   (f"{ros}.conv2.0.kernel", f"{nv}.conv1.resample_filter", KERNEL),
-                  (f"{ros}.conv2.1.weight", f"{nv}.conv1.weight", SAME), (f"{ros}.conv2.2.bias", f"{nv}.conv1.bias", SAME),
+                  (f"{ros}.conv2.1.weight", f"{nv}.conv1.weight", SAME),
+                  (f"{ros}.conv2.2.bias", f"{nv}.conv1.bias", SAME),
                   (f"{ros}.skip.0.kernel", f"{nv}.skip.resample_filter", KERNEL),
                   (f"{ros}.skip.1.weight", f"{nv}.skip.weight", SAME)]
     return table + [("final_conv.0.weight", "b4.conv.weight", SAME), ("final_conv.1.bias", "b4.conv.bias", SAME),
