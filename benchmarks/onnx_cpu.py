@@ -7,8 +7,9 @@ The generator has SHHQ's configuration (z/w 512, 8 mapping layers, channel_base 
 random weights; speed does not depend on the values. Rows: PyTorch as the tools call it (the fastest form for
 the CPU), PyTorch in the exported form (unfused modulation, NCHW: the graph the ONNX file holds), and
 onnxruntime on the exported file with as many threads as torch. z in, const noise, psi 1. The repeats are
-interleaved and their medians reported; the CPU line names its instruction set (torch's CPU capability, and
-the bf16/AMX flags).
+interleaved (with the fp32 matmul peak, which each row is read against, since other work on a shared machine
+slows everything down) and their medians reported; the CPU line names its instruction set (torch's CPU
+capability, and the bf16/AMX flags).
 """
 import os
 import sys
@@ -23,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import dnnlib  # noqa: E402
 from benchmarks import cpu as cpu_bench  # noqa: E402
+from benchmarks import flops as flop_count  # noqa: E402
 from sg2_cli import outputs  # noqa: E402
 from sg2_cli.options import shared  # noqa: E402
 from torch_utils import cpu_tuning  # noqa: E402
@@ -75,12 +77,22 @@ def run_benchmark(resolution, batches, repeats, budget_s):
         session = onnx_session(path, torch.get_num_threads())
         lines.insert(-1, f"- onnxruntime {ort.__version__}, opset {onnx_export.OPSET}; export took {export_s:.0f} s; "
                          f"largest difference from PyTorch {max_difference(G, session):.1e}")
-        median = cpu_bench.measure(cases_for(G, session, batches), repeats, budget_s)
+        cases = cases_for(G, session, batches)
+        peak_case = cpu_bench.matmul_case(torch.float32, 2048)
+        cases["peak"] = peak_case
+        median = cpu_bench.measure(cases, repeats, budget_s)
+    peak = peak_case["flops"] / median.pop("peak")
+    flops = flop_count.generator_flops(G)
+    lines.insert(-1, f"- fp32 matmul peak of this run: {peak / 1e9:.1f} GFLOP/s; the generator: {flops / 1e9:.1f} "
+                     "GFLOP/img (benchmarks/flops.py)")
     rows = []
     for name, seconds in median.items():
         runtime, batch = name.split("|")
-        rows.append([f"{G.img_height}x{G.img_width}", runtime, batch, f"{seconds / int(batch):.3f}"])
-    lines.append(cpu_bench.markdown_table(["generator", "runtime", "batch", "s/img"], rows))
+        per_image = seconds / int(batch)
+        rows.append([f"{G.img_height}x{G.img_width}", runtime, batch, f"{per_image:.3f}",
+                     f"{flops / per_image / peak:.2f}"])
+    lines.append(cpu_bench.markdown_table(["generator", "runtime", "batch", "s/img", "share of the matmul peak"],
+                                          rows))
     return "\n".join(lines)
 
 

@@ -29,7 +29,7 @@ from torch_utils.distributed import resolve_device
 from training.checkpoint.load import load_network
 
 from . import outputs
-from .options import STRENGTH_LIMIT, Number, flag, network, parse_numbers, shared
+from .options import STRENGTH_LIMIT, flag, network, parse_numbers, shared
 from .runner import parsed_by, run
 
 MAX_ITEMS = 4096  # Seeds or latents edited in one run (their ws are kept in memory together).
@@ -123,13 +123,11 @@ def apply(network_pkl, sha256, direction_spec, seeds, latent_files, strengths, l
 @shared("--latents")
 @click.option("--strengths", callback=parsed_by(parse_numbers), default="-2,-1,0,1,2", show_default=True,
               metavar="LIST", help=f"Strengths of the strip: numbers from {-STRENGTH_LIMIT:g} to {STRENGTH_LIMIT:g}")
-@click.option("--layers", "layers_text", default=None, metavar="LAYERS",
-              help="Style layers that get their vector: indices and ranges (0-14), or all  [default: every layer "
-                   "of the direction]")
+@shared("--style-layers", detail="those that get their vector")
 @click.option("--statis", type=click.Path(exists=True, dir_okay=False), metavar="CSV",
               help="StyleGAN-Human's statis.csv (channel, strength) of the one chosen layer: edit only its channels "
                    "with |strength| > --threshold")
-@click.option("--threshold", type=Number(0, 1e6), default=None, help="Channel-strength threshold of --statis")
+@shared("--statis-threshold")
 @shared("--trunc")
 @shared("--noise-mode")
 @shared("--outdir")

@@ -216,6 +216,9 @@ def test_cli_writes_a_strip_per_seed(G, tmp_path):
         written = np.asarray(PIL.Image.open(tmp_path / "out" / f"seed{seed:04d}.png"))
         expected = stylespace.edit_strip(G, space.seeds_to_ws(G, [seed], 0.8), vectors, layers, [-1, 0, 2])
         assert written.shape == (32, 48, 3) and np.array_equal(written, expected)
+    with pytest.raises(UserError, match="--statis and --threshold: give both"):
+        edit.main.main(["stylespace", f"--network={net}", f"--direction={folder}", "--seeds=3", "--layers=2",
+                        "--threshold=0.5", "--device=cpu", f"--outdir={tmp_path / 'masked'}"], standalone_mode=False)
     with pytest.raises(UserError, match="already exists"):
         edit.main.main(["stylespace", f"--network={net}", f"--direction={folder}", "--seeds=3", "--device=cpu",
                         f"--outdir={tmp_path / 'out'}"], standalone_mode=False)
