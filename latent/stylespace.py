@@ -17,6 +17,7 @@ each channel's strength (columns `channel` and `strength`); channels with |stren
 """
 import csv
 import io
+import math
 import os
 import pickle
 import pickletools
@@ -71,7 +72,7 @@ def _array_from_bytes(data, dtype, shape, order):
         raise pickle.UnpicklingError("array data that is not bytes of a plain dtype")
     if not (isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape)):
         raise pickle.UnpicklingError("an array shape that is not a tuple of sizes")
-    if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != len(data):
+    if math.prod(shape) * dtype.itemsize != len(data):
         raise pickle.UnpicklingError("array data whose size does not match its shape")
     return np.frombuffer(bytes(data), dtype=dtype).reshape(shape, order=order).copy()
 
@@ -99,6 +100,12 @@ def _frombuffer(data, dtype, shape, order):  # numpy's protocol-5 form
     return _array_from_bytes(data, dtype, tuple(shape), order)
 
 
+def _empty_bytes(*args):  # protocol 2 spells b"" as bytes()
+    if args:
+        raise pickle.UnpicklingError("bytes() with arguments")
+    return b""
+
+
 def _latin1(text, encoding="latin1"):  # how protocol 2 spells bytes: _codecs.encode(text, 'latin1')
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
         raise pickle.UnpicklingError("_codecs.encode of something other than latin-1 text")
@@ -110,7 +117,7 @@ _ARRAY_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct, ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy", "ndarray"): _NDARRAY, ("numpy", "dtype"): _dtype,
     ("numpy.core.numeric", "_frombuffer"): _frombuffer, ("numpy._core.numeric", "_frombuffer"): _frombuffer,
-    ("_codecs", "encode"): _latin1,
+    ("_codecs", "encode"): _latin1, ("__builtin__", "bytes"): _empty_bytes, ("builtins", "bytes"): _empty_bytes,
 }
 
 
@@ -127,10 +134,12 @@ def read_array_pickle(data, what):
     if len(data) > MAX_PICKLE_BYTES:
         raise UserError(f"{what}: {len(data) >> 20} MB is too large for a style vector")
     try:
-        for opcode, _, _ in pickletools.genops(io.BytesIO(data)):
+        for count, (opcode, arg, _) in enumerate(pickletools.genops(io.BytesIO(data))):
             if opcode.name not in _ARRAY_OPCODES:
                 raise pickle.UnpicklingError(f"it uses the pickle opcode {opcode.name}, which a numpy array never "
                                              "needs")
+            if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and not 0 <= int(arg) <= count:
+                raise pickle.UnpicklingError(f"memo index {arg} out of range")  # the unpickler would allocate it
         result = _ArrayUnpickler(io.BytesIO(data), encoding="latin1").load()
     except (pickle.UnpicklingError, ValueError, TypeError, EOFError, AttributeError, IndexError) as err:
         raise UserError(f"{what}: not a pickled numpy array; refused without running it ({err})") from None

@@ -153,6 +153,18 @@ def test_a_pickle_of_anything_but_an_array_is_refused_and_nothing_runs(G, tmp_pa
     assert not marker.exists()
 
 
+def test_memo_and_size_tricks_are_refused():
+    huge_memo = b"\x80\x02K\x01r\xff\xff\xff\x7f."  # BININT1 1, LONG_BINPUT 2**31 - 1, STOP
+    with pytest.raises(UserError, match="memo index 2147483647 out of range"):
+        stylespace.read_array_pickle(huge_memo, "v.pkl")
+    blob = pickle.dumps(np.arange(5, dtype=np.float32), protocol=2)
+    assert blob.count(b"K\x05\x85") == 1  # the shape (5,)
+    with pytest.raises(UserError, match="array data whose size does not match its shape"):
+        stylespace.read_array_pickle(blob.replace(b"K\x05\x85", b"K\x06\x85"), "v.pkl")
+    empty = pickle.dumps(np.zeros(0, np.float32), protocol=2)  # its data is spelt bytes()
+    assert stylespace.read_array_pickle(empty, "v.pkl").shape == (0,)
+
+
 def test_numpy_1_pickles_load(tmp_path):
     vector = np.arange(5, dtype=np.float32)
     blob = pickle.dumps(vector, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
