@@ -13,6 +13,7 @@ the network's constant noise (noise_mode='const'); truncation psi is baked in.
 onnx, onnxruntime and onnxscript (which torch's exporter uses) are the optional extra `.[onnx]`.
 """
 import copy
+import inspect
 import os
 
 import torch
@@ -61,6 +62,9 @@ def export_onnx(G, out_path, truncation_psi=1.0, input_kind="z"):
         import onnxscript  # noqa: F401
     except ImportError:
         raise dnnlib.util.UserError("--to=onnx needs the onnx extra: pip install .[onnx]") from None
+    if "dynamo" not in inspect.signature(torch.onnx.export).parameters:
+        raise dnnlib.util.UserError(f"--to=onnx: torch {torch.__version__} has no torch.export-based ONNX exporter "
+                                    "(torch.onnx.export(dynamo=True)); update torch")
     G = copy.deepcopy(G).to("cpu", torch.float32).eval().requires_grad_(False)
     model = ExportedGenerator(G, truncation_psi, input_kind).eval()
     names, inputs = example_inputs(G, input_kind)
