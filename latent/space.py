@@ -162,13 +162,17 @@ def noise_maps(G: torch.nn.Module, noise: Dict[str, torch.Tensor]) -> Iterator[t
 
 @torch.no_grad()
 def synthesize(G: torch.nn.Module, ws: torch.Tensor, noise_mode: str = "const", noise: Optional[Dict[str, torch.Tensor]] = None,
-               dtype: torch.dtype = torch.float32) -> List[np.ndarray]:
-    """HWC uint8 numpy images of ws [N, num_ws, w_dim], one forward pass per image (results do not depend on N)."""
+               dtype: torch.dtype = torch.float32, style_offsets: Optional[list] = None) -> List[np.ndarray]:
+    """HWC uint8 numpy images of ws [N, num_ws, w_dim], one forward pass per image (results do not depend on N).
+    style_offsets: per style layer, None or a [C] tensor added to its styles (latent.stylespace)."""
     device = next(G.parameters()).device
+    extra = precision.synthesis_kwargs(dtype)
+    if style_offsets is not None:  # only then: foreign generators need not know the argument
+        extra["style_offsets"] = style_offsets
     images = []
     with noise_maps(G, noise or {}):
         for w in ws.to(device, torch.float32).split(1):
-            img = G.synthesis(w, noise_mode=noise_mode, **precision.synthesis_kwargs(dtype))
+            img = G.synthesis(w, noise_mode=noise_mode, **extra)
             images.append(to_uint8(img.float())[0].cpu().numpy())
     return images
 

@@ -124,8 +124,8 @@ SPECS = {
                      help="Expected SHA-256 of --network, checked before the file is read (a URL may carry "
                           "#sha256=HEX instead)"),
     "--network": dict(param="network_pkl", metavar="PATH|URL|NAME", required=True,
-                      help="Network checkpoint (.pkl or .safetensors): a path, a URL (http(s), Google Drive "
-                           "link, hf://OWNER/REPO/FILE), or a release name: shhq-1.0-512, shhq-1.0-1024 "
+                      help="Network checkpoint (.pkl, .safetensors or rosinality's .pt): a path, a URL (http(s), "
+                           "Google Drive link, hf://OWNER/REPO/FILE), or a release name: shhq-1.0-512, shhq-1.0-1024 "
                            "(generate.py --list-networks)"),
     "--device": dict(param="device_name", metavar="DEVICE", note="cuda if available", callback=_check_device,
                      help="cpu, cuda or cuda:N"),
@@ -146,6 +146,15 @@ SPECS = {
                     help="Class label (conditional networks only)"),
     "--layers": dict(param="layers", default="all", show_default=True, metavar="LAYERS",
                      help="ws indices and ranges (0-3,8), or coarse, middle, fine, all"),
+    # edit.py stylespace's --layers: another kind of layer (styles, not ws), so its own entry and help.
+    "--style-layers": dict(param="layers_text", spelling="--layers", default=None, metavar="LAYERS",
+                           note="every layer of the direction",
+                           help="Style layers (modulated convolutions in synthesis order, toRGB excluded: b4.conv1 = "
+                                "0, b8.conv0 = 1, ...): indices and ranges, e.g. 0-14, or all"),
+    # edit.py stylespace's --threshold (bg_white.py's --threshold is a mask level, another thing).
+    "--statis-threshold": dict(param="threshold", spelling="--threshold", type=Number(0, 1e6), default=None,
+                               help="Channel-strength threshold of --statis: channels with |strength| above it are "
+                                    "edited"),
     "--grid": dict(param="grid", metavar="ROWSxCOLS", callback=parsed_by(parse_grid),
                    help="Grid layout, ROWSxCOLS"),
     "--outdir": dict(param="outdir", type=click.Path(file_okay=False), metavar="DIR", required=True,

@@ -1,20 +1,19 @@
-"""Hostile and broken files for the tests: pickles assembled opcode by opcode, crafted checkpoints, images, zips.
-
-Run as a script it loads each checkpoint given on the command line with legacy.load_network_pkl and
-prints one JSON line per file: the error (or "loaded"), the seconds taken and the peak memory.
-"""
+"""Hostile and broken files for the tests: pickles assembled opcode by opcode, crafted checkpoints, images, zips,
+and what loading them gives (run in a child process by helpers_bounds.measure)."""
 import functools
 import io
-import json
 import os
 import pickle
 import struct
 import sys
-import time
 import zipfile
 import zlib
 
 import numpy as np
+
+import dnnlib
+import legacy
+from training.dataset import ImageFolderDataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PERSISTENT = ("torch_utils.persistence", "_reconstruct_persistent_obj")
@@ -330,41 +329,21 @@ def deep_json(depth=100_000):
 
 
 # ----------------------------------------------------------------------------
-# Loading files in a separate process, with time and peak memory per file.
+# What loading gives (the targets that helpers_bounds.measure runs in a child process, with time and memory).
 
-def _peak_rss_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak_rss():
+def load_outcome(path):
+    """'loaded', or the CheckpointError of legacy.load_network_pkl on the file."""
     try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # Resets VmHWM to the current RSS (Linux 4.0+).
-    except OSError:
-        pass
+        with open(path, "rb") as f:
+            legacy.load_network_pkl(f)
+    except legacy.CheckpointError as err:
+        return "CheckpointError: " + str(err)
+    return "loaded"
 
 
-def main(paths):
-    sys.path.insert(0, ROOT)
-    import legacy
-    for path in paths:
-        _reset_peak_rss()
-        start = time.time()
-        try:
-            with open(path, "rb") as f:
-                legacy.load_network_pkl(f)
-            outcome = "loaded"
-        except legacy.CheckpointError as err:
-            outcome = "CheckpointError: " + str(err)
-        except BaseException as err:  # Anything else is a finding: report it, keep going.
-            outcome = f"{type(err).__name__} (not a CheckpointError): {err}"[:2000]
-        print(json.dumps(dict(path=path, outcome=outcome, seconds=time.time() - start, peak_mb=_peak_rss_mb())),
-              flush=True)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+def dataset_outcome(folder, use_labels=False):
+    """'N images' for a dataset folder that opens, or its one-line UserError."""
+    try:
+        return f"{len(ImageFolderDataset(folder, use_labels=use_labels))} images"
+    except dnnlib.util.UserError as err:
+        return "UserError: " + str(err)

@@ -14,7 +14,7 @@ import torch
 from sg2_cli import app
 from dnnlib.util import UserError
 from helpers_latent import reference_image, reference_ws, run_tool, save_generator, tiny_generator
-from latent import directions, generation, projection, space
+from latent import directions, generation, projection, space, stylespace
 from metrics.stand_in_detector import save_stand_in_detector
 from training import networks
 from webapp import page
@@ -135,6 +135,28 @@ def test_direction_files_load_safely(session, tmp_path):
     np.save(tmp_path / "none.npy", np.ones([0, w_dim], dtype=np.float32))
     with pytest.raises(UserError, match="no directions"):
         session.directions_file(str(tmp_path / "none.npy"))
+
+
+def test_a_zip_of_style_vectors_edits_the_styles(session, tmp_path):
+    import pickle
+    import zipfile
+    G = session.G
+    channels = [conv.in_channels for _, conv in stylespace.style_layers(G)]
+    rng = np.random.RandomState(0)
+    vectors = {layer: rng.randn(c).astype(np.float32) for layer, c in enumerate(channels)}
+    with zipfile.ZipFile(tmp_path / "upper_length.zip", "w") as archive:
+        for layer, vector in vectors.items():
+            archive.writestr(f"upper_length/style_vect_mean_{layer}.pkl", pickle.dumps(vector, protocol=4))
+    loaded, layers = session.style_direction(str(tmp_path / "upper_length.zip"))
+    assert layers == list(range(len(channels)))
+    ws = session.seed_ws(4)
+    image, _ = session.edit_styles(ws, loaded, layers, 1.5)
+    assert np.array_equal(image, stylespace.edit_strip(G, ws, vectors, layers, [1.5]))
+    assert not np.array_equal(image, reference_image(G, ws))
+    with zipfile.ZipFile(tmp_path / "bad.zip", "w") as archive:
+        archive.writestr("style_vect_mean_0.pkl", pickle.dumps(np.zeros(channels[0] + 1, np.float32)))
+    with pytest.raises(UserError, match="style layer 0 .* has"):
+        session.style_direction(str(tmp_path / "bad.zip"))
 
 
 # ----------------------------------------------------------------------------

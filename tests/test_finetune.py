@@ -182,8 +182,19 @@ def test_exact_resume_of_a_freezed_fine_tuning_run(tmp_path, figures):
     _, resumed = train_in_process(tmp_path / "b", kimg=0.048, resume=snapshots(first)[-1], **opts)
     options = json.load(open(os.path.join(resumed, "training_options.json")))
     assert options["fine_tune"] is True and options["ema_rampup"] is None and options["ada_kimg"] == 100
+    # The second part did resume (a run that ignored --resume would start from the file again, as `full` did,
+    # and end equal to it too)...
+    half = load(snapshots(first)[-1])
+    progress = half["progress"]
+    assert progress["cur_nimg"] == 24
+    log = open(os.path.join(resumed, "log.txt")).read()
+    assert f"Resumed at kimg 0.024 (tick {progress['cur_tick']}, step {progress['batch_idx']})" in log
+    # ...and after more steps it equals the uninterrupted run, whose weights moved on from the halfway point.
     a, b = load(snapshots(full)[-1]), load(snapshots(resumed)[-1])
+    assert a["progress"]["cur_nimg"] == b["progress"]["cur_nimg"] == 48
     assert_networks_bitwise_equal(a, b)
+    th, tb = state_tensors(half), state_tensors(b)
+    assert any(not torch.equal(th[name], tb[name]) for name in th)
 
 
 # ----------------------------------------------------------------------------

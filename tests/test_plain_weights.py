@@ -144,8 +144,8 @@ def test_convert_cli_writes_and_refuses_clearly(compat_dir, tmp_path, capsys):
     convert.main.main([f"--network={os.path.join(compat_dir, 'tiny_64x32.pkl')}", f"--out={out}"],
                       standalone_mode=False)
     assert "Wrote G, D, G_ema to" in capsys.readouterr().out and out.is_file()
-    with pytest.raises(dnnlib.util.UserError, match="--out: .* should end in .safetensors"):
-        convert.main.main([f"--network={out}", f"--out={tmp_path / 'net.pkl'}"], standalone_mode=False)
+    with pytest.raises(dnnlib.util.UserError, match="--out: .* should end in .pkl, .safetensors, .onnx, or .pt"):
+        convert.main.main([f"--network={out}", f"--out={tmp_path / 'net.txt'}"], standalone_mode=False)
     with pytest.raises(dnnlib.util.UserError, match="--out: .* is the input file"):
         convert.main.main([f"--network={out}", f"--out={out}"], standalone_mode=False)
 

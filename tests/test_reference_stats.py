@@ -125,16 +125,30 @@ def test_image_size_and_flip_mismatches_name_both_values(files, stats_file, comp
         metric_main.calc_metric("fid50k", **_options(files, stats_file, G, max_real=4))
 
 
-def test_training_loop_metric_with_ref_stats_equals_the_dataset(files, stats_file, compat_dir, one_torch_thread):
-    """What training/training_loop.py calls: the training set's kwargs, plus metric_kwargs.ref_stats."""
+def test_training_loop_metric_with_ref_stats_equals_the_dataset(files, stats_file, compat_dir, tmp_path,
+                                                                one_torch_thread):
+    """What training/training_loop.py calls: the training set's kwargs, plus metric_kwargs.ref_stats.
+
+    The file stands in for the real images: with it, FID equals the dataset's. A second file of the same
+    dataset whose mean is moved must move the result, so a loop that ignored ref_stats (and measured against
+    the training set instead) fails. The training set must be the file's own: another one is refused, since
+    statistics files record their dataset.
+    """
     G = load_fixture_generator(compat_dir)
-    training_set_kwargs = dict(class_name=DATASET_CLASS, path=files.data, use_labels=False, xflip=True, max_size=40)
-    # More generated images than features: a regular covariance. Default batch size, as in training.
     kwargs = dict(G=G, device="cpu", max_gen=24, detectors=dict(inception=files.detector))
-    with_data = metric_main.calc_metric("fid50k_full", dataset_kwargs=training_set_kwargs, **kwargs)
-    with_file = metric_main.calc_metric("fid50k_full", dataset_kwargs=training_set_kwargs, ref_stats=stats_file,
-                                        **kwargs)
-    assert with_file.results == with_data.results
+    # More generated images than features: a regular covariance. Default batch size, as in training.
+    training_set_kwargs = dict(class_name=DATASET_CLASS, path=files.data, use_labels=False, xflip=True, max_size=40)
+
+    def fid(**extra):
+        return metric_main.calc_metric("fid50k_full", dataset_kwargs=training_set_kwargs, **kwargs, **extra).results
+
+    with np.load(stats_file, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    moved_file = str(tmp_path / "moved.npz")
+    np.savez(moved_file, **dict(arrays, mu=arrays["mu"] + 0.5))
+    with_data = fid()
+    assert fid(ref_stats=stats_file) == with_data
+    assert fid(ref_stats=moved_file) != with_data  # the file, not the training set, is what the metric measured
 
 
 def test_train_option_reaches_the_metric_kwargs(files, stats_file):

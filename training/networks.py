@@ -394,11 +394,14 @@ class SynthesisLayer(torch.nn.Module):
             self.noise_strength = torch.nn.Parameter(torch.zeros([]))
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
 
-    def forward(self, x, w, noise_mode="random", fused_modconv=True, gain=1):
+    def forward(self, x, w, noise_mode="random", fused_modconv=True, gain=1, style_offset=None):
+        # style_offset: None, or [in_channels] / [N, in_channels] added to the styles (S-space edits).
         assert noise_mode in ["random", "const", "none"]
         out_h, out_w = shape_at(self.resolution, self.aspect_ratio)
         misc.assert_shape(x, [None, self.in_channels, out_h // self.up, out_w // self.up])
         styles = self.affine(w)
+        if style_offset is not None:
+            styles = styles + style_offset.to(styles.dtype)
 
         noise = None
         if self.use_noise and noise_mode == "random":
@@ -565,11 +568,13 @@ class SynthesisBlock(torch.nn.Module):
                                     resample_filter=resample_filter, channels_last=self.channels_last)
 
     def forward(self, x, img, ws, force_fp32=False, fused_modconv=None, channels_last=None, dtype=None,
-                **layer_kwargs):
+                style_offsets=None, **layer_kwargs):
         # fused_modconv, channels_last: None = as modconv_plan() picks for this device, batch and shape.
         # dtype: None = float16 in use_fp16 blocks on CUDA, else float32; or torch.bfloat16 for every block.
+        # style_offsets: None, or one entry (None or a tensor) per convolution of the block (S-space edits).
         misc.assert_shape(ws, [None, self.num_conv + self.num_torgb, self.w_dim])
         w_iter = iter(ws.unbind(dim=1))
+        offsets = iter(style_offsets if style_offsets is not None else [None] * self.num_conv)
         dtype = _block_dtype(self.use_fp16, force_fp32, ws.device, dtype)
         height, width = shape_at(self.resolution, self.aspect_ratio)
         if fused_modconv is None or channels_last is None:
@@ -592,15 +597,16 @@ class SynthesisBlock(torch.nn.Module):
 
         # Main layers.
         if self.in_channels == 0:
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
+            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, style_offset=next(offsets), **layer_kwargs)
         elif self.architecture == "resnet":
             y = self.skip(x, gain=np.sqrt(0.5))
-            x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, gain=np.sqrt(0.5), **layer_kwargs)
+            x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, style_offset=next(offsets), **layer_kwargs)
+            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, gain=np.sqrt(0.5),
+                           style_offset=next(offsets), **layer_kwargs)
             x = y.add_(x)
         else:
-            x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
+            x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, style_offset=next(offsets), **layer_kwargs)
+            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, style_offset=next(offsets), **layer_kwargs)
 
         # ToRGB, summed over resolutions in the skip architecture.
         if img is not None:
@@ -663,12 +669,15 @@ class SynthesisNetwork(torch.nn.Module):
                 self.num_ws += block.num_torgb
             setattr(self, f"b{res}", block)
 
-    def forward(self, ws: torch.Tensor, **block_kwargs) -> torch.Tensor:
+    def forward(self, ws: torch.Tensor, style_offsets=None, **block_kwargs) -> torch.Tensor:
         """Images [N, img_channels, img_height, img_width], roughly in [-1, 1], of ws [N, num_ws, w_dim].
 
         block_kwargs: noise_mode ('random', 'const', 'none'), force_fp32, and dtype (a torch.dtype, e.g.
-        torch.bfloat16 for every block; torch_utils.precision turns --dtype names into it)."""
+        torch.bfloat16 for every block; torch_utils.precision turns --dtype names into it).
+        style_offsets: None, or one entry (None or [C] / [N, C]) per modulated convolution in synthesis order,
+        toRGB excluded (b4.conv1, b8.conv0, b8.conv1, ...), added to that convolution's styles (S-space edits)."""
         # Consecutive blocks share one w: block i's toRGB uses the same w as block i+1's first conv.
+        block_offsets = self._split_style_offsets(style_offsets)
         block_ws = []
         with torch.autograd.profiler.record_function("split_ws"):
             misc.assert_shape(ws, [None, self.num_ws, self.w_dim])
@@ -680,10 +689,21 @@ class SynthesisNetwork(torch.nn.Module):
                 w_idx += block.num_conv
 
         x = img = None
-        for res, cur_ws in zip(self.block_resolutions, block_ws):
+        for res, cur_ws, offsets in zip(self.block_resolutions, block_ws, block_offsets):
             block = getattr(self, f"b{res}")
-            x, img = block(x, img, cur_ws, **block_kwargs)
+            x, img = block(x, img, cur_ws, style_offsets=offsets, **block_kwargs)
         return img
+
+    def _split_style_offsets(self, style_offsets):
+        # One tuple of offsets per block (None per block when there are none), checked for length.
+        num_convs = [getattr(self, f"b{res}").num_conv for res in self.block_resolutions]
+        if style_offsets is None:
+            return [None] * len(num_convs)
+        if len(style_offsets) != sum(num_convs):
+            raise ValueError(f"style_offsets: {len(style_offsets)} entries; this network has {sum(num_convs)} "
+                             "modulated convolutions (toRGB excluded)")
+        bounds = np.cumsum([0] + num_convs)
+        return [tuple(style_offsets[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
     def extra_repr(self):
         return (f"w_dim={self.w_dim:d}, num_ws={self.num_ws:d}, img_resolution={self.img_resolution:d}, "

@@ -186,7 +186,8 @@ def edit_layout(gr, session):
                              elem_id="edit-seed")
             layers = gr.Dropdown(LAYER_CHOICES, value="all", allow_custom_value=True, elem_id="edit-layers",
                                  label="Layers (SeFa factorises them; the directions are added there)")
-            upload = gr.File(label="Direction file (.npy, .npz, .pt: [w_dim] or [K, w_dim])", type="filepath",
+            upload = gr.File(label="Direction file (.npy, .npz, .pt: [w_dim] or [K, w_dim]; or a .zip of "
+                                   "style_vect_mean_<i>.pkl files, a style-space direction)", type="filepath",
                              height=150, elem_id="direction-file")
             sefa_button = gr.Button("Use SeFa directions", elem_id="use-sefa")
             status = gr.Markdown(elem_id="edit-status")
@@ -220,8 +221,11 @@ def edit_tab(gr, session, shared, project_state):
             ws, noise = v.projected["ws"], v.projected["noise"]
         else:
             ws, noise = session.seed_ws(v.seed, v.psi, v.cls), None
-        vectors = chosen["vectors"]
-        _, pixels, seconds = session.edit(ws, vectors, strengths[:len(vectors)], v.layers, v.noise, noise)
+        if "style" in chosen:  # a style-space direction: one slider, its vectors added to the styles
+            pixels, seconds = session.edit_styles(ws, *chosen["style"], strengths[0], v.noise, noise)
+        else:
+            vectors = chosen["vectors"]
+            _, pixels, seconds = session.edit(ws, vectors, strengths[:len(vectors)], v.layers, v.noise, noise)
         return {image: display_pixels(pixels), status: f"{chosen['source']}: {seconds * 1000:.0f} ms"}
 
     def with_directions(v, chosen, names=None):
@@ -261,8 +265,12 @@ def edit_tab(gr, session, shared, project_state):
     def use_file(path, *args):
         if path is None:
             return {}
-        vectors = session.directions_file(path)[:NUM_SLIDERS]
         name = os.path.basename(path)
+        if name.lower().endswith(".zip"):
+            vectors, layers = session.style_direction(path)
+            label = f"{name} (style layers {', '.join(map(str, layers))})"
+            return with_directions(named(args), dict(source=name, style=(vectors, layers)), [label])
+        vectors = session.directions_file(path)[:NUM_SLIDERS]
         names = [name] if len(vectors) == 1 else [f"{name}:{k}" for k in range(len(vectors))]
         return with_directions(named(args), dict(source=name, vectors=vectors), names)
 

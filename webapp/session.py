@@ -21,7 +21,7 @@ import torch
 import dnnlib
 from dnnlib.image_grid import make_grid
 from dnnlib.util import UserError
-from latent import directions, projection, space
+from latent import directions, projection, space, stylespace
 from metrics import detectors
 from training.checkpoint.load import load_network
 
@@ -91,7 +91,8 @@ class Session:
 
     @classmethod
     def open(cls, network, device="cpu", sha256=None, **kwargs):
-        """Load G_ema from a path or URL (.pkl or .safetensors) safely; a bad file is a one-line UserError."""
+        """Load G_ema from a path or URL (.pkl, .safetensors or rosinality's .pt) safely; a bad file is a one-line
+        UserError."""
         G = load_network(network, key="G_ema", device=device, sha256=sha256)
         return cls(G, device=device, name=str(network), **kwargs)
 
@@ -195,6 +196,24 @@ class Session:
         if not path:
             raise UserError("direction file: none uploaded")
         return directions.load_directions(path, self.G.w_dim)
+
+    def style_direction(self, path):
+        """(vectors, layers) of a style-space direction (a .zip of StyleGAN-Human's style_vect_mean_<i>.pkl
+        files), read as numpy arrays only and checked against this network's style layers."""
+        if not path:
+            raise UserError("direction file: none uploaded")
+        return stylespace.prepare_edit(self.G, path)
+
+    def edit_styles(self, ws, vectors, layers, strength, noise_mode="const", noise=None):
+        """(image, seconds): ws drawn with strength * vector added to the styles of each style layer."""
+        start = time.perf_counter()
+        with self.lock:
+            offsets = stylespace.style_offsets(self.G, vectors, layers, float(strength), self.device)
+            image = space.synthesize(self.G, ws, noise_mode, noise, self.dtype, style_offsets=offsets)[0]
+        seconds = time.perf_counter() - start
+        if self.verbose:
+            print(f"style edit: {seconds * 1000:.0f} ms per image", flush=True)
+        return image, seconds
 
     def edit(self, ws, found, strengths, layers_text="all", noise_mode="const", noise=None):
         """(edited ws, image, seconds): ws + sum of strength_k * direction_k at the layers."""

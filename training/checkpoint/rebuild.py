@@ -50,9 +50,9 @@ def _fp16_kwargs(class_name, kwargs):
     return kwargs
 
 
-def rebuild_network(class_name, args, kwargs, tensors, key, force_fp16=False, training=False):
+def build_network(class_name, args, kwargs, tensors, key, force_fp16=False):
     """One of this package's network classes, built from a file's class name and constructor arguments (never
-    imported by name), with its tensors loaded strictly. Shared by pickles and safetensors (plain weights)."""
+    imported by name), checked and within the allocation budget that the file's `tensors` allow; not loaded."""
     cls = KNOWN_CLASSES.get(class_name) if isinstance(class_name, str) else None
     if cls is None:
         raise ValueError(f"'{key}' is of class '{quote(class_name)}', which this package does not provide "
@@ -63,7 +63,12 @@ def rebuild_network(class_name, args, kwargs, tensors, key, force_fp16=False, tr
     kwargs = dict(kwargs)
     if force_fp16:
         kwargs = _fp16_kwargs(class_name, kwargs)
-    module = _build_within_budget(cls, args, kwargs, tensors, key, class_name)
+    return _build_within_budget(cls, args, kwargs, tensors, key, class_name)
+
+
+def rebuild_network(class_name, args, kwargs, tensors, key, force_fp16=False, training=False):
+    """build_network with the tensors loaded strictly. Shared by pickles and safetensors (plain weights)."""
+    module = build_network(class_name, args, kwargs, tensors, key, force_fp16)
     load_tensors_strict(module, tensors, key)
     module.train(bool(training))
     return module
