@@ -20,6 +20,7 @@ import tqdm
 import dnnlib
 import dnnlib.cli
 from dnnlib.image_files import open_image
+from dnnlib.image_grid import save_png
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 LOSSY_EXTENSIONS = (".jpg", ".jpeg")
@@ -136,7 +137,7 @@ def whiten_folder(images_dir: str, masks_dir: str, outdir: str, feather: float =
             image = photo_rgb(img, image_path)
         mask = load_mask(mask_path, threshold)
         out = composite_on_white(image, soft_alpha(mask, feather))
-        PIL.Image.fromarray(out, "RGB").save(out_path)  # PNG: no second round of JPEG loss.
+        save_png(out, out_path)  # PNG: no second round of JPEG loss; written atomically.
         written.append(out_path)
     return written, missing
 

@@ -4,6 +4,8 @@ import re
 import numpy as np
 import PIL.Image
 
+from .util import atomic_write
+
 
 def parse_grid(text):
     """'4x8' -> (4, 8): rows, columns."""
@@ -24,8 +26,6 @@ def make_grid(images, rows, cols):
 
 
 def save_png(pixels, path):
-    """Write an HWC uint8 image (1 or 3 channels) as PNG."""
-    if pixels.shape[2] == 1:
-        PIL.Image.fromarray(pixels[:, :, 0], "L").save(path)
-    else:
-        PIL.Image.fromarray(pixels, "RGB").save(path)
+    """Write an HWC uint8 image (1 or 3 channels) as PNG, atomically (an existing file is replaced whole or kept)."""
+    image = PIL.Image.fromarray(pixels[:, :, 0], "L") if pixels.shape[2] == 1 else PIL.Image.fromarray(pixels, "RGB")
+    atomic_write(path, lambda f: image.save(f, format="PNG"))

@@ -67,11 +67,17 @@ class VideoWriter:
             import imageio
         except ImportError:
             raise UserError(f"{self.path}: writing video needs imageio; {INSTALL_HINT}") from None
-        # ffmpeg writes to a file name: a temporary one beside the target, renamed on close.
-        self._tmp = f"{self.path}.tmp-{os.getpid()}.mp4"
-        self._mp4 = imageio.get_writer(self._tmp, format="FFMPEG", mode="I", fps=self.fps, codec="libx264",
-                                       bitrate=bitrate, pixelformat="yuv420p", macro_block_size=1,
-                                       ffmpeg_log_level="error")
+        # ffmpeg writes to a file name: a hidden temporary one beside the target (dnnlib.util.atomic_output),
+        # renamed on close, removed on failure.
+        self._output = dnnlib.util.atomic_output(self.path, suffix=".mp4")
+        self._tmp = self._output.__enter__()
+        try:
+            self._mp4 = imageio.get_writer(self._tmp, format="FFMPEG", mode="I", fps=self.fps, codec="libx264",
+                                           bitrate=bitrate, pixelformat="yuv420p", macro_block_size=1,
+                                           ffmpeg_log_level="error")
+        except BaseException as err:
+            self._output.__exit__(type(err), err, err.__traceback__)
+            raise
 
     def append(self, frame):
         frame = _rgb(frame)
@@ -82,12 +88,20 @@ class VideoWriter:
         self.count += 1
 
     def close(self, keep=True):
+        """Finish the file (keep=True) or drop it; an mp4's temporary file is gone either way."""
         if self._mp4 is not None:
-            self._mp4.close()
-            if keep and self.count:
-                os.replace(self._tmp, self.path)
-            elif os.path.exists(self._tmp):
-                os.remove(self._tmp)
+            writer, self._mp4 = self._mp4, None
+            keep = keep and self.count > 0
+            try:
+                writer.close()  # ffmpeg may already be gone (e.g. Ctrl-C reached it too): then this raises
+            except BaseException as err:
+                self._output.__exit__(type(err), err, err.__traceback__)
+                raise
+            failure = None if keep else UserError(f"{self.path}: not written")
+            if failure is None:
+                self._output.__exit__(None, None, None)
+            else:
+                self._output.__exit__(UserError, failure, None)
         elif keep and self._gif_frames:
             first, rest = self._gif_frames[0], self._gif_frames[1:]
             duration_ms = max(int(round(1000 / self.fps)), 20)  # browsers play delays under 20 ms slowly

@@ -174,6 +174,6 @@ def launch(options, outdir, desc, dry_run=False):
 def _make_run_dir_rank0(outdir, desc, options):
     run_dir = make_run_dir(outdir, desc)
     print(f"Output directory: {run_dir}")
-    with open(os.path.join(run_dir, "training_options.json"), "wt") as f:
-        f.write(options.replace(run_dir=run_dir).to_json())
+    text = options.replace(run_dir=run_dir).to_json()
+    dnnlib.util.atomic_write(os.path.join(run_dir, "training_options.json"), lambda f: f.write(text.encode("utf-8")))
     return run_dir
