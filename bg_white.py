@@ -19,7 +19,7 @@ import tqdm
 
 import dnnlib
 import dnnlib.cli
-from dnnlib.image_files import open_image
+from dnnlib import image_files
 from dnnlib.image_grid import save_png
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -45,14 +45,16 @@ def files_by_stem(folder: str) -> Dict[str, str]:
 
 
 def open_file(path: str):
-    """Context manager: the PIL image at `path`, opened as its extension's format (errors name the file)."""
-    return open_image(lambda: open(path, "rb"), path, path)
+    """Context manager: the PIL image at `path`, opened as its extension's format with the limits of every image
+    read (dnnlib/image_files.py: bounded header, size and decoding); errors name the file."""
+    return image_files.open_user_image(path)
 
 
 def image_size(path: str) -> Tuple[int, int]:
     """(width, height) from the header alone; an unreadable file is an error naming it."""
-    with open_file(path) as img:
-        return img.size
+    height, width, _mode = image_files.read_header(lambda: image_files.open_regular_file(path, path), path, path,
+                                                   os.path.getsize(path))
+    return width, height
 
 
 def load_mask(path: str, threshold: Optional[int] = None) -> np.ndarray:

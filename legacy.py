@@ -33,6 +33,8 @@ CHECKPOINT_KEYS = ("G", "D", "G_ema", "augment_pipe", "training_set_kwargs")
 NETWORK_KEYS = plain_weights.NETWORK_KEYS  # ("G", "D", "G_ema", "augment_pipe")
 # The only class names a checkpoint's plain-data entries may mention (e.g. training_set_kwargs.class_name).
 DATA_CLASS_NAMES = ("training.dataset.ImageFolderDataset", "training.augment.AugmentPipe")
+# The class each network entry must have: a file whose G_ema is, say, a FullyConnectedLayer is refused at load time.
+ENTRY_CLASSES = {"G": "Generator", "G_ema": "Generator", "D": "Discriminator", "augment_pipe": "AugmentPipe"}
 MAX_MODULE_DEPTH = 32    # Submodule nesting of one network (a real generator has about 5 levels).
 BUILD_SLACK_ELEMENTS = 1 << 22  # Allocations beyond the file's tensors a build may make (filters, temporaries).
 
@@ -340,6 +342,10 @@ def rebuild_network(class_name, args, kwargs, tensors, key, force_fp16=False, tr
         kwargs = _fp16_kwargs(class_name, kwargs)
     module = _build_within_budget(cls, args, kwargs, tensors, key, class_name)
     load_tensors_strict(module, tensors, key)
+    expected = ENTRY_CLASSES.get(key)
+    if expected is not None and class_name != expected:  # after the checks above, which name what is wrong first
+        raise ValueError(f"'{key}' is a {class_name}, not a {expected}; not a usable checkpoint (each of "
+                         f"{', '.join(ENTRY_CLASSES)} must be the network its name says)")
     module.train(bool(training))
     return module
 

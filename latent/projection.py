@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from dnnlib import image_files
 from dnnlib.util import UserError
 from metrics import metric_utils
 
@@ -89,15 +90,11 @@ def fit_target(image, height, width, fit="pad", pad_color=(255, 255, 255)):
 
 
 def load_target(path, height, width, fit="pad", pad_color=(255, 255, 255)):
-    """Read an image file and fit it to the generator's frame; a file that is not an image is a UserError."""
-    try:
-        with PIL.Image.open(path) as image:
-            image.load()
-            return fit_target(image, height, width, fit, pad_color)
-    except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
-        raise UserError(f"{path}: not a readable image ({type(err).__name__}: {str(err)[:200]})") from None
+    """Read a photo (PNG or JPEG, with the limits of every image read: dnnlib.image_files.open_user_image) and fit
+    it to the generator's frame; a file that is not such an image is a UserError naming it."""
+    with image_files.open_user_image(path) as image:
+        image.load()
+        return fit_target(image, height, width, fit, pad_color)
 
 
 def to_channels(target, channels):

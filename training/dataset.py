@@ -4,10 +4,12 @@ Images may have any power-of-two aspect ratio (height:width), e.g. 2:1 for SHHQ 
 Only 8-bit RGB and grayscale (L) images are read directly; `dataset_tool.py` converts anything
 else (RGBA is flattened onto white there), so a dataset never depends on a silent conversion.
 
-Files are distrusted: an image is decoded only as the format its extension names (PNG or JPEG),
-within PIL's decompression-bomb limit; zip members are read whole, so their CRC is checked;
-anything that is not a regular file (a FIFO, a device) is refused instead of blocking; labels
-must be finite and class indices below MAX_CLASSES. Dataset options read from a checkpoint are
+Files are distrusted (dnnlib/image_files.py): an image is decoded only as the format its extension
+names (PNG or JPEG), within PIL's decompression-bomb limit; its format and size come from its header
+alone, and a file far larger than such an image (data appended) is refused before it is read; zip
+members are then read whole, so their CRC is checked; anything that is not a regular file (a FIFO, a
+device) is refused instead of blocking; labels must be finite numbers (not booleans) and class
+indices below MAX_CLASSES. Dataset options read from a checkpoint are
 checked by `dataset_kwargs_from_checkpoint`, and `open_dataset` is the one way to build a
 dataset from such options: it never imports a class named in them.
 """
@@ -17,7 +19,6 @@ import json
 import math
 import numbers
 import os
-import stat
 import zipfile
 from typing import IO, List, Optional
 
@@ -86,16 +87,24 @@ class ImageSource:
             self._zip_pid = os.getpid()
         return self._zip
 
-    def open(self, name: str) -> IO[bytes]:
-        """The file's bytes. Only regular files are opened (a FIFO would block); zip members are read whole,
-        so a bad CRC is an error here rather than silently wrong pixels."""
+    def open_stream(self, name: str) -> IO[bytes]:
+        """The file's bytes as a stream, read only as far as the reader goes (for headers). Only regular files are
+        opened (a FIFO would block)."""
         if self.kind == "dir":
-            fd = os.open(os.path.join(self.path, name), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                os.close(fd)
-                raise dnnlib.util.UserError(f"{self.describe(name)}: not a regular file (a FIFO, device or socket); "
-                                            "remove it from the dataset")
-            return os.fdopen(fd, "rb")
+            return image_files.open_regular_file(os.path.join(self.path, name), self.describe(name))
+        return self._get_zip().open(self._get_zip().getinfo(name), "r")
+
+    def size(self, name: str) -> int:
+        """The file's size in bytes (a zip member's uncompressed size)."""
+        if self.kind == "dir":
+            return os.path.getsize(os.path.join(self.path, name))
+        return self._get_zip().getinfo(name).file_size
+
+    def open(self, name: str) -> IO[bytes]:
+        """The file's bytes. Zip members are read whole, so a bad CRC is an error here rather than silently wrong
+        pixels (their size was checked against their image's by read_header)."""
+        if self.kind == "dir":
+            return self.open_stream(name)
         info = self._get_zip().getinfo(name)
         if info.file_size > MAX_MEMBER_BYTES:
             raise dnnlib.util.UserError(f"{self.describe(name)}: {info.file_size} bytes uncompressed, more than "
@@ -122,9 +131,9 @@ def open_image(source: ImageSource, name: str):
 
 
 def read_header(source: ImageSource, name: str) -> tuple:
-    """(height, width, PIL mode) of one image, reading only its header (no pixel decoding)."""
-    with open_image(source, name) as img:
-        return img.height, img.width, img.mode
+    """(height, width, PIL mode) of one image from its header alone (no pixel decoding, at most
+    image_files.HEADER_BYTES read); a file far larger than its image can take is refused."""
+    return image_files.read_header(lambda: source.open_stream(name), name, source.describe(name), source.size(name))
 
 
 def read_labels_json(source: ImageSource) -> Optional[dict]:
