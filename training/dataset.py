@@ -163,7 +163,15 @@ def read_labels_json(source: ImageSource) -> Optional[dict]:
 
 def labels_to_array(labels: list, where: str) -> np.ndarray:
     """Integer class labels (0 .. MAX_CLASSES-1) become one-hot float32 rows; lists of finite numbers become
-    float32 rows (at most MAX_CLASSES values each)."""
+    float32 rows (at most MAX_CLASSES values each). Booleans are refused, not read as 0 and 1."""
+    stack = list(labels)
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bool):
+            raise dnnlib.util.UserError(f"{where}: labels hold the boolean {str(item).lower()}; use class integers or "
+                                        "lists of numbers (e.g. 0 and 1), fix the labels")
+        if isinstance(item, list):
+            stack.extend(item)
     if all(isinstance(x, int) and not isinstance(x, bool) for x in labels):
         bad = [x for x in labels if not 0 <= x < MAX_CLASSES]
         if bad:
