@@ -53,6 +53,20 @@ def parse_metrics(text, allow_none=False):
     return names
 
 
+# The detector file each metric runs its images through (metric_utils.DETECTORS).
+DETECTOR_OF = dict(fid50k_full="inception", kid50k_full="inception", is50k="inception", fid50k="inception",
+                   kid50k="inception", pr50k3_full="vgg16", pr50k3="vgg16", ppl2_wend="vgg16", ppl_zfull="vgg16",
+                   ppl_wfull="vgg16", ppl_zend="vgg16", ppl_wend="vgg16")
+
+
+def check_detectors(metrics, **kwargs):
+    """Fetch and load the detector files the metrics need (on the CPU), so that a missing or unreadable one is a
+    one-line error before a training run starts rather than after its first snapshot."""
+    opts = metric_utils.MetricOptions(**dict(kwargs, device="cpu", rank=0, num_gpus=1))
+    for kind in sorted({DETECTOR_OF[metric] for metric in parse_metrics(metrics)}):
+        metric_utils.get_feature_detector(opts, kind)
+
+
 def calc_metric(metric, **kwargs):
     """Compute `metric` with MetricOptions(**kwargs); every rank must call it, every rank gets the numbers.
 

@@ -155,6 +155,9 @@ def launch(options, outdir, desc, dry_run=False):
     if dry_run:
         print("Dry run; exiting.")
         return 0
+    if rank == 0 and options.metrics:  # a detector that cannot be fetched fails now, not after the first tick
+        from metrics import metric_main
+        metric_main.check_detectors(options.metrics, **options.metric_kwargs)
 
     if env is not None:
         rank, world_size, local_rank = env

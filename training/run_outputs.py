@@ -92,6 +92,7 @@ class RunOutputs:
         self.grid = self.grid_z = self.grid_c = None
         self._stats_jsonl = None
         self._stats_tfevents = None
+        self.stop_requested = None  # callable: True after SIGINT/SIGTERM; running metrics are then abandoned
 
     # Grids.
 
@@ -137,14 +138,20 @@ class RunOutputs:
             self._evaluate_metrics(data["G_ema"], path)
 
     def _evaluate_metrics(self, G_ema, snapshot_pkl):
-        from metrics import metric_main
+        from metrics import metric_main, metric_utils
         if self.rank == 0:
             print(f"Evaluating metrics: {', '.join(self.options.metrics)}")
         for metric in self.options.metrics:
-            result_dict = metric_main.calc_metric(metric=metric, G=G_ema,
-                                                  dataset_kwargs=self.options.training_set_kwargs,
-                                                  num_gpus=self.options.num_gpus, rank=self.rank, device=self.device,
-                                                  **self.options.metric_kwargs)
+            try:
+                result_dict = metric_main.calc_metric(metric=metric, G=G_ema,
+                                                      dataset_kwargs=self.options.training_set_kwargs,
+                                                      num_gpus=self.options.num_gpus, rank=self.rank,
+                                                      device=self.device, should_stop=self.stop_requested,
+                                                      **self.options.metric_kwargs)
+            except metric_utils.MetricsStopped:  # the snapshot they were for is written: the stop comes first
+                if self.rank == 0:
+                    print(f"Metrics of {os.path.basename(snapshot_pkl)} abandoned: the run was asked to stop")
+                return
             if self.rank == 0:
                 metric_main.report_metric(result_dict, run_dir=self.run_dir, snapshot_pkl=snapshot_pkl)
                 self.metric_results.update(result_dict.results)
