@@ -109,10 +109,10 @@ def main(network_pkl, seeds, projected_w, save_w, truncation_psi, truncation_cut
     if warning:
         print(warning)
 
-    dnnlib.util.make_output_dir(outdir, "--outdir")
     if projected_w is not None:
         _write_projected(G, projected_w, noise_mode, outdir, grid, dtype)
         return
+    dnnlib.util.make_output_dir(outdir, "--outdir")
     images = []
     for seed, pixels in generate_images(G, seeds, truncation_psi, truncation_cutoff, noise_mode, class_idx,
                                         batch_size, device, progress=True, dtype=dtype):
@@ -130,7 +130,8 @@ def main(network_pkl, seeds, projected_w, save_w, truncation_psi, truncation_cut
 
 def _write_projected(G, projected_w, noise_mode, outdir, grid, dtype="fp32"):
     """proj00.png, proj01.png, ... (the original tool's names), or grid.png, from a latent file."""
-    images = render_projected(G, projected_w, noise_mode, dtype)
+    images = render_projected(G, projected_w, noise_mode, dtype)  # the file is read (and checked) first
+    dnnlib.util.make_output_dir(outdir, "--outdir")
     if grid is None:
         for idx, pixels in enumerate(images):
             save_png(pixels, os.path.join(outdir, f"proj{idx:02d}.png"))

@@ -121,8 +121,10 @@ def _actual_format(f: IO[bytes]) -> Optional[str]:
 
 def _identified(f: IO[bytes], formats, where: str) -> PIL.Image.Image:
     """PIL.Image.open(f) as one of `formats`; a file of another format is named in the error."""
+    PIL.Image.init()
+    openable = tuple(name for name in formats if name in PIL.Image.OPEN)  # PIL 10+ opens MPO through JPEG
     try:
-        return PIL.Image.open(f, formats=formats)
+        return PIL.Image.open(f, formats=openable)
     except PIL.UnidentifiedImageError:
         actual = _actual_format(f)
         expected = " or ".join(sorted({name for name in formats if name != "MPO"}))
