@@ -14,7 +14,7 @@ def describe_error(err: BaseException) -> str:
         names = f"{err.filename} -> {err.filename2}" if err.filename2 is not None else f"{err.filename}"
         return escape_text(f"{names}: {err.strerror}")
     if isinstance(err, MemoryError):
-        return escape_text(f"out of memory ({err or 'no details'}); try a smaller input or batch")
+        return escape_text(f"out of memory ({str(err) or 'no details'}); try a smaller input or batch")
     return escape_text(str(err) or type(err).__name__)
 
 

@@ -40,6 +40,29 @@ def _ffmpeg_available():
         return False
 
 
+def mp4_complete(path):
+    """Whether an mp4 file holds whole top-level boxes, a 'moov' among them (ffmpeg writes it last): ffmpeg's exit
+    status is not reported through imageio, and a full disk leaves a file cut short."""
+    size = os.path.getsize(path)
+    found, offset = set(), 0
+    with open(path, "rb") as f:
+        while offset < size:
+            f.seek(offset)
+            header = f.read(16)
+            if len(header) < 8:
+                return False
+            length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if length == 1 and len(header) == 16:
+                length = int.from_bytes(header[8:16], "big")
+            elif length == 0:
+                length = size - offset
+            if length < 8 or offset + length > size:
+                return False
+            found.add(kind)
+            offset += length
+    return b"moov" in found
+
+
 class VideoWriter:
     """`with VideoWriter(path, fps) as out: out.append(frame)`; the file appears complete on close, or not at all.
 
@@ -90,18 +113,7 @@ class VideoWriter:
     def close(self, keep=True):
         """Finish the file (keep=True) or drop it; an mp4's temporary file is gone either way."""
         if self._mp4 is not None:
-            writer, self._mp4 = self._mp4, None
-            keep = keep and self.count > 0
-            try:
-                writer.close()  # ffmpeg may already be gone (e.g. Ctrl-C reached it too): then this raises
-            except BaseException as err:
-                self._output.__exit__(type(err), err, err.__traceback__)
-                raise
-            failure = None if keep else UserError(f"{self.path}: not written")
-            if failure is None:
-                self._output.__exit__(None, None, None)
-            else:
-                self._output.__exit__(UserError, failure, None)
+            self._close_mp4(keep and self.count > 0)
         elif keep and self._gif_frames:
             first, rest = self._gif_frames[0], self._gif_frames[1:]
             duration_ms = max(int(round(1000 / self.fps)), 20)  # browsers play delays under 20 ms slowly
@@ -109,6 +121,22 @@ class VideoWriter:
                                                                      duration=duration_ms, loop=0))
         if keep and not self.count:
             raise UserError(f"{self.path}: no frames to write")
+
+    def _close_mp4(self, keep):
+        """Stop ffmpeg, then rename its file over the target (keep, and complete) or remove it (atomic_output)."""
+        writer, self._mp4 = self._mp4, None
+        try:
+            writer.close()  # ffmpeg may already be gone (e.g. Ctrl-C reached it too): then this raises
+            if keep and not mp4_complete(self._tmp):
+                raise UserError(f"{self.path}: ffmpeg did not finish the video (is the disk full?); nothing was "
+                                "written")
+        except BaseException as err:
+            self._output.__exit__(type(err), err, err.__traceback__)
+            raise
+        if keep:
+            self._output.__exit__(None, None, None)
+        else:
+            self._output.__exit__(UserError, UserError(f"{self.path}: not written"), None)  # removes the file
 
     def __enter__(self):
         return self
