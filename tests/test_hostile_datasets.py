@@ -149,6 +149,8 @@ def labelled(tmp_path, labels_text, name="data"):
     ([["a.png", [float("nan"), 1.0]], ["b.png", [0.0, 1.0]]], r"NaN or infinite"),
     ([["a.png", [1e39]], ["b.png", [0.0]]], r"NaN or infinite"),
     ([["a.png", [0.5] * 5000], ["b.png", [0.5] * 5000]], r"more than 4096"),
+    ([["a.png", True], ["b.png", False]], r"labels hold the boolean (true|false)"),
+    ([["a.png", [0.5, True]], ["b.png", [0.5, 0.0]]], r"labels hold the boolean true"),
     ([["a.png"]], r"expected"),
     ({"a.png": 1}, r"expected"),
 ])

@@ -365,3 +365,13 @@ def test_dataset_zips_are_refused_within_bounded_memory(zips, tmp_path, name):
     assert control["status"] == 0 and result["status"] == 1 and "Traceback" not in result["output"]
     assert result["peak_mb"] < control["peak_mb"] + MEMORY_SLACK_MB
     assert result["seconds"] < control["seconds"] + 10  # the old reader took 12-68 s to read the zeros
+
+
+def test_a_dataset_json_that_expands_is_refused_before_it_is_read(tmp_path, capsys, monkeypatch):
+    import dataset_tool
+    image = hf.stored(hf.png_bytes(np.full([16, 8, 3], 100, np.uint8)))
+    labels = hf.deflated_zeros(512, prefix=b'{"labels": [["00000.png", 0]]}')  # then 512 MiB of NUL bytes
+    archive = hf.write_zip(tmp_path / "labels.zip", {"00000.png": image, "dataset.json": labels})
+    status, stderr = run_cli(dataset_tool.main, [f"--source={archive}", f"--dest={tmp_path / 'out.zip'}"], capsys,
+                             monkeypatch)
+    assert_one_line_error(status, stderr, "labels.zip/dataset.json", "more than the 16781312 labels")

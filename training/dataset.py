@@ -35,7 +35,9 @@ CLASS_NAME = "training.dataset.ImageFolderDataset"
 MIN_SIDE, MAX_SIDE, MAX_ASPECT = 8, 4096, 4  # Trainable sizes: larger side 8..4096, at most 4:1 (networks.py).
 MAX_CLASSES = 4096                  # Class labels 0..4095 (the networks' c_dim is at most 4096).
 MAX_MEMBER_BYTES = 1 << 30          # A zip member is read whole (CRC checked), so its size is bounded.
-MAX_LABELS_BYTES = 1 << 30
+# dataset.json is parsed whole (Python objects take up to ~8x its text): 16 MB plus 4 KB per image (class labels take
+# ~40 bytes an image, 100 float values ~1 KB), checked before it is read.
+LABELS_BASE_BYTES, LABELS_BYTES_PER_IMAGE = 16 << 20, 4 << 10
 
 
 def is_image_name(name: str) -> bool:
@@ -143,11 +145,15 @@ def read_labels_json(source: ImageSource) -> Optional[dict]:
     where = source.describe(LABELS_FILE)
     expected = ('expected {"labels": [["00000/img00000000.png", 6], ...]} or {"labels": null}; fix or remove '
                 "the file")
+    limit = LABELS_BASE_BYTES + LABELS_BYTES_PER_IMAGE * sum(map(is_image_name, source.names))
     try:
-        with source.open(LABELS_FILE) as f:
-            text = f.read(MAX_LABELS_BYTES + 1)
-        if len(text) > MAX_LABELS_BYTES:
-            raise dnnlib.util.UserError(f"{where}: larger than {MAX_LABELS_BYTES} bytes; {expected}")
+        if source.size(LABELS_FILE) > limit:
+            raise dnnlib.util.UserError(f"{where}: {source.size(LABELS_FILE)} bytes, more than the {limit} labels of "
+                                        f"this many images may take; {expected}")
+        with source.open_stream(LABELS_FILE) as f:
+            text = f.read(limit + 1)
+        if len(text) > limit:
+            raise dnnlib.util.UserError(f"{where}: larger than {limit} bytes; {expected}")
         labels = json.loads(text).get("labels")
         if labels is None:
             return None
