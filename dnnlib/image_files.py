@@ -63,8 +63,8 @@ class HeaderReader:
 
     def readline(self, size: int = -1) -> bytes:
         end = self.pos + size if size is not None and size >= 0 else self.limit + 1
-        while self.data.find(b"\n", self.pos, end) < 0 and len(self.data) < end and not self.at_end:
-            self._fill(min(len(self.data) + 4096, end))
+        while self.data.find(b"\n", self.pos, end) < 0 and len(self.data) < min(end, self.limit) and not self.at_end:
+            self._fill(min(len(self.data) + 4096, end, self.limit))
         newline = self.data.find(b"\n", self.pos, end)
         return self.read((newline + 1 if newline >= 0 else end) - self.pos)
 
