@@ -7,8 +7,9 @@ What a file declares is checked before anything is allocated or decompressed:
   the budget (`max_bytes`, counting the array as stored and as float32), in chunks;
 - an .npy header must declare a plain numeric dtype and a shape whose bytes the file (or member) holds;
 - a .pt file must be torch's zip format, its pickle at most MAX_PICKLE_BYTES, its records within the budget;
-  every tensor must be a plain (strided, not sparse, quantized or nested) numeric tensor, and its element
-  count is checked before it is copied (a zero-stride view can claim far more elements than it stores).
+  every tensor must be a plain (strided, not sparse, quantized or nested) numeric tensor, and its elements
+  count against the budget before it is copied (views of one storage, or zero-stride views, can claim far
+  more elements than the file stores).
 Arrays come back as float32 numpy arrays. Errors are dnnlib.util.UserError naming the file.
 """
 import math
@@ -162,8 +163,9 @@ def _tensor_array(tensor, name: str, where: str, budget: _Budget) -> np.ndarray:
     integer = tensor.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
     if not (tensor.is_floating_point() or integer):  # bool, complex and other types
         raise UserError(f"{where}: tensor '{name}' holds {tensor.dtype} values, not plain numbers (float or integer)")
-    if tensor.dtype != torch.float32 or not tensor.is_contiguous():  # a copy is made (views can repeat elements)
-        budget.take(4 * tensor.numel(), f"tensor '{name}' of shape {list(tensor.shape)}")
+    # Counted even when no copy is made: tensors may view one storage many times over (or with zero strides), and
+    # every element of every array is then checked and used by the caller.
+    budget.take(4 * tensor.numel(), f"tensor '{name}' of shape {list(tensor.shape)}")
     return tensor.detach().to(torch.float32).contiguous().numpy()  # bfloat16 and float16 convert exactly
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import dnnlib
 import edit
 import generate
 import hostile_files as hf
@@ -375,3 +376,14 @@ def test_a_dataset_json_that_expands_is_refused_before_it_is_read(tmp_path, caps
     status, stderr = run_cli(dataset_tool.main, [f"--source={archive}", f"--dest={tmp_path / 'out.zip'}"], capsys,
                              monkeypatch)
     assert_one_line_error(status, stderr, "labels.zip/dataset.json", "more than the 16781312 labels")
+
+
+def test_many_views_of_one_storage_count_against_the_budget(tmp_path):
+    from dnnlib import array_files
+    from latent import space
+    storage = torch.zeros(8 << 20)  # 32 MB, stored once
+    torch.save({f"noise.n{i}": storage for i in range(64)} | {"w": storage[:W_DIM]}, tmp_path / "views.pt")
+    assert os.path.getsize(tmp_path / "views.pt") < 40 << 20
+    with pytest.raises(dnnlib.util.UserError, match="would take .* more than the 256 MB"):
+        space.read_arrays(str(tmp_path / "views.pt"))
+    assert array_files.MAX_DECODED_BYTES == 256 << 20
