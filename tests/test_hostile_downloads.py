@@ -265,6 +265,32 @@ def test_a_resumed_answer_of_another_version_restarts_instead_of_splicing(tmp_pa
     assert cache_entries(tmp_path) == [os.path.basename(path)]
 
 
+def wrong_range(body):
+    """The first answer breaks off half-way; a resumed request gets a 206 that starts at byte 0 again."""
+    def answer(handler, entry):
+        wanted = handler.headers.get("Range")
+        first = not getattr(answer, "dropped", False)
+        answer.dropped = True
+        handler.send_response(206 if wanted else 200)
+        if wanted:
+            handler.send_header("Content-Range", f"bytes 0-{len(body) - 1}/{len(body)}")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.send_header("ETag", '"v1"')
+        handler.end_headers()
+        handler.wfile.write(body[:len(body) // 2] if first else body)
+    return answer
+
+
+def test_a_206_for_another_range_restarts(tmp_path, limits):
+    body = np.random.RandomState(4).bytes(2 << 20)
+    with serve({"/net.pkl": Route(custom=wrong_range(body))}) as server:
+        path = dnnlib.util.open_url(server.base_url + "/net.pkl", cache_dir=str(tmp_path), verbose=False,
+                                    return_filename=True)
+        ranges = [r["range"] for r in server.requests]
+    assert open(path, "rb").read() == body  # not the first half twice
+    assert ranges == [None, f"bytes={len(body) // 2}-", None]
+
+
 def test_resume_needs_a_validator(tmp_path, limits):
     payload = np.random.RandomState(3).bytes(2 << 20)
     with serve({"/net.pkl": Route(payload, drop_after=len(payload) // 2, etag=False)}) as server:

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from helpers import ROOT
-from helpers_http import Route, serve
+from helpers_http import serve
 from helpers_training import TINY_ARGS, make_figures
 from metrics.stand_in_detector import save_stand_in_detector
 
