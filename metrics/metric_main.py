@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence, Union
 import torch
 
 import dnnlib
+from . import detectors
 from . import frechet_inception_distance
 from . import inception_score
 from . import kernel_inception_distance
@@ -54,6 +55,20 @@ def parse_metrics(text: Union[str, Sequence[str]], allow_none: bool = False) -> 
         raise dnnlib.util.UserError(f"--metrics: unknown metric {', '.join(unknown) or '(none)'}; choose from "
                                     f"{', '.join(list_valid_metrics())}{' or none' if allow_none else ''}")
     return names
+
+
+# The detector file each metric runs its images through (detectors.DETECTORS).
+DETECTOR_OF = dict(fid50k_full="inception", kid50k_full="inception", is50k="inception", fid50k="inception",
+                   kid50k="inception", pr50k3_full="vgg16", pr50k3="vgg16", ppl2_wend="vgg16", ppl_zfull="vgg16",
+                   ppl_wfull="vgg16", ppl_zend="vgg16", ppl_wend="vgg16")
+
+
+def check_detectors(metrics: Union[str, Sequence[str]], **kwargs) -> None:
+    """Fetch and load the detector files the metrics need (on the CPU), so that a missing or unreadable one is a
+    one-line error before a training run starts rather than after its first snapshot."""
+    opts = metric_utils.MetricOptions(**dict(kwargs, device="cpu", rank=0, num_gpus=1))
+    for kind in sorted({DETECTOR_OF[metric] for metric in parse_metrics(metrics)}):
+        detectors.get_feature_detector(opts, kind)
 
 
 def calc_metric(metric: str, **kwargs) -> dnnlib.EasyDict:

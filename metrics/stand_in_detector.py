@@ -8,10 +8,13 @@ squared differences play the LPIPS distance. Numbers computed with it mean nothi
 
     python -m metrics.stand_in_detector STANDIN.pt
 """
-import sys
 import warnings
 
+import click
 import torch
+
+import dnnlib
+from dnnlib.errors import describe_error
 
 
 class StandInDetector(torch.nn.Module):
@@ -49,14 +52,23 @@ class StandInDetector(torch.nn.Module):
 
 
 def save_stand_in_detector(path, **kwargs):
-    """Write a scripted StandInDetector(**kwargs) to `path` (a TorchScript .pt file)."""
+    """Write a scripted StandInDetector(**kwargs) to `path` (a TorchScript .pt file), atomically."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch calls TorchScript deprecated; the real files are TorchScript
-        torch.jit.save(torch.jit.script(StandInDetector(**kwargs)), path)
+        scripted = torch.jit.script(StandInDetector(**kwargs))
+        dnnlib.util.atomic_write(path, lambda f: torch.jit.save(scripted, f))
     return path
 
 
+@click.command()
+@click.argument("out", metavar="OUT.pt", type=click.Path(dir_okay=False))
+def main(out):
+    """Write the stand-in detector (TorchScript) to OUT.pt, e.g. for --detector, --vgg16 or make demo."""
+    try:
+        save_stand_in_detector(out)
+    except OSError as err:  # one line, as the tools show it (click prints 'Error: ...' and exits 1)
+        raise click.ClickException(describe_error(err)) from None
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m metrics.stand_in_detector OUT.pt")
-    save_stand_in_detector(sys.argv[1])
+    main()  # click's standalone mode: --help prints the usage, a usage error is one line

@@ -8,7 +8,7 @@ import torch
 from training import augment
 from training import networks
 from training.checkpoint import network_limits
-from training.checkpoint.contents import quote
+from training.checkpoint.contents import check_entry_class, quote
 
 # The classes a checkpoint may name, by the class name it records.
 KNOWN_CLASSES = {name: getattr(networks, name) for name in (
@@ -65,6 +65,7 @@ def rebuild_network(class_name, args, kwargs, tensors, key, force_fp16=False, tr
         kwargs = _fp16_kwargs(class_name, kwargs)
     module = _build_within_budget(cls, args, kwargs, tensors, key, class_name)
     load_tensors_strict(module, tensors, key)
+    check_entry_class(key, class_name)  # after the checks above, which name what is wrong first
     module.train(bool(training))
     return module
 
