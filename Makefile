@@ -4,6 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.14.1
+# The torchvision build of $(TORCH): timm (a test extra) needs torchvision, and an unpinned one could move torch.
+TORCHVISION ?= torchvision==0.29.1
 
 .PHONY: test test-quick demo app venv clean-venv
 
@@ -11,7 +13,7 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q "$(TORCH)" "$(TORCHVISION)"
 	$(PY) -m pip install -q -e ".[test,video,hub,app]"
 	touch $(STAMP)
 

@@ -2,8 +2,11 @@
 URL, downloaded once into the cache; an option or an environment variable naming a local copy or a stand-in),
 loading it, and running it.
 
-A new detector is one entry of DETECTORS: its title, standard URL, option and environment variable, and the
-function that loads its file (load_torchscript for the TorchScript files of the StyleGAN2-ADA metrics).
+A new detector is one entry of DETECTORS: its title, standard URL, option and environment variable, file
+format, and the function that loads its file (load_torchscript for the TorchScript files of the StyleGAN2-ADA
+metrics, dinov2.load_dinov2_detector for DINOv2's state dict). Optional fields: `sha256`, the digest a download
+of the standard URL must have; `input_size`, the (H, W) that `--resize=clean` resizes to (no clean mode without
+it); `weights_only`, set where the loader reads tensors only, so that a file named .pkl is not refused.
 """
 import os
 import warnings
@@ -11,6 +14,8 @@ import warnings
 import torch
 
 import dnnlib
+from . import dinov2
+from . import image_resize
 
 # ----------------------------------------------------------------------------
 # Detectors: the standard files, and the option / environment variable that point at a local copy.
@@ -31,6 +36,7 @@ DETECTORS = {
         env="SG2_INCEPTION_DETECTOR",
         file_format="TorchScript",
         load=load_torchscript,
+        input_size=(299, 299),  # (H, W) --resize=clean resizes to
     ),
     "vgg16": dnnlib.EasyDict(
         title="VGG16",
@@ -39,6 +45,18 @@ DETECTORS = {
         env="SG2_VGG16_DETECTOR",
         file_format="TorchScript",
         load=load_torchscript,
+        input_size=None,  # no clean mode: the published VGG16 metrics resize inside the file
+    ),
+    "dinov2": dnnlib.EasyDict(
+        title="DINOv2 ViT-L/14",
+        url="https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth",
+        sha256=None,  # the publisher gives no digest to pin; --dinov2=URL#sha256=HEX checks one you trust
+        option="--dinov2",
+        env="SG2_DINOV2_DETECTOR",
+        file_format="weights-only state dict",
+        load=dinov2.load_dinov2_detector,  # the ViT is this package's own (metrics/dinov2.py)
+        input_size=dinov2.INPUT_SIZE,
+        weights_only=True,  # torch.load(weights_only=True): no code runs, whatever the file is named
     ),
 }
 
@@ -74,16 +92,17 @@ def detector_identity(spec):
 
 
 def load_detector(spec, kind, named_by=None, device="cpu", verbose=False):
-    """Load the detector file `spec` (path or URL) of `kind` with its loader. Pickled detectors are refused:
-    unpickling a file can run arbitrary code."""
+    """Load the detector file `spec` (path or URL) of `kind` with its loader. Pickled detectors are refused
+    (unpickling a file can run arbitrary code) unless the loader reads weights only."""
     info = DETECTORS[kind]
     where = named_by or f"{info.title} detector"
     how_to = f"pass {info.option}=PATH or set {info.env}=PATH to a local copy of {os.path.basename(info.url)}"
-    if spec.lower().endswith(".pkl"):
+    if spec.lower().endswith(".pkl") and not info.get("weights_only"):
         raise dnnlib.util.UserError(f"{where}: {spec} is a pickle, which is not loaded because unpickling can run "
                                     f"arbitrary code; use the {info.file_format} file {info.url}")
     try:
-        path = dnnlib.util.open_url(spec, num_attempts=3, verbose=verbose, return_filename=True)
+        path = dnnlib.util.open_url(spec, num_attempts=3, verbose=verbose, return_filename=True,
+                                    sha256=info.get("sha256") if spec == info.url else None)
     except (dnnlib.util.UserError, OSError) as err:
         if spec == info.url:
             raise dnnlib.util.UserError(
@@ -93,7 +112,8 @@ def load_detector(spec, kind, named_by=None, device="cpu", verbose=False):
     try:
         module = info.load(path, device)
     except Exception as err:  # torch reports a wrong file format as RuntimeError, ValueError or zip errors
-        raise dnnlib.util.UserError(f"{where}: {spec} is not a {info.file_format} detector ({type(err).__name__}); "
+        detail = str(err) if isinstance(err, dnnlib.util.UserError) else type(err).__name__  # the loader's own words
+        raise dnnlib.util.UserError(f"{where}: {spec} is not a {info.file_format} detector ({detail}); "
                                     f"use {os.path.basename(info.url)}, or {how_to}") from err
     return module.eval()
 
@@ -132,6 +152,12 @@ def detector_sha256(opts, kind):
     if key not in _detector_sha256:
         _detector_sha256[key] = dnnlib.download.file_sha256(path)
     return _detector_sha256[key]
+
+
+def detector_images(opts, kind, images):
+    """The images the detector of `kind` is called with under opts.resize (metrics/image_resize.py)."""
+    info = DETECTORS[kind]
+    return image_resize.detector_input(images, info.get("input_size"), opts.resize, info.title)
 
 
 def run_detector(detector, images, detector_kwargs):

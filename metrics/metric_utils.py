@@ -3,8 +3,11 @@
 The numbers follow the StyleGAN2-ADA metric code: the same TorchScript detectors, fed uint8 NCHW
 images at the data's own size (the detectors resize internally, so 2:1 images are not cropped),
 statistics accumulated in float64, TF32 off while the generator and the detectors run, and
-generated images made with `noise_mode='random'` at truncation 1.
+generated images made with `noise_mode='random'` at truncation 1. DINOv2 (metrics/dinov2.py) takes the
+same uint8 images and resizes them as EDM2 does; `--resize=clean` resizes for both Inception-v3 and DINOv2
+beforehand (metrics/image_resize.py).
 """
+import collections
 import contextlib
 import copy
 import hashlib
@@ -23,8 +26,11 @@ import tqdm
 import dnnlib
 from torch_utils import misc
 from training.dataset import open_dataset
+from . import image_resize
 from . import reference_stats
-from .detectors import DETECTORS, detector_identity, detector_sha256, detector_spec, get_feature_detector, run_detector
+from .dataset_fingerprint import dataset_fingerprint
+from .detectors import (DETECTORS, detector_identity, detector_images, detector_sha256, detector_spec,
+                        get_feature_detector, run_detector)
 
 # ----------------------------------------------------------------------------
 
@@ -50,6 +56,8 @@ class MetricOptions:
         batch_gen       = None,     # Images per generator call; None = min(batch_size, 4) as in the original.
         num_workers     = None,     # DataLoader worker processes; None = 3 on CUDA, 0 on the CPU.
         ref_stats       = None,     # Reference statistics file (metrics/reference_stats.py) in place of the real images.
+        resize          = "original",  # How images reach the detectors' input size: original, clean (image_resize.py).
+        shared_generation = None,   # A SharedGeneration of a call of several metrics (shared_generation.py), or None.
         should_stop     = None,     # Callable: True once the caller wants the metric abandoned (MetricsStopped).
     ):
         assert 0 <= rank < num_gpus
@@ -72,6 +80,8 @@ class MetricOptions:
         self.batch_gen = batch_gen if batch_gen is not None else min(batch_size, 4)
         self.num_workers = num_workers if num_workers is not None else (3 if self.device.type == "cuda" else 0)
         self.ref_stats = ref_stats
+        self.resize = image_resize.check_resize_mode(resize)
+        self.shared_generation = shared_generation
         self.should_stop = should_stop
 
 
@@ -239,12 +249,13 @@ class FeatureStats:
     def get_all_torch(self):
         return torch.from_numpy(self.get_all())
 
-    def get_mean_cov(self):
-        """Mean and (population, 1/N) covariance, as the original FID code computes them."""
-        assert self.capture_mean_cov and self.num_items > 0
+    def get_mean_cov(self, ddof=0):
+        """Mean and covariance: ddof=0 divides by N, as the original FID code does; ddof=1 by N - 1, as EDM2's."""
+        assert self.capture_mean_cov and self.num_items > ddof
         mean = self.raw_mean / self.num_items
-        cov = self.raw_cov / self.num_items - np.outer(mean, mean)
-        return mean, cov
+        if ddof == 0:  # the original's exact arithmetic, so that published numbers are reproduced to the bit
+            return mean, self.raw_cov / self.num_items - np.outer(mean, mean)
+        return mean, (self.raw_cov - np.outer(mean, mean) * self.num_items) / (self.num_items - ddof)
 
     def save(self, path):
         """Write atomically as .npz (no pickles: a cache file must not be able to run code)."""
@@ -303,6 +314,8 @@ def stats_cache_path(opts, kind, detector_kwargs, stats_kwargs):
         dataset_kwargs["path"] = os.path.abspath(dataset_kwargs["path"])  # the same data from any working folder
     key = dict(dataset_kwargs=dataset_kwargs, dataset=dataset_identity(opts.dataset_kwargs),
                detector=detector_identity(spec), detector_kwargs=detector_kwargs, stats_kwargs=stats_kwargs, format=1)
+    if opts.resize != "original":  # only then: the caches of the original resizing stay valid
+        key["resize"] = opts.resize
     digest = hashlib.md5(json.dumps(key, sort_keys=True, default=repr).encode("utf-8")).hexdigest()
     path = opts.dataset_kwargs.get("path")
     dataset_name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] if isinstance(path, str) else "data"
@@ -344,8 +357,11 @@ def reference_feature_stats(opts, kind, max_items):
     ref = reference_stats.cached_reference_stats(opts.ref_stats)
     spec, _ = detector_spec(opts, kind)
     image_shape = reference_stats.generator_image_shape(opts.G) if opts.G is not None else None
+    path = opts.dataset_kwargs.get("path")  # training passes its dataset along with the file: they must agree
+    dataset = (path, dataset_fingerprint(path)) if isinstance(path, str) and os.path.exists(path) else None
     reference_stats.check_compatible(ref, kind, detector_sha256(opts, kind), f"{DETECTORS[kind].title} detector "
-                                     f"({spec})", xflip=opts.dataset_kwargs.get("xflip", False), image_shape=image_shape)
+                                     f"({spec})", xflip=opts.dataset_kwargs.get("xflip", False),
+                                     image_shape=image_shape, resize=opts.resize, dataset=dataset)
     return reference_stats.FileStats(ref, kind, max_items)
 
 
@@ -378,7 +394,8 @@ def compute_feature_stats_for_dataset(opts, detector, detector_kwargs, max_items
     progress = Progress(opts, "real images", num_items)
     with no_tf32(), torch.no_grad():
         for images, _labels in loader:
-            features = run_detector(detector_net, images.to(opts.device), detector_kwargs)
+            features = run_detector(detector_net, detector_images(opts, detector, images.to(opts.device)),
+                                    detector_kwargs)
             stats.append_torch(features, num_gpus=opts.num_gpus, rank=opts.rank)
             progress.update(stats.num_items)
     progress.close()
@@ -470,18 +487,33 @@ def cpu_thread_split(device):
     return total - detector, detector
 
 
+# One detector output a metric reads from generated images: which detector, its call options, what to keep.
+FeatureRequest = collections.namedtuple("FeatureRequest", ["detector", "detector_kwargs", "stats_kwargs"])
+
+
 def compute_feature_stats_for_generator(opts, detector, detector_kwargs, max_items, **stats_kwargs):
     """Features of max_items generated images: z ~ N(0, I), c drawn from the real labels, noise_mode='random'.
 
-    The generator makes the next batch in a background thread while the detector reads the current one.
+    In a call of several metrics (opts.shared_generation), the images are made once for all of them.
     """
     max_items = capped(max_items, opts.max_gen)
+    request = FeatureRequest(detector, dict(detector_kwargs), dict(stats_kwargs))
+    if opts.shared_generation is not None:
+        return opts.shared_generation.stats_for(opts, request, max_items)
+    return generated_feature_stats(opts, [request], max_items)[0]
+
+
+def generated_feature_stats(opts, requests, max_items):
+    """A FeatureStats for each FeatureRequest, all from one pass over max_items generated images.
+
+    The generator makes the next batch in a background thread while the detectors read the current one.
+    """
     G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
     G_kwargs = dict(truncation_psi=1, noise_mode="random")
     G_kwargs.update(opts.G_kwargs)
     dataset = label_source(opts)
-    stats = FeatureStats(max_items=max_items, **stats_kwargs)
-    detector_net = get_feature_detector(opts, detector)
+    stats = [FeatureStats(max_items=max_items, **request.stats_kwargs) for request in requests]
+    detector_nets = {request.detector: get_feature_detector(opts, request.detector) for request in requests}
 
     split = cpu_thread_split(opts.device)
 
@@ -504,8 +536,15 @@ def compute_feature_stats_for_generator(opts, detector, detector_kwargs, max_ite
     threads = intra_op_threads(split[1]) if split else contextlib.nullcontext()
     with seeded_global_rng(mix_seed(opts.seed, opts.rank), opts.device), no_tf32(), torch.no_grad(), threads:
         for images in prefetched(generated_batches):
-            features = run_detector(detector_net, images, detector_kwargs)
-            stats.append_torch(features, num_gpus=opts.num_gpus, rank=opts.rank)
-            progress.update(stats.num_items)
+            inputs, outputs = {}, {}  # each detector resizes and runs once per batch, whatever reads it
+            for request, request_stats in zip(requests, stats):
+                call = (request.detector, json.dumps(request.detector_kwargs, sort_keys=True))
+                if call not in outputs:
+                    if request.detector not in inputs:
+                        inputs[request.detector] = detector_images(opts, request.detector, images)
+                    outputs[call] = run_detector(detector_nets[request.detector], inputs[request.detector],
+                                                 request.detector_kwargs)
+                request_stats.append_torch(outputs[call], num_gpus=opts.num_gpus, rank=opts.rank)
+            progress.update(stats[0].num_items)
     progress.close()
     return stats

@@ -158,6 +158,9 @@ SPECS = {
                        help="Inception-v3 detector (TorchScript file or URL) for FID, KID and IS"),
     "--vgg16": dict(param="vgg16", metavar="PATH|URL", note="$SG2_VGG16_DETECTOR, else the standard URL",
                     help="VGG16 detector (TorchScript file or URL) for LPIPS: projection, precision/recall, PPL"),
+    "--dinov2": dict(param="dinov2", metavar="PATH|URL", note="$SG2_DINOV2_DETECTOR, else the official URL",
+                     help="DINOv2 ViT-L/14 detector (the state dict dinov2_vitl14_pretrain.pth, read weights-only) "
+                          "for fd_dinov2 and prdc"),
     "--ref-stats": dict(param="ref_stats", metavar="NPZ|URL",
                         help="Real-image statistics (calc_metrics.py --export-stats) in place of the dataset's"),
 }

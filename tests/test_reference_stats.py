@@ -154,7 +154,7 @@ def test_train_option_reaches_the_metric_kwargs(files, stats_file):
     (dict(mu=np.zeros([16], dtype=np.float32)), "array 'mu' is float32"),
     (dict(inception_features=np.zeros([39, 16], dtype=np.float32)), "array 'inception_features'"),
     (dict(xflip=np.array([1, 2])), "'xflip' is not a single"),
-    (dict(format_version=np.int64(7)), "format_version 7; this package reads up to 1"),
+    (dict(format_version=np.int64(7)), "format_version 7; this package reads up to 2"),
 ])
 def test_damaged_files_are_refused(stats_file, tmp_path, edit, message):
     with pytest.raises(dnnlib.util.UserError, match=message):

@@ -163,6 +163,7 @@ class TrainCommand(_Options):
                                           "(e.g. before a cluster time limit)", min=0, min_open=True)
     detector:    Optional[str] = option(None, shared="--detector")
     vgg16:       Optional[str] = option(None, shared="--vgg16")
+    dinov2:      Optional[str] = option(None, shared="--dinov2")
     device:      Optional[str] = option(None, shared="--device", detail="train.py: cpu or cuda")
     metric_kwargs: Optional[dict] = None  # More metrics.metric_utils.MetricOptions kwargs (library use, e.g. max_gen).
     ref_stats:   Optional[str] = option(None, shared="--ref-stats")

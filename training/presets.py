@@ -228,7 +228,8 @@ def optimizer_options(cmd, spec):
 def metric_options(cmd, snapshot_metrics):
     """The metrics after each snapshot and their options (detectors, reference statistics)."""
     metric_kwargs = dnnlib.EasyDict(cmd.metric_kwargs or {})
-    detectors = {kind: path for kind, path in [("inception", cmd.detector), ("vgg16", cmd.vgg16)] if path}
+    detectors = {kind: path for kind, path in [("inception", cmd.detector), ("vgg16", cmd.vgg16),
+                                               ("dinov2", cmd.dinov2)] if path}
     if detectors:
         metric_kwargs.detectors = detectors
     metrics = parse_metrics(cmd.metrics, snapshot_metrics)
