@@ -35,8 +35,10 @@ COMMANDS = {"generate": generate.main, "style_mixing": style_mixing.main, "gen_v
 # Spellings that mean different things in different tools, kept for the original command lines.
 DIFFERENT_MEANINGS = {"--batch": "generate: images per forward pass; train: the total batch of a step",
                       "--target": "projector: the photo; train: ADA's target"}
-# A benchmark flag spelt like a shared option, for another thing: the per-block table of benchmarks/cpu.py.
-OTHER_THING = {(os.path.join("benchmarks", "cpu.py"), "--layers")}
+# Flags spelt like a shared option, for another thing: the per-block table of benchmarks/cpu.py, and the
+# stand-in writer's choice of the DINOv2 stand-in (`python -m metrics.stand_in_detector --dinov2 OUT`).
+OTHER_THING = {(os.path.join("benchmarks", "cpu.py"), "--layers"),
+               (os.path.join("metrics", "stand_in_detector.py"), "--dinov2")}
 
 
 def _options(command):
