@@ -494,6 +494,15 @@ def training_loop(
     log = print if rank == 0 else (lambda *args, **kwargs: None)
 
     run = setup_run(options, rank, device, log)
+    try:
+        return train_run(run, snapshot_metrics, clock, handle_signals, abort_fn, progress_fn, log)
+    finally:  # every way out (an error, a signal) stops the data-loader workers, which ignore SIGTERM
+        misc.close_data_loader(run.data)
+
+
+def train_run(run, snapshot_metrics, clock, handle_signals, abort_fn, progress_fn, log):
+    """Everything after setup: summaries, grids, the ticks, and the closing lines; returns training_loop's dict."""
+    options, rank, device = run.options, run.rank, run.device
     outputs = RunOutputs(options, rank, device, snapshot_metrics)
     if rank == 0:
         print_summaries(run)
@@ -501,6 +510,7 @@ def training_loop(
     collector = training_stats.Collector(regex=".*")
     outputs.open_stats()
     stop = _StopSignals(handle_signals)
+    outputs.stop_requested = lambda: bool(stop.signum)
     try:
         state = run.state
         if state.cur_nimg >= options.total_kimg * 1000:
