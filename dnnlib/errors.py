@@ -22,3 +22,14 @@ class UserError(Exception):
     def __init__(self, message: Any = "", *args: Any) -> None:
         super().__init__(escape_text(str(message)), *args)
 
+
+
+def describe_error(err: BaseException) -> str:
+    """The one line shown for a failure: an OSError as 'PATH: reason' (any OSError, a full disk included), a
+    MemoryError with a hint, anything else as its message; control characters escaped."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        names = f"{err.filename} -> {err.filename2}" if err.filename2 is not None else f"{err.filename}"
+        return escape_text(f"{names}: {err.strerror}")
+    if isinstance(err, MemoryError):
+        return escape_text(f"out of memory ({str(err) or 'no details'}); try a smaller input or batch")
+    return escape_text(str(err) or type(err).__name__)

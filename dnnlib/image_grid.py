@@ -4,7 +4,8 @@ import re
 import numpy as np
 import PIL.Image
 
-from .util import UserError
+from .errors import UserError
+from .output_files import atomic_write
 
 MAX_GRID_PIXELS = 1 << 28  # 16384 x 16384: about 0.8 GB of RGB, what one contact sheet may take.
 
@@ -35,8 +36,6 @@ def make_grid(images, rows, cols):
 
 
 def save_png(pixels, path):
-    """Write an HWC uint8 image (1 or 3 channels) as PNG."""
-    if pixels.shape[2] == 1:
-        PIL.Image.fromarray(pixels[:, :, 0], "L").save(path)
-    else:
-        PIL.Image.fromarray(pixels, "RGB").save(path)
+    """Write an HWC uint8 image (1 or 3 channels) as PNG, atomically (an existing file is replaced whole or kept)."""
+    image = PIL.Image.fromarray(pixels[:, :, 0], "L") if pixels.shape[2] == 1 else PIL.Image.fromarray(pixels, "RGB")
+    atomic_write(path, lambda f: image.save(f, format="PNG"))

@@ -16,7 +16,8 @@ from typing import Any
 
 from . import download, version
 from .errors import UserError, escape_text  # noqa: F401
-from .output_files import apply_umask, atomic_write, current_umask, make_output_dir  # noqa: F401
+from .output_files import (apply_umask, atomic_output, atomic_write, current_umask, make_output_dir,  # noqa: F401
+                           remove_quietly, sigterm_raises)
 
 
 class EasyDict(dict):

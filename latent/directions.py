@@ -89,13 +89,20 @@ def split_spec(spec: str) -> Tuple[str, Optional[int]]:
     return str(spec), None
 
 
+def _direction_names(path: PathLike, names: List[str]) -> List[str]:
+    """The one array a direction file's rows come from: 'directions', else 'w', else its only array."""
+    for key in ("directions", "w"):
+        if key in names:
+            return [key]
+    if len(names) != 1:
+        raise UserError(f"{path}: expected one array or one named 'directions' (found {', '.join(names[:10])})")
+    return names
+
+
 def load_directions(path: PathLike, w_dim: int) -> torch.Tensor:
     """Every direction [K, w_dim] (float32 tensor) of a direction file, loaded safely (arrays only)."""
-    arrays = space.read_arrays(path)
-    key = "directions" if "directions" in arrays else ("w" if "w" in arrays else None)
-    if key is None and len(arrays) != 1:
-        raise UserError(f"{path}: expected one array or one named 'directions' (found {', '.join(sorted(arrays))})")
-    rows = arrays[key] if key else next(iter(arrays.values()))
+    arrays = space.read_arrays(path, lambda names: _direction_names(path, names))
+    rows = next(iter(arrays.values()))
     rows = rows[None] if rows.ndim == 1 else rows
     if rows.ndim != 2 or rows.shape[1] != w_dim:
         raise UserError(f"{path}: a direction of shape {list(rows.shape)} does not fit w_dim={w_dim}; expected "

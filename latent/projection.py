@@ -22,12 +22,12 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
+from dnnlib import image_files
 from dnnlib import progress as progress_report
 from dnnlib.util import UserError
 from metrics import detectors
 from torch_utils import precision
 
-from . import space
 
 FITS = ("pad", "crop", "stretch")
 NAMED_COLORS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128), "grey": (128, 128, 128)}
@@ -94,15 +94,11 @@ def fit_target(image: PIL.Image.Image, height: int, width: int, fit: str = "pad"
 
 def load_target(path: str, height: int, width: int, fit: str = "pad",
                 pad_color: Tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
-    """Read an image file and fit it to the generator's frame; a file that is not an image is a UserError."""
-    try:
-        with PIL.Image.open(path) as image:
-            image.load()
-            return fit_target(image, height, width, fit, pad_color)
-    except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
-        raise UserError(f"{path}: not a readable image ({type(err).__name__}: {str(err)[:200]})") from None
+    """Read a photo (PNG or JPEG, with the limits of every image read: dnnlib.image_files.open_user_image) and fit
+    it to the generator's frame; a file that is not such an image is a UserError naming it."""
+    with image_files.open_user_image(path) as image:
+        image.load()
+        return fit_target(image, height, width, fit, pad_color)
 
 
 def to_channels(target: np.ndarray, channels: int) -> np.ndarray:

@@ -11,23 +11,21 @@ Layers are indices into ws. Named bands follow the StyleGAN papers' two styles p
 """
 import contextlib
 import os
-import pickle
 import re
-import zipfile
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 import dnnlib
+from dnnlib import array_files
 from dnnlib.util import UserError
 from torch_utils import precision
 
 LAYER_BANDS = {"coarse": (0, 3), "middle": (4, 7), "fine": (8, None)}  # inclusive ws ranges; None = the last
 NOISE_PREFIX = "noise."  # keys of optimised noise maps in a latent .npz, e.g. noise.synthesis.b8.conv0.noise_const
-LATENT_EXTENSIONS = (".npz", ".npy", ".pt", ".pth")
+LATENT_EXTENSIONS = array_files.EXTENSIONS
 PathLike = Union[str, os.PathLike]
-MAX_FILE_BYTES = 1 << 30  # latents and directions are kilobytes (noise maps of a 1024 network: about 11 MB)
 
 
 MAX_SEED = 2 ** 32 - 1      # numpy.random.RandomState takes 32-bit seeds.
@@ -181,41 +179,14 @@ def synthesize(G: torch.nn.Module, ws: torch.Tensor, noise_mode: str = "const", 
 # Latent files: read safely (arrays and tensors only, never pickled objects), written atomically.
 
 
-def _read_arrays(path):
-    """{name: float32 numpy array} from a .npz/.npy/.pt file, refusing anything that would unpickle objects."""
-    ext = os.path.splitext(path)[1].lower()
-    if os.path.getsize(path) > MAX_FILE_BYTES:
-        raise UserError(f"{path}: {os.path.getsize(path) >> 20} MB is too large for a latent or direction file")
-    try:
-        if ext == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                return {key: data[key] for key in data.files}
-        if ext == ".npy":
-            return {"w": np.load(path, allow_pickle=False)}
-        if ext in (".pt", ".pth"):
-            data = torch.load(path, map_location="cpu", weights_only=True)
-            data = data if isinstance(data, dict) else {"w": data}
-            if not all(isinstance(v, torch.Tensor) for v in data.values()):
-                raise ValueError("it holds objects other than tensors")
-            return {key: value.detach().numpy() for key, value in data.items()}
-    except pickle.UnpicklingError:
-        raise UserError(f"{path}: holds pickled Python objects, not just arrays or tensors; refused without "
-                        f"running them") from None
-    except (OSError, ValueError, RuntimeError, zipfile.BadZipFile, EOFError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
-        raise UserError(f"{path}: not a file of plain arrays or tensors, or a damaged one; nothing in it was run "
-                        f"({str(err).splitlines()[0][:200]})") from None
-    raise UserError(f"{path}: unknown file type '{ext}'; expected one of {', '.join(LATENT_EXTENSIONS)}")
-
-
-def read_arrays(path: PathLike) -> Dict[str, np.ndarray]:
-    """The arrays of a latent or direction file, as float32 (public for latent.directions)."""
-    arrays = _read_arrays(os.fspath(path))
+def read_arrays(path: PathLike, choose: Optional[Callable[[List[str]], List[str]]] = None) -> Dict[str, np.ndarray]:
+    """The arrays of a latent or direction file as float32 (dnnlib/array_files.py: bounded, plain arrays and
+    tensors only, never pickled objects; `choose(names)` picks the ones to decode); each must be finite."""
+    arrays = array_files.read_arrays(os.fspath(path), choose)
     for key, value in arrays.items():
-        if value.dtype.kind not in "fiu" or not np.isfinite(value).all():
-            raise UserError(f"{path}: array '{key}' is not finite numbers ({value.dtype})")
-    return {key: value.astype(np.float32) for key, value in arrays.items()}
+        if not np.isfinite(value).all():  # after the cast: a float64 of 1e300 is inf in float32
+            raise UserError(f"{path}: array '{key}' holds NaN or infinite values (or numbers too large for float32)")
+    return arrays
 
 
 def _as_ws(w, num_ws, w_dim, path):
@@ -252,18 +223,28 @@ def latent_inputs(G: torch.nn.Module, seeds: Optional[Sequence[int]], latent_fil
     return items
 
 
+def _latent_names(path: PathLike, names: List[str]) -> List[str]:
+    """The arrays a latent file's ws and noise maps come from: 'w' and 'noise.*', or its only array."""
+    if "w" not in names and len(names) == 1:
+        return names
+    if "w" not in names:
+        raise UserError(f"{path}: no array named 'w' (found {', '.join(names[:10]) or 'none'})")
+    others = [name for name in names if name != "w" and not name.startswith(NOISE_PREFIX)]
+    if others:
+        raise UserError(f"{path}: array '{others[0]}' is neither 'w' nor a noise map")
+    return names
+
+
 def load_latents(path: PathLike, G: torch.nn.Module) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """(ws [N, num_ws, w_dim] float32 tensor, {noise buffer name: tensor}) from a saved latent file."""
-    arrays = read_arrays(path)
-    if "w" not in arrays and len(arrays) != 1:
-        raise UserError(f"{path}: no array named 'w' (found {', '.join(sorted(arrays)) or 'none'})")
+    arrays = read_arrays(path, lambda names: _latent_names(path, names))
     w = arrays.pop("w") if "w" in arrays else arrays.popitem()[1]
     ws = torch.from_numpy(_as_ws(w, G.num_ws, G.w_dim, path))
     buffers = dict(G.named_buffers())
     noise = {}
     for key, value in arrays.items():
         name = key[len(NOISE_PREFIX):]
-        if not key.startswith(NOISE_PREFIX) or name not in buffers or tuple(buffers[name].shape) != value.shape:
+        if name not in buffers or tuple(buffers[name].shape) != value.shape:
             raise UserError(f"{path}: array '{key}' is neither 'w' nor a noise map of this network")
         noise[name] = torch.from_numpy(value)
     return ws, noise

@@ -51,6 +51,29 @@ def _ffmpeg_available():
         return False
 
 
+def mp4_complete(path):
+    """Whether an mp4 file holds whole top-level boxes, a 'moov' among them (ffmpeg writes it last): ffmpeg's exit
+    status is not reported through imageio, and a full disk leaves a file cut short."""
+    size = os.path.getsize(path)
+    found, offset = set(), 0
+    with open(path, "rb") as f:
+        while offset < size:
+            f.seek(offset)
+            header = f.read(16)
+            if len(header) < 8:
+                return False
+            length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if length == 1 and len(header) == 16:
+                length = int.from_bytes(header[8:16], "big")
+            elif length == 0:
+                length = size - offset
+            if length < 8 or offset + length > size:
+                return False
+            found.add(kind)
+            offset += length
+    return b"moov" in found
+
+
 class VideoWriter:
     """`with VideoWriter(path, fps) as out: out.append(frame)`; the file appears complete on close, or not at all.
 
@@ -78,11 +101,17 @@ class VideoWriter:
             import imageio  # here: an optional extra (pip install .[video])
         except ImportError:
             raise UserError(f"{self.path}: writing video needs imageio; {INSTALL_HINT}") from None
-        # ffmpeg writes to a file name: a temporary one beside the target, renamed on close.
-        self._tmp = f"{self.path}.tmp-{os.getpid()}.mp4"
-        self._mp4 = imageio.get_writer(self._tmp, format="FFMPEG", mode="I", fps=self.fps, codec="libx264",
-                                       bitrate=bitrate, pixelformat="yuv420p", macro_block_size=1,
-                                       ffmpeg_log_level="error")
+        # ffmpeg writes to a file name: a hidden temporary one beside the target (dnnlib.util.atomic_output),
+        # renamed on close, removed on failure.
+        self._output = dnnlib.util.atomic_output(self.path, suffix=".mp4")
+        self._tmp = self._output.__enter__()
+        try:
+            self._mp4 = imageio.get_writer(self._tmp, format="FFMPEG", mode="I", fps=self.fps, codec="libx264",
+                                           bitrate=bitrate, pixelformat="yuv420p", macro_block_size=1,
+                                           ffmpeg_log_level="error")
+        except BaseException as err:
+            self._output.__exit__(type(err), err, err.__traceback__)
+            raise
 
     def append(self, frame):
         frame = _rgb(frame)
@@ -93,12 +122,9 @@ class VideoWriter:
         self.count += 1
 
     def close(self, keep=True):
+        """Finish the file (keep=True) or drop it; an mp4's temporary file is gone either way."""
         if self._mp4 is not None:
-            self._mp4.close()
-            if keep and self.count:
-                os.replace(self._tmp, self.path)
-            elif os.path.exists(self._tmp):
-                os.remove(self._tmp)
+            self._close_mp4(keep and self.count > 0)
         elif keep and self._gif_frames:
             first, rest = self._gif_frames[0], self._gif_frames[1:]
             duration_ms = max(int(round(1000 / self.fps)), 20)  # browsers play delays under 20 ms slowly
@@ -106,6 +132,22 @@ class VideoWriter:
                                                                      duration=duration_ms, loop=0))
         if keep and not self.count:
             raise UserError(f"{self.path}: no frames to write")
+
+    def _close_mp4(self, keep):
+        """Stop ffmpeg, then rename its file over the target (keep, and complete) or remove it (atomic_output)."""
+        writer, self._mp4 = self._mp4, None
+        try:
+            writer.close()  # ffmpeg may already be gone (e.g. Ctrl-C reached it too): then this raises
+            if keep and not mp4_complete(self._tmp):
+                raise UserError(f"{self.path}: ffmpeg did not finish the video (is the disk full?); nothing was "
+                                "written")
+        except BaseException as err:
+            self._output.__exit__(type(err), err, err.__traceback__)
+            raise
+        if keep:
+            self._output.__exit__(None, None, None)
+        else:
+            self._output.__exit__(UserError, UserError(f"{self.path}: not written"), None)  # removes the file
 
     def __enter__(self):
         return self

@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 
 import dnnlib
+from . import detectors
 from . import fd_dinov2
 from . import frechet_inception_distance
 from . import inception_score
@@ -57,6 +58,25 @@ def parse_metrics(text: Union[str, Sequence[str]], allow_none: bool = False) -> 
         raise dnnlib.util.UserError(f"--metrics: unknown metric {', '.join(unknown) or '(none)'}; choose from "
                                     f"{', '.join(list_valid_metrics())}{' or none' if allow_none else ''}")
     return names
+
+
+PPL_DETECTOR = "vgg16"  # the PPL metrics run image pairs through VGG16 (LPIPS) themselves, outside GENERATED_FEATURES
+
+
+def detectors_of(metric: str) -> List[str]:
+    """The detector kinds (keys of detectors.DETECTORS) whose files `metric` runs its images through."""
+    requests = GENERATED_FEATURES.get(metric)
+    if requests is None:
+        return [PPL_DETECTOR]
+    return sorted({request.detector for request, _num_gen in requests})
+
+
+def check_detectors(metrics: Union[str, Sequence[str]], **kwargs) -> None:
+    """Fetch and load the detector files the metrics need (on the CPU), so that a missing or unreadable one is a
+    one-line error before a training run starts rather than after its first snapshot."""
+    opts = metric_utils.MetricOptions(**dict(kwargs, device="cpu", rank=0, num_gpus=1))
+    for kind in sorted({kind for metric in parse_metrics(metrics) for kind in detectors_of(metric)}):
+        detectors.get_feature_detector(opts, kind)
 
 
 def calc_metric(metric: str, **kwargs) -> dnnlib.EasyDict:

@@ -57,6 +57,7 @@ class MetricOptions:
         ref_stats       = None,     # Reference statistics file (metrics/reference_stats.py) in place of the real images.
         resize          = "original",  # How images reach the detectors' input size: original, clean (image_resize.py).
         shared_generation = None,   # A SharedGeneration of a call of several metrics (shared_generation.py), or None.
+        should_stop     = None,     # Callable: True once the caller wants the metric abandoned (MetricsStopped).
     ):
         assert 0 <= rank < num_gpus
         if device is None:
@@ -80,6 +81,7 @@ class MetricOptions:
         self.ref_stats = ref_stats
         self.resize = image_resize.check_resize_mode(resize)
         self.shared_generation = shared_generation
+        self.should_stop = should_stop
 
 
 def capped(count, cap):
@@ -93,11 +95,17 @@ def capped(count, cap):
 # Progress reporting.
 
 
+class MetricsStopped(Exception):
+    """The caller's should_stop() said so (e.g. training got SIGINT): the metric was abandoned part-way."""
+
+
 class Progress:
     """A progress report on rank 0 when verbose (dnnlib.progress: a bar, or plain lines in a log) plus the caller's
-    progress(done, total) callback."""
+    progress(done, total) callback; each update also asks opts.should_stop, every rank agreeing (every rank updates
+    once per batch), and raises MetricsStopped."""
 
     def __init__(self, opts, tag, total):
+        self.opts = opts
         self.total = total
         self.callback = opts.progress if opts.rank == 0 else None
         self.bar = progress.bar(total=total, desc=tag, unit="img", disable=not (opts.verbose and opts.rank == 0))
@@ -107,6 +115,9 @@ class Progress:
         self.bar.update(done - self.bar.n)
         if self.callback is not None:
             self.callback(done, self.total)
+        if self.opts.should_stop is not None and _any_rank(self.opts, self.opts.should_stop()):
+            self.bar.close()
+            raise MetricsStopped()
 
     def close(self):
         self.bar.close()
@@ -309,6 +320,15 @@ def stats_cache_path(opts, kind, detector_kwargs, stats_kwargs):
     dataset_name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] if isinstance(path, str) else "data"
     name = re.sub(r"[^0-9A-Za-z._-]", "_", f"{dataset_name}-{kind}-{digest}.npz")
     return dnnlib.util.make_cache_dir_path("gan-metrics", name)
+
+
+def _any_rank(opts, flag):
+    """True on every rank when `flag` is true on any of them."""
+    if opts.num_gpus > 1 and torch.distributed.is_initialized():
+        t = torch.as_tensor(float(flag), dtype=torch.float32, device=opts.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        flag = bool(t.item())
+    return flag
 
 
 def _rank0_flag(opts, flag):

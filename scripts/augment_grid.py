@@ -9,11 +9,11 @@ import sys
 
 import click
 import numpy as np
-import PIL.Image
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # Run from anywhere.
 import dnnlib  # noqa: E402
+from dnnlib.image_grid import save_png  # noqa: E402
 from make_demo_data import draw_figure  # noqa: E402  (this script's folder is on sys.path)
 from sg2_cli import outputs, runner  # noqa: E402
 from sg2_cli.options import Number, shared  # noqa: E402
@@ -75,7 +75,7 @@ def main(out_path, data, augpipe, p, rows, cols, height, seed, force):
     reals = dataset_reals(data, rows, seed) if data else synthetic_reals(rows, height, height // 2, seed)
     grid = augment_grid(reals, augpipe=augpipe, p=p, num_augmented=cols, seed=seed)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    PIL.Image.fromarray(grid.squeeze(2) if grid.shape[2] == 1 else grid).save(out_path)
+    save_png(grid, out_path)  # atomically: a failed run keeps an older grid whole
     print(f'Wrote {out_path}: {rows} reals, each followed by {cols} augmentations ({augpipe}, p={p})')
 
 

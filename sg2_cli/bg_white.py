@@ -19,7 +19,8 @@ import scipy.ndimage
 
 import dnnlib
 from dnnlib import progress as progress_report
-from dnnlib.image_files import open_image
+from dnnlib import image_files
+from dnnlib.image_grid import save_png
 
 from . import outputs
 from .options import Number, shared
@@ -48,14 +49,16 @@ def files_by_stem(folder: str) -> Dict[str, str]:
 
 
 def open_file(path: str):
-    """Context manager: the PIL image at `path`, opened as its extension's format (errors name the file)."""
-    return open_image(lambda: open(path, "rb"), path, path)
+    """Context manager: the PIL image at `path`, opened as its extension's format with the limits of every image
+    read (dnnlib/image_files.py: bounded header, size and decoding); errors name the file."""
+    return image_files.open_user_image(path)
 
 
 def image_size(path: str) -> Tuple[int, int]:
     """(width, height) from the header alone; an unreadable file is an error naming it."""
-    with open_file(path) as img:
-        return img.size
+    height, width, _mode = image_files.read_header(lambda: image_files.open_regular_file(path, path), path, path,
+                                                   os.path.getsize(path))
+    return width, height
 
 
 def load_mask(path: str, threshold: Optional[int] = None) -> np.ndarray:
@@ -138,7 +141,7 @@ def whiten_folder(images_dir: str, masks_dir: str, outdir: str, feather: float =
             image = photo_rgb(img, image_path)
         mask = load_mask(mask_path, threshold)
         out = composite_on_white(image, soft_alpha(mask, feather))
-        PIL.Image.fromarray(out, "RGB").save(out_path)  # PNG: no second round of JPEG loss.
+        save_png(out, out_path)  # PNG: no second round of JPEG loss; written atomically.
         written.append(out_path)
     return written, missing
 

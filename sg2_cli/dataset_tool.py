@@ -8,11 +8,10 @@ The output (a zip, or a folder) holds `00000/img00000000.png`, ... (1000 images 
 
 --dest (stylegan2-ada-pytorch's name) is an old spelling of --out and keeps working.
 """
+import contextlib
 import io
 import json
 import os
-import shutil
-import tempfile
 import zipfile
 from typing import List, Optional
 
@@ -135,47 +134,38 @@ def release_dest(dest: str) -> None:
         pass
 
 
-def open_writer(dest: str) -> tuple:
-    """A temporary zip or folder beside `dest`: (write(name, data), finish(), abort()).
-
-    finish() renames it over the placeholder made by claim_dest (or, with --force, over an older zip); files
-    get the user's umask.
-    """
-    parent = os.path.dirname(os.path.abspath(dest))
-    os.makedirs(parent, exist_ok=True)
-    prefix = f".{os.path.basename(dest)}."
-    if dest.lower().endswith(".zip"):
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=prefix, suffix=".partial")
-        os.close(fd)
-        dnnlib.util.apply_umask(tmp)
+@contextlib.contextmanager
+def dataset_writer(dest: str):
+    """Yields write(name, data) into a temporary zip or folder beside `dest` (dnnlib.util.atomic_output); when the
+    block ends normally it is renamed over the placeholder made by claim_dest (or, with --force, over an older zip),
+    else removed. Files get the user's umask."""
+    is_zip = dest.lower().endswith(".zip")
+    with dnnlib.util.atomic_output(dest, suffix=".partial", folder=not is_zip) as tmp:
+        if not is_zip:
+            def write(name: str, data: bytes) -> None:
+                os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
+                with open(os.path.join(tmp, name), "wb") as f:
+                    f.write(data)
+            yield write
+            return
         archive = zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED)  # PNG data is compressed already.
-        write = archive.writestr
-        close, remove = archive.close, lambda: os.remove(tmp)
-    else:
-        tmp = tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=".partial")
-        dnnlib.util.apply_umask(tmp)
-
-        def write(name: str, data: bytes) -> None:
-            os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
-            with open(os.path.join(tmp, name), "wb") as f:
-                f.write(data)
-        close, remove = (lambda: None), (lambda: shutil.rmtree(tmp))
-
-    def finish() -> None:
-        close()
-        os.replace(tmp, dest)  # Over our own empty placeholder: readers never see a half-written dataset.
-
-    def abort() -> None:
-        close()
-        remove()
-    return write, finish, abort
+        try:
+            yield archive.writestr
+        except BaseException:
+            with contextlib.suppress(Exception):  # The disk may be full: closing writes, and may fail too.
+                archive.close()
+            raise
+        archive.close()
 
 
 def convert_dataset(source_path: str, dest: str, height: int = None, width: int = None, transform: str = "none",
                     max_images: int = None, progress: bool = True, force: bool = False) -> int:
     """Write the dataset (a zip if `dest` ends in .zip, else a folder); returns the number of images.
 
-    An existing `dest` is refused, or with `force` replaced when it is a file; a folder is never replaced."""
+    An existing `dest` is refused, or with `force` replaced when it is a file; a folder is never replaced.
+    Nothing is left behind by a failure, Ctrl-C or SIGTERM (in the main thread): no temporary file, no
+    claimed but empty `dest`, and an older zip as it was.
+    """
     if transform not in TRANSFORMS:
         raise dnnlib.util.UserError(f"--transform: {transform!r} is not one of {', '.join(TRANSFORMS)}")
     outputs.check_new([dest], force, "--out")
@@ -183,22 +173,31 @@ def convert_dataset(source_path: str, dest: str, height: int = None, width: int 
     if replace and not dest.lower().endswith(".zip"):
         raise dnnlib.util.UserError(f"{dest}: is a file, and a dataset folder cannot replace it; choose another --out")
     source = ImageSource(source_path)
-    names = [name for name in source.names if is_image_name(name)][:max_images]
-    if not names:
-        raise dnnlib.util.UserError(f"{source_path}: no PNG or JPEG images found")
-    height, width, mode = plan_output(source, names, height, width, transform)
-    labels = carried_labels(source, names)
+    try:
+        names = [name for name in source.names if is_image_name(name)][:max_images]
+        if not names:
+            raise dnnlib.util.UserError(f"{source_path}: no PNG or JPEG images found")
+        height, width, mode = plan_output(source, names, height, width, transform)
+        labels = carried_labels(source, names)
+        os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+        with dnnlib.util.sigterm_raises():
+            if not replace:
+                claim_dest(dest)
+            try:
+                write_dataset(source, names, labels, dest, height, width, transform, mode, progress)
+            except BaseException:  # Ctrl-C and SIGTERM included: leave no claimed, empty dest behind.
+                if not replace:
+                    release_dest(dest)
+                raise
+    finally:
+        source.close()
+    return len(names)
 
-    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-    if not replace:
-        claim_dest(dest)
-    try:
-        write, finish, abort = open_writer(dest)
-    except BaseException:
-        if not replace:
-            release_dest(dest)
-        raise
-    try:
+
+def write_dataset(source: ImageSource, names: List[str], labels: Optional[list], dest: str, height: int, width: int,
+                  transform: str, mode: str, progress: bool) -> None:
+    """Convert every image and write them with dataset.json into `dest` (through dataset_writer)."""
+    with dataset_writer(dest) as write:
         for idx, name in enumerate(progress_report.track(names, desc=os.path.basename(dest), unit="img",
                                                          disable=not progress)):
             with open_image(source, name) as img:  # Errors (e.g. truncated after a valid header) name the file.
@@ -208,15 +207,6 @@ def convert_dataset(source_path: str, dest: str, height: int = None, width: int 
             write(output_name(idx), buffer.getvalue())
         new_labels = None if labels is None else [[output_name(i), label] for i, label in enumerate(labels)]
         write(LABELS_FILE, json.dumps({"labels": new_labels}).encode("utf-8"))
-        finish()
-    except BaseException:  # Ctrl-C included: leave no partial output behind (and an older zip as it was).
-        abort()
-        if not replace:
-            release_dest(dest)
-        raise
-    finally:
-        source.close()
-    return len(names)
 
 
 @click.command()

@@ -148,7 +148,7 @@ def stylespace_edit(network_pkl, sha256, direction, seeds, latent_files, strengt
     items = space.latent_inputs(G, seeds, latent_files, truncation_psi, device)
     outputs.check_new([os.path.join(outdir, f"{name}.png") for name, _, _ in items], force)
     dnnlib.util.make_output_dir(outdir, "--outdir")
-    for name, ws, noise in tqdm(items, unit="strip"):
+    for name, ws, noise in progress.track(items, desc="strips", unit="strip"):
         save_png(stylespace.edit_strip(G, ws, vectors, layers, strengths, noise_mode, noise),
                  os.path.join(outdir, f"{name}.png"))
     print(f"Wrote {len(items)} strip(s) of style layers {layers} to {outdir}")

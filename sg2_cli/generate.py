@@ -104,10 +104,10 @@ def main(network_pkl, sha256, seeds, projected_w, save_w, truncation_psi, trunca
     if warning:
         print(warning)
 
-    dnnlib.util.make_output_dir(outdir, "--outdir")
     if projected_w is not None:
         _write_projected(G, projected_w, noise_mode, outdir, grid, dtype, force)
         return
+    dnnlib.util.make_output_dir(outdir, "--outdir")
     images = []
     for seed, pixels in generate_images(G, seeds, truncation_psi, truncation_cutoff, noise_mode, class_idx,
                                         batch_size, device, progress=True, dtype=dtype):
@@ -134,6 +134,7 @@ def _write_projected(G, projected_w, noise_mode, outdir, grid, dtype, force):
     names = ["grid.png"] if grid is not None else [f"proj{idx:02d}.png" for idx in range(len(ws))]
     outputs.check_new([os.path.join(outdir, name) for name in names], force)
     images = render_projected(G, projected_w, noise_mode, dtype)
+    dnnlib.util.make_output_dir(outdir, "--outdir")  # only once the file is read and checked
     if grid is None:
         for name, pixels in zip(names, images):
             save_png(pixels, os.path.join(outdir, name))

@@ -1,8 +1,10 @@
 """Running a tool's click command: every error a user can cause reads as one line.
 
 Usage errors (an unknown option, a bad value) print `Error: ...` and exit with status 2; failures
-(UserError, a missing or unreadable file) print `Error: ...` and exit with status 1. The traceback of a
-failure is shown only with --verbose (read through click, see options.verbose_option) or $SG2_VERBOSE.
+(UserError, any OSError such as a missing file or a full disk, MemoryError) print `Error: ...` and exit with
+status 1. The traceback of a failure is shown only with --verbose (read through click, see
+options.verbose_option) or $SG2_VERBOSE. SIGTERM and SIGHUP end the command through SystemExit (status 143,
+129), so it cleans up on the way out (dnnlib.util.sigterm_raises).
 """
 import dataclasses
 import os
@@ -13,11 +15,12 @@ from typing import Optional, Sequence
 import click
 
 from dnnlib import progress
-from dnnlib.util import UserError, escape_text
+from dnnlib.errors import describe_error
+from dnnlib.util import UserError, escape_text, sigterm_raises
 
-# Failures that are the user's to fix; anything else is a bug and keeps its traceback.
-USER_FAILURES = (UserError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
-                 PermissionError)
+# Failures that are the user's to fix or the machine's (a full disk, too little memory); anything else is a bug
+# and keeps its traceback.
+USER_FAILURES = (UserError, OSError, MemoryError)
 
 
 @dataclasses.dataclass
@@ -36,23 +39,28 @@ def run(command: click.Command, args: Optional[Sequence[str]] = None, prog_name:
     state = RunState(verbose=bool(os.environ.get("SG2_VERBOSE")))
     progress_mode = os.environ.get(progress.ENV_VAR)  # --progress sets it for the command's run only
     try:
-        command.main(args=args, prog_name=prog_name, standalone_mode=False, obj=state)
+        with sigterm_raises():
+            command.main(args=args, prog_name=prog_name, standalone_mode=False, obj=state)
+        return
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
-        sys.exit(1)
+        status = 1
     except click.ClickException as err:
         click.echo(f"Error: {one_line(err.format_message())}", err=True)
-        sys.exit(err.exit_code)
+        status = err.exit_code
     except USER_FAILURES as err:
         if state.verbose:
             traceback.print_exc()
-        click.echo(f"Error: {escape_text(str(err))}", err=True)
-        sys.exit(1)
+        click.echo(f"Error: {describe_error(err)}", err=True)
+        status = 1
     finally:
         if progress_mode is None:
             os.environ.pop(progress.ENV_VAR, None)
         else:
             os.environ[progress.ENV_VAR] = progress_mode
+    # Exit outside the handler: the error's traceback (and what its frames hold, e.g. data-loader workers) is
+    # released first instead of living on as the SystemExit's context until the interpreter shuts down.
+    sys.exit(status)
 
 
 def parsed_by(parse):

@@ -235,6 +235,28 @@ def test_callback_errors_become_a_message():
     assert "RuntimeError: boom" in breaks()[status]
 
 
+def test_callback_errors_are_one_log_line_in_the_terminal(capsys, monkeypatch):
+    status = object()
+
+    @page.guarded(status)
+    def upload(name):
+        raise UserError(f"{name}: not a readable image")
+
+    @page.guarded(status)
+    def breaks():
+        raise RuntimeError("boom")
+
+    monkeypatch.delenv("SG2_VERBOSE", raising=False)
+    upload("photo\x1b[31m.jpg")
+    breaks()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["app: upload: photo\\x1b[31m.jpg: not a readable image", "app: breaks failed: RuntimeError: boom"]
+    monkeypatch.setenv("SG2_VERBOSE", "1")  # the traceback of an unexpected error only when asked for
+    breaks()
+    err = capsys.readouterr().err
+    assert err.startswith("app: breaks failed: RuntimeError: boom\n") and "Traceback" in err
+
+
 def test_loopback_hosts():
     assert app.is_loopback("127.0.0.1") and app.is_loopback("localhost") and app.is_loopback("::1")
     assert not app.is_loopback("0.0.0.0") and not app.is_loopback("192.168.1.5") and not app.is_loopback("example.org")

@@ -35,8 +35,10 @@ COMMANDS = {"generate": generate.main, "style_mixing": style_mixing.main, "gen_v
 # Spellings that mean different things in different tools, kept for the original command lines.
 DIFFERENT_MEANINGS = {"--batch": "generate: images per forward pass; train: the total batch of a step",
                       "--target": "projector: the photo; train: ADA's target"}
-# A benchmark flag spelt like a shared option, for another thing: the per-block table of benchmarks/cpu.py.
-OTHER_THING = {(os.path.join("benchmarks", "cpu.py"), "--layers")}
+# Flags spelt like a shared option, for another thing: the per-block table of benchmarks/cpu.py, and the
+# stand-in writer's choice of the DINOv2 stand-in (`python -m metrics.stand_in_detector --dinov2 OUT`).
+OTHER_THING = {(os.path.join("benchmarks", "cpu.py"), "--layers"),
+               (os.path.join("metrics", "stand_in_detector.py"), "--dinov2")}
 
 
 def _options(command):
@@ -294,7 +296,9 @@ def test_every_tool_accepts_the_same_network_forms(tool_inputs, tmp_path):
     with open(network, "rb") as f:
         plain_weights.export_safetensors(legacy.load_network_pkl(f), safetensors)
     routes = {"/files/tiny.pkl": hub_route(body), "/owner/repo/resolve/main/tiny.pkl": hub_route(body)}
-    with serve(routes) as server:
+    # The server lives as long as the tools may take (serve's default, 120 s, ends it mid-run on a busy machine:
+    # the url and hub forms then wait on a listening socket nobody answers, a minute a request).
+    with serve(routes, lifetime=900) as server:
         forms = {"path": [f"--network={network}"], "safetensors": [f"--network={safetensors}"],
                  "url": [f"--network={server.base_url}/files/tiny.pkl#sha256={digest}"],
                  "hub": ["--network=hf://owner/repo/tiny.pkl", f"--sha256={digest}"]}

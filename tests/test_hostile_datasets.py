@@ -84,6 +84,12 @@ def test_other_formats_named_png_are_refused(tmp_path, fmt):
     assert "b.png" in message and fmt in message
 
 
+def test_png_named_jpg_is_refused(tmp_path):
+    # PIL opens MPO files through its JPEG plugin and has no opener of its own for them (a KeyError once).
+    folder = folder_of(tmp_path, {"a.jpg": hf.image_as("PNG")})
+    assert "is a PNG image, not JPEG" in one_line_error(ImageFolderDataset, folder)
+
+
 def test_jpeg_named_png_is_refused_but_real_jpegs_read(tmp_path):
     folder = folder_of(tmp_path, {"a.png": hf.image_as("JPEG")})
     assert "is a JPEG image, not PNG" in one_line_error(ImageFolderDataset, folder)
@@ -142,6 +148,8 @@ BAD_LABELS = {  # name -> (labels, what the one-line error says)
     "nan": ([["a.png", [float("nan"), 1.0]], ["b.png", [0.0, 1.0]]], r"NaN or infinite"),
     "float_overflow": ([["a.png", [1e39]], ["b.png", [0.0]]], r"NaN or infinite"),
     "vectors_of_5000": ([["a.png", [0.5] * 5000], ["b.png", [0.5] * 5000]], r"more than 4096"),
+    "boolean_label": ([["a.png", True], ["b.png", False]], r"labels hold the boolean (true|false)"),
+    "boolean_in_vector": ([["a.png", [0.5, True]], ["b.png", [0.5, 0.0]]], r"labels hold the boolean true"),
     "no_label": ([["a.png"]], r"expected"),
     "not_a_list": ({"a.png": 1}, r"expected"),
 }

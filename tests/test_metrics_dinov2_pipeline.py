@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import dnnlib
+from metrics import detectors
 from metrics import evaluate
 from metrics import metric_main
 from metrics import metric_utils
@@ -109,6 +110,30 @@ def test_declared_generated_features_are_what_each_metric_asks_for(files, G, met
     with pytest.raises(_Recorded):
         metric_main.calc_metric(metric, **opts)
     assert recorder.requests == metric_main.GENERATED_FEATURES[metric]
+
+
+class FirstDetector:
+    """Stands in for detectors.get_feature_detector: notes the first detector a metric loads, then stops it."""
+
+    def __init__(self):
+        self.kinds = []
+
+    def __call__(self, opts, kind):
+        self.kinds.append(kind)
+        raise _Recorded()
+
+
+@pytest.mark.parametrize("metric", metric_main.list_valid_metrics())
+def test_the_detector_pre_check_fetches_what_each_metric_loads(files, G, metric, monkeypatch):
+    # train.py fetches metric_main.detectors_of(metric) before the run starts: it must be what the metric loads.
+    recorder = FirstDetector()
+    monkeypatch.setattr(metric_utils, "get_feature_detector", recorder)
+    monkeypatch.setattr(detectors, "get_feature_detector", recorder)
+    opts = dict(G=G, dataset_kwargs=dict(class_name=DATASET_CLASS, path=files.data), device="cpu", cache=False,
+                detectors=dict(inception=files.detector, vgg16=files.detector, dinov2=files.dinov2))
+    with pytest.raises(_Recorded):
+        metric_main.calc_metric(metric, **opts)
+    assert recorder.kinds == metric_main.detectors_of(metric)
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ import tempfile
 import torch
 import torch.multiprocessing as mp
 
+from dnnlib.errors import describe_error
 from dnnlib.util import UserError
 from torch_utils import misc
 
@@ -174,16 +175,16 @@ def close_process_group():
 
 
 def _spawned_entry(rank, worker, world_size, temp_dir, args):
-    """Run worker(rank, world_size, init_method, *args) in a spawned process; a UserError prints one line.
+    """Run worker(rank, world_size, init_method, *args) in a spawned process; a UserError or OSError prints one line.
 
     Every process exits 0 unless it fails (the parent stops the others at the first nonzero exit);
     rank 0 leaves its worker's exit status in temp_dir for the parent to return.
     """
     try:
         status = worker(rank, world_size, "file://" + os.path.join(temp_dir, "init"), *args)
-    except UserError as err:
+    except (UserError, OSError, MemoryError) as err:  # as sg2_cli.runner shows them: one line
         where = "" if rank == 0 else f" (process {rank})"
-        print(f"Error{where}: {err}", file=sys.stderr, flush=True)
+        print(f"Error{where}: {describe_error(err)}", file=sys.stderr, flush=True)
         sys.exit(1)
     if rank == 0 and status:
         with open(os.path.join(temp_dir, "status"), "w") as f:

@@ -1,5 +1,7 @@
 """Tensor and module utilities used across the package (names and signatures of the ecosystem)."""
+import atexit
 import contextlib
+import multiprocessing
 import re
 import signal
 import warnings
@@ -76,6 +78,36 @@ def start_resource_tracker():
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+WORKER_EXIT_SECONDS = 5  # a worker finishing its item after being asked to stop (torch's own join timeout)
+
+
+def close_data_loader(iterator):
+    """Stop the worker processes of a DataLoader iterator now, whatever state it is in.
+
+    torch's own shutdown asks each worker to finish its item and exit; one still running after that is
+    killed: workers ignore SIGTERM (ignore_stop_signals), so torch's terminate() would leave them, and
+    whoever waits for them, running.
+    """
+    shutdown = getattr(iterator, "_shutdown_workers", None)  # torch's clean shutdown, as its __del__ calls it
+    if shutdown is not None:
+        shutdown()
+    for worker in getattr(iterator, "_workers", None) or []:
+        if worker.is_alive():
+            worker.kill()
+            worker.join(timeout=WORKER_EXIT_SECONDS)
+
+
+@atexit.register
+def _kill_leftover_workers():
+    """At exit, kill daemon worker processes still alive (e.g. a DataLoader held by an error's traceback). Python
+    would send them SIGTERM and wait for them for ever: they ignore it. Runs before multiprocessing's own exit
+    handler (atexit runs handlers in reverse order, and multiprocessing registered its handler first)."""
+    for process in multiprocessing.active_children():
+        if process.daemon:
+            process.kill()
+            process.join(timeout=WORKER_EXIT_SECONDS)
 
 
 # ----------------------------------------------------------------------------

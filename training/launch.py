@@ -161,6 +161,8 @@ def launch(options, outdir, desc, dry_run=False, snapshot_metrics=None, command=
         print("Dry run; exiting.")
         return 0
     check_metrics_handed_in(options, snapshot_metrics)
+    if rank == 0 and options.metrics:  # a detector that cannot be fetched fails now, not after the first tick
+        snapshot_metrics.check_detectors(options)
 
     if env is not None:
         rank, world_size, local_rank = env
@@ -187,8 +189,8 @@ def _run_dir_rank0(outdir, desc, options, command, run_dir):
         return run_dir
     run_dir = make_run_dir(outdir, desc)
     print(f"Output directory: {run_dir}")
-    with open(os.path.join(run_dir, "training_options.json"), "wt") as f:
-        f.write(options.replace(run_dir=run_dir).to_json())
+    text = options.replace(run_dir=run_dir).to_json()
+    dnnlib.util.atomic_write(os.path.join(run_dir, "training_options.json"), lambda f: f.write(text.encode("utf-8")))
     if command is not None:
         continuation.write_command(run_dir, command)
     return run_dir

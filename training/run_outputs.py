@@ -118,6 +118,7 @@ class RunOutputs:
         self.grid = self.grid_z = self.grid_c = None
         self._stats_jsonl = None
         self._stats_tfevents = None
+        self.stop_requested = None  # callable: True after SIGINT/SIGTERM; running metrics are then abandoned
 
     # Grids.
 
@@ -161,7 +162,8 @@ class RunOutputs:
         self.last_snapshot_nimg = run.state.cur_nimg
         if with_metrics and self.options.metrics:
             self.metric_results.update(self.snapshot_metrics.evaluate(data["G_ema"], path, self.options, self.rank,
-                                                                      self.device, self.run_dir))
+                                                                      self.device, self.run_dir,
+                                                                      should_stop=self.stop_requested))
         if self.rank == 0 and self.options.keep_snapshots is not None:
             snapshots.prune(self.run_dir, self.options.keep_snapshots, self.options.keep_every_kimg,
                             self.best_snapshot())

@@ -511,6 +511,15 @@ def training_loop(
     if handle_signals:
         misc.start_resource_tracker()  # DataLoader workers' queues register with it; it must outlive a stop signal
     run = setup_run(options, rank, device, log)
+    try:
+        return train_run(run, snapshot_metrics, clock, handle_signals, abort_fn, progress_fn, log)
+    finally:  # every way out (an error, a signal) stops the data-loader workers, which ignore SIGTERM
+        misc.close_data_loader(run.data)
+
+
+def train_run(run, snapshot_metrics, clock, handle_signals, abort_fn, progress_fn, log):
+    """Everything after setup: summaries, grids, the ticks, and the closing lines; returns training_loop's dict."""
+    options, rank, device = run.options, run.rank, run.device
     outputs = RunOutputs(options, rank, device, snapshot_metrics)
     if rank == 0:
         print_summaries(run)
@@ -518,6 +527,7 @@ def training_loop(
     collector = training_stats.Collector(regex=".*")
     outputs.open_stats(run.state.cur_nimg)
     stop = _StopSignals(handle_signals)
+    outputs.stop_requested = lambda: bool(stop.signum)
     try:
         state = run.state
         if state.cur_nimg >= options.total_kimg * 1000:

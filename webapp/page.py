@@ -12,6 +12,7 @@ import importlib.util
 import os
 import random
 import re
+import sys
 import traceback
 
 import dnnlib
@@ -58,9 +59,15 @@ def markdown_text(text):
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", str(text))
 
 
+def log_line(text):
+    """One line in the app's terminal (control characters escaped: messages may quote uploaded file names)."""
+    print(f"app: {dnnlib.util.escape_text(text)}", file=sys.stderr, flush=True)
+
+
 def guarded(status):
     """Run a callback that returns {component: value}; on any error, show its one-line message in `status`
-    instead (the other outputs keep their values, the server keeps running)."""
+    instead (the other outputs keep their values, the server keeps running) and log it as one line in the
+    terminal. A traceback is printed only for unexpected errors and only with --verbose or $SG2_VERBOSE."""
     def wrap(fn):
         @functools.wraps(fn)
         def run(*args, **kwargs):
@@ -68,9 +75,13 @@ def guarded(status):
                 return fn(*args, **kwargs)
             except UserError as err:
                 message = str(err)
+                log_line(f"{fn.__name__}: {message}")
             except Exception as err:  # noqa: BLE001 -- a page must survive anything a callback meets
-                traceback.print_exc()
-                message = f"{type(err).__name__}: {err} (details in the terminal)"
+                message = f"{type(err).__name__}: {err}"
+                log_line(f"{fn.__name__} failed: {message}")
+                if "--verbose" in sys.argv[1:] or os.environ.get("SG2_VERBOSE"):
+                    traceback.print_exc()
+                message += " (see the terminal)"
             return {status: "**Error:** " + markdown_text(message)}
         return run
     return wrap

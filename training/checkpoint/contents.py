@@ -1,5 +1,5 @@
-"""What a checkpoint dict holds, whatever its file format: its keys, its error type, and the checks of the
-entries that are data rather than networks (training_set_kwargs, progress, ...)."""
+"""What a checkpoint dict holds, whatever its file format: its keys, its error type, the class each network entry
+must have, and the checks of the entries that are data rather than networks (training_set_kwargs, progress, ...)."""
 import dnnlib
 from dnnlib.util import UserError, escape_text
 from training import training_state
@@ -9,6 +9,8 @@ CHECKPOINT_KEYS = ("G", "D", "G_ema", "augment_pipe", "training_set_kwargs")
 NETWORK_KEYS = ("G", "D", "G_ema", "augment_pipe")
 # The only class names a checkpoint's plain-data entries may mention (e.g. training_set_kwargs.class_name).
 DATA_CLASS_NAMES = ("training.dataset.ImageFolderDataset", "training.augment.AugmentPipe")
+# The class each network entry must have: a file whose G_ema is, say, a FullyConnectedLayer is refused at load time.
+ENTRY_CLASSES = {"G": "Generator", "G_ema": "Generator", "D": "Discriminator", "augment_pipe": "AugmentPipe"}
 
 
 class CheckpointError(UserError):
@@ -18,6 +20,15 @@ class CheckpointError(UserError):
 def quote(text, max_len=80):
     """A name read from a file, safe to print: control characters escaped, length bounded."""
     return escape_text(text if isinstance(text, str) else repr(text), max_len)
+
+
+def check_entry_class(key, class_name):
+    """A network entry must be the class its key names (ENTRY_CLASSES); ValueError otherwise (the callers name the
+    file). Keys of no network (a submodule built on its own) are not checked."""
+    expected = ENTRY_CLASSES.get(key)
+    if expected is not None and class_name != expected:
+        raise ValueError(f"'{key}' is a {quote(class_name)}, not a {expected}; not a usable checkpoint (each of "
+                         f"{', '.join(ENTRY_CLASSES)} must be the network its name says)")
 
 
 def check_plain_entries(result, name):

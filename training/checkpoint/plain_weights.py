@@ -30,7 +30,13 @@ from training.checkpoint.rebuild import network_tensors, rebuild_network
 FORMAT = "stylegan2-plain-weights"
 FORMAT_VERSION = 1
 METADATA_KEY = "stylegan2"
-MAX_HEADER_BYTES = 100 << 20  # the safetensors library's own limit on its JSON header
+MAX_HEADER_BYTES = 100 << 20  # the safetensors library's own limit on its JSON header (recognising a file)
+# What this package's files need, with a wide margin (a 1024x512 G, D, G_ema and augment_pipe: 450 tensors, 45 KB
+# of header), checked before the header is parsed: a hostile header cannot make the parser build millions of objects.
+MAX_READ_HEADER_BYTES = 4 << 20
+MAX_TENSORS = 10_000
+MAX_HEADER_CONTAINERS = 3 * MAX_TENSORS + 10_000  # '{' and '[' bytes: three per tensor entry, some in the config
+TENSOR_DTYPE = "F32"          # the only dtype plain weights hold: export_safetensors writes float32 tensors
 
 
 class PlainWeightsError(ValueError):
@@ -104,12 +110,37 @@ def is_safetensors(f):
     return 2 <= header_len <= MAX_HEADER_BYTES and head[8:9] == b"{"
 
 
-def _read_config(f):
-    """The JSON config from the safetensors header, checked for shape (its meaning is checked on rebuilding)."""
+def _read_header(f):
+    """The safetensors JSON header (the position is left unchanged), bounded before it is parsed: its size, the
+    containers in it, the number of tensors it lists and their dtype (float32 only)."""
     position = f.tell()
     header_len = int.from_bytes(f.read(8), "little")
-    header = json.loads(f.read(header_len).decode("utf-8"))
+    if header_len > MAX_READ_HEADER_BYTES:
+        raise PlainWeightsError(f"its header is {header_len} bytes, more than the {MAX_READ_HEADER_BYTES >> 20} MB "
+                                "plain weights of this package need (about 100 bytes a tensor)")
+    text = f.read(header_len)
     f.seek(position)
+    containers = text.count(b"{") + text.count(b"[")
+    if containers > MAX_HEADER_CONTAINERS:
+        raise PlainWeightsError(f"its header holds {containers} JSON objects and lists, more than plain weights of "
+                                f"at most {MAX_TENSORS} tensors need")
+    header = json.loads(text.decode("utf-8"))
+    if not isinstance(header, dict):
+        raise PlainWeightsError("its header is not a JSON object")
+    entries = {name: entry for name, entry in header.items() if name != "__metadata__"}
+    if len(entries) > MAX_TENSORS:
+        raise PlainWeightsError(f"it lists {len(entries)} tensors, more than {MAX_TENSORS}")
+    for name, entry in entries.items():
+        dtype = entry.get("dtype") if isinstance(entry, dict) else None
+        if dtype != TENSOR_DTYPE:
+            raise PlainWeightsError(f"tensor '{printable(name, 80)}' is {printable(str(dtype), 20)}; plain weights hold "
+                                    f"float32 ({TENSOR_DTYPE}) tensors only, as convert.py writes them")
+    return header
+
+
+def _read_config(f):
+    """The JSON config from the safetensors header, checked for shape (its meaning is checked on rebuilding)."""
+    header = _read_header(f)
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(metadata, dict) or METADATA_KEY not in metadata:
         raise PlainWeightsError(f"a safetensors file without this package's '{METADATA_KEY}' config; write plain "
@@ -144,12 +175,14 @@ def _read_tensors(f):
 
 
 def _split_by_network(tensors, keys):
-    """{key: {tensor name: tensor}}; a tensor under no listed network is an error."""
+    """{key: {tensor name: tensor}}; a tensor under no listed network, or one with NaN or Inf, is an error."""
     groups = {key: {} for key in keys}
     for full_name, tensor in tensors.items():
         key, _, tensor_name = full_name.partition(".")
         if key not in groups or not tensor_name:
             raise PlainWeightsError(f"tensor '{full_name}' belongs to no network in the config")
+        if not bool(tensor.isfinite().all()):
+            raise PlainWeightsError(f"tensor '{full_name}' holds NaN or infinite values; the weights are damaged")
         groups[key][tensor_name] = tensor
     return groups
 

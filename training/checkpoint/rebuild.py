@@ -8,7 +8,7 @@ import torch
 from training import augment
 from training import networks
 from training.checkpoint import network_limits
-from training.checkpoint.contents import quote
+from training.checkpoint.contents import check_entry_class, quote
 
 # The classes a checkpoint may name, by the class name it records.
 KNOWN_CLASSES = {name: getattr(networks, name) for name in (
@@ -70,6 +70,7 @@ def rebuild_network(class_name, args, kwargs, tensors, key, force_fp16=False, tr
     """build_network with the tensors loaded strictly. Shared by pickles and safetensors (plain weights)."""
     module = build_network(class_name, args, kwargs, tensors, key, force_fp16)
     load_tensors_strict(module, tensors, key)
+    check_entry_class(key, class_name)  # after the checks above, which name what is wrong first
     module.train(bool(training))
     return module
 
