@@ -51,6 +51,8 @@ METRIC_STAND_INS = ("--max-gen=64", "--device=cpu")
 RULES = [
     (r"^make (demo|test|app)$", Skip("builds .venv in the checkout; the demo's steps run below, `make test` is "
                                      "this suite")),
+    (r"^make test-quick$", Skip("this suite without the tests marked slow")),
+    (r"^make mutation$", Skip("breaks the package in a scratch copy and runs the tests there: 7-11 minutes")),
     (r"^pip install ", Skip("installs into the environment; tests/test_packaging.py installs the wheel")),
     (r"^python app\.py ", Skip("serves until stopped; tests/test_app.py starts it")),
     (r"^torchrun --nnodes=", Skip("several machines")),
