@@ -14,7 +14,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH)" "$(TORCHVISION)"
-	$(PY) -m pip install -q -e ".[test,video,hub,app,onnx]"
+	$(PY) -m pip install -q -e ".[test,video,hub,app,cluster,onnx]"
 	touch $(STAMP)
 
 test: $(STAMP)

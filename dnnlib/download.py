@@ -1,7 +1,7 @@
 """Downloading checkpoints and detectors into the cache: streamed, resumable, checked, never half-written.
 
 `dnnlib.util.open_url` is the entry point; this module does the work behind it:
-- every http(s) download streams into a temporary file beside its cache entry (with a tqdm bar),
+- every http(s) download streams into a temporary file beside its cache entry (with a progress report),
   resumes with an HTTP Range request after a dropped connection where the server allows it, and is
   renamed into place only when whole and, given a SHA-256, only when it matches;
 - Google Drive file links are turned into the download endpoint, and its virus-scan confirmation
@@ -22,9 +22,7 @@ import urllib.request
 from http.cookiejar import CookieJar
 from typing import Optional, Tuple
 
-import tqdm
-
-from . import download_limits
+from . import download_limits, progress
 from .errors import UserError
 from .output_files import atomic_write
 
@@ -309,8 +307,7 @@ class _Transfer:
         self.hasher = hashlib.sha256()
         self.validator = None           # ETag or Last-Modified of the first answer: resuming needs one
         name = os.path.basename(urllib.parse.urlparse(url).path) or "download"
-        self.bar = tqdm.tqdm(desc=printable(name, 40), unit="B", unit_scale=True, unit_divisor=1024,
-                             file=sys.stderr, dynamic_ncols=True, disable=not verbose)
+        self.bar = progress.bar(desc=printable(name, 40), unit="B", disable=not verbose)
 
     def restart(self):
         self.f.seek(0)

@@ -6,7 +6,6 @@ open_url calls.
 """
 import hashlib
 import importlib
-import importlib.metadata
 import io
 import os
 import re
@@ -15,7 +14,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from . import download
+from . import download, version
 from .errors import UserError, escape_text  # noqa: F401
 from .output_files import (apply_umask, atomic_output, atomic_write, current_umask, make_output_dir,  # noqa: F401
                            remove_quietly, sigterm_raises)
@@ -168,8 +167,5 @@ def _local_or_hub_path(url: str) -> Any:
 
 
 def package_version() -> str:
-    """This package's version as installed (recorded in exported files), or 'unknown' when run from a bare checkout."""
-    try:
-        return importlib.metadata.version("stylegan-human-sg2")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+    """This package's version (recorded in exported files), installed or run from a checkout: dnnlib/version.py."""
+    return version.__version__

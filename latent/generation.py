@@ -4,8 +4,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
+from dnnlib import progress as progress_report
 from torch_utils import precision
 
 from . import space
@@ -24,7 +23,7 @@ def generate_images(G: torch.nn.Module, seeds: Sequence[int], truncation_psi: fl
     label = space.class_label(G, class_idx, device)
     kwargs = precision.synthesis_kwargs(dtype)
     batches = [seeds[i:i + batch_size] for i in range(0, len(seeds), batch_size)]
-    with tqdm(total=len(seeds), unit="img", disable=not progress) as bar:
+    with progress_report.bar(total=len(seeds), desc="images", unit="img", disable=not progress) as bar:
         for batch in batches:
             z = torch.from_numpy(np.concatenate([space.seed_to_z(seed, G.z_dim) for seed in batch])).to(device)
             img = G(z, label.repeat([len(batch), 1]), truncation_psi=truncation_psi,

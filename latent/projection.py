@@ -21,14 +21,13 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from dnnlib import image_files
+from dnnlib import progress as progress_report
 from dnnlib.util import UserError
 from metrics import detectors
 from torch_utils import precision
 
-from . import space
 
 FITS = ("pad", "crop", "stretch")
 NAMED_COLORS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128), "grey": (128, 128, 128)}
@@ -41,6 +40,7 @@ NOISE_RAMP_LENGTH = 0.75
 LR_RAMPDOWN_LENGTH = 0.25
 LR_RAMPUP_LENGTH = 0.05
 NOISE_REG_WEIGHT = 1e5
+DEFAULT_SEED = 303         # stylegan2-ada-pytorch's projector.py --seed; projector.py and the web app use it too.
 # Pivotal tuning's (PTI's defaults: Adam at 3e-4, LPIPS and L2 weighted 1:1).
 PTI_LR = 3e-4
 PTI_L2_WEIGHT = 1.0
@@ -216,7 +216,7 @@ def _set_noise(G, maps):
 
 def project(G: torch.nn.Module, target: np.ndarray, vgg16: torch.nn.Module, space_name: str = "w", num_steps: int = 1000,
             init_ws: Optional[torch.Tensor] = None, init_noise: Optional[Dict[str, torch.Tensor]] = None, pixel_weight: float = 0.0,
-            seed: int = 0, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
+            seed: int = DEFAULT_SEED, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
             on_step: Optional[Callable] = None, progress: bool = False) -> dict:
     """Find ws [1, num_ws, w_dim] and noise maps that make G render `target` (HWC uint8 at G's size).
 
@@ -233,36 +233,38 @@ def project(G: torch.nn.Module, target: np.ndarray, vgg16: torch.nn.Module, spac
     _set_noise(G, noise)
     optimizer = torch.optim.Adam([w_opt] + list(noise.values()), betas=(0.9, 0.999), lr=INITIAL_LR)
     losses = []
-    bar = tqdm(range(num_steps), desc=f"project {space_name}", disable=not progress, dynamic_ncols=True)
-    for step in bar:
-        t = step / num_steps
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(t)
-        w_noise_scale = w_std * INITIAL_NOISE_FACTOR * max(0.0, 1.0 - t / NOISE_RAMP_LENGTH) ** 2
-        w_noise = torch.randn(w_opt.shape, generator=generator, device=device) * w_noise_scale
-        ws = (w_opt + w_noise).expand([1, G.num_ws, G.w_dim])
-        img = G.synthesis(ws, noise_mode="const", **precision.synthesis_kwargs(dtype))
-        total, _lpips, _pixel = criterion(img)
-        loss = total + NOISE_REG_WEIGHT * noise_regularisation(noise.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():  # unit-variance, zero-mean noise maps after every step
-            for buf in noise.values():
-                buf -= buf.mean()
-                buf *= buf.square().mean().rsqrt()
-        losses.append(float(total.detach()))
-        bar.set_postfix(loss=f"{losses[-1]:.4g}")
-        if on_step is not None:
-            on_step(step, w_opt.detach().expand([1, G.num_ws, G.w_dim]), losses[-1],
-                    {name: buf.detach() for name, buf in noise.items()})
+    with progress_report.bar(total=num_steps, desc=f"project {space_name}", unit="step", disable=not progress) as bar:
+        for step in range(num_steps):
+            t = step / num_steps
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(t)
+            w_noise_scale = w_std * INITIAL_NOISE_FACTOR * max(0.0, 1.0 - t / NOISE_RAMP_LENGTH) ** 2
+            w_noise = torch.randn(w_opt.shape, generator=generator, device=device) * w_noise_scale
+            ws = (w_opt + w_noise).expand([1, G.num_ws, G.w_dim])
+            img = G.synthesis(ws, noise_mode="const", **precision.synthesis_kwargs(dtype))
+            total, _lpips, _pixel = criterion(img)
+            loss = total + NOISE_REG_WEIGHT * noise_regularisation(noise.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():  # unit-variance, zero-mean noise maps after every step
+                for buf in noise.values():
+                    buf -= buf.mean()
+                    buf *= buf.square().mean().rsqrt()
+            losses.append(float(total.detach()))
+            bar.set_postfix(loss=f"{losses[-1]:.4g}")
+            bar.update(1)
+            if on_step is not None:
+                on_step(step, w_opt.detach().expand([1, G.num_ws, G.w_dim]), losses[-1],
+                        {name: buf.detach() for name, buf in noise.items()})
     ws = w_opt.detach().expand([1, G.num_ws, G.w_dim]).clone()
     noise = {name: buf.detach().clone() for name, buf in noise.items()}
     return dict(ws=ws, noise=noise, losses=losses, final_loss=evaluate(G, ws, criterion, noise, device, dtype))
 
 
 def project_stages(G: torch.nn.Module, target: np.ndarray, vgg16: torch.nn.Module, space_name: str = "w", num_steps: int = 1000,
-                   wplus_init: str = "w", seed: int = 0, on_step: Optional[Callable] = None, **project_kwargs) -> dict:
+                   wplus_init: str = "w", seed: int = DEFAULT_SEED, on_step: Optional[Callable] = None,
+                   **project_kwargs) -> dict:
     """projector.py's search: W; or W+ started from a W search (wplus_init='w', twice num_steps in all) or from
     the mean w. The W stage uses `seed`, the W+ stage seed + 1. `on_step(stage, step, ws, loss, noise)` after
     each step. Returns the last stage's project() dict."""
@@ -314,16 +316,17 @@ def pivotal_tuning(G: torch.nn.Module, ws: torch.Tensor, target: np.ndarray, vgg
     optimizer = torch.optim.Adam(G.synthesis.parameters(), lr=lr)
     pivot = ws.detach().to(device, torch.float32)
     losses = []
-    bar = tqdm(range(num_steps), desc="pivotal tuning", disable=not progress, dynamic_ncols=True)
-    for step in bar:
-        img = G.synthesis(pivot, noise_mode="const", **precision.training_synthesis_kwargs(dtype))
-        loss = criterion(img)[0]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{losses[-1]:.4g}")
-        if on_step is not None:
-            on_step(step, G, losses[-1])
+    with progress_report.bar(total=num_steps, desc="pivotal tuning", unit="step", disable=not progress) as bar:
+        for step in range(num_steps):
+            img = G.synthesis(pivot, noise_mode="const", **precision.training_synthesis_kwargs(dtype))
+            loss = criterion(img)[0]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{losses[-1]:.4g}")
+            bar.update(1)
+            if on_step is not None:
+                on_step(step, G, losses[-1])
     G.requires_grad_(False)
     return G, dict(losses=losses, final_loss=evaluate(G, pivot, criterion, None, device, dtype))

@@ -1,8 +1,9 @@
-"""Evaluating a network pickle (what calc_metrics.py runs): dataset options, run folder, one process per GPU.
+"""Evaluating a network checkpoint (what calc_metrics.py runs): dataset options, run folder, one process per GPU.
 
 Processes (torch_utils/distributed.py): one in-process run; `--gpus N` spawns N processes (NCCL on CUDA,
-gloo on the CPU); under `torchrun` each started process joins the group through RANK / WORLD_SIZE /
-LOCAL_RANK. The metrics split their images across the ranks and rank 0 prints and records the results.
+gloo on the CPU); under `torchrun` (or srun) each started process joins the group through RANK / WORLD_SIZE /
+LOCAL_RANK (or Slurm's variables). The metrics split their images across the ranks and rank 0 prints and
+records the results.
 """
 import copy
 import os
@@ -49,10 +50,10 @@ def dataset_kwargs_for(network_dict: dict, data: Optional[str] = None, mirror: O
         if isinstance(path, str):
             path = dataset_kwargs.path = os.path.expanduser(path)
         if isinstance(path, str) and not os.path.exists(path):
-            raise dnnlib.util.UserError(f"--data: the training set recorded in the network pickle ({path}) "
+            raise dnnlib.util.UserError(f"--data: the training set recorded in the checkpoint ({path}) "
                                         "is not on this machine; pass --data=PATH")
     else:
-        raise dnnlib.util.UserError("--data: the network pickle does not record its training set; pass --data=PATH")
+        raise dnnlib.util.UserError("--data: the checkpoint does not record its training set; pass --data=PATH")
     dataset_kwargs.resolution = G.img_resolution
     dataset_kwargs.use_labels = G.c_dim != 0
     if mirror is not None:
@@ -95,11 +96,11 @@ def evaluate_rank(rank, world_size, init_method, args, local_rank=None):
 
 
 def launch(args):
-    """Run evaluate_rank in this process, in args.num_gpus spawned processes, or as one torchrun rank.
+    """Run evaluate_rank in this process, in args.num_gpus spawned processes, or as one torchrun (or srun) rank.
 
     args.device is the --device value (None, cpu, cuda or cuda:N); each process resolves its own device.
     """
-    env = distributed.torchrun_env()
+    env = distributed.launcher_env()
     if env is not None:
         rank, world_size, local_rank = env
         evaluate_rank(rank, world_size, "env://", args, local_rank=local_rank)

@@ -8,7 +8,7 @@ Training calls, after each snapshot and on every rank (through snapshot_metrics.
 import json
 import os
 import time
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -129,6 +129,16 @@ def shared_generation_for(metrics: Sequence[str]) -> shared_generation.SharedGen
     """A SharedGeneration for one call of `metrics`, so that their generated images are made once."""
     return shared_generation.SharedGeneration(request for metric in metrics
                                               for request in GENERATED_FEATURES.get(metric, []))
+
+
+def primary_result(metric: str) -> Optional[Tuple[str, bool]]:
+    """(result key, lower is better) by which snapshots rank under `metric` (train.py --keep-snapshots keeps the
+    best); None for a metric without one number to rank by (precision/recall)."""
+    if metric.startswith(("fid", "fd_", "kid", "ppl")):
+        return metric, True
+    if metric.startswith("is"):
+        return f"{metric}_mean", False
+    return None
 
 
 def report_metric(result_dict: dict, run_dir: Optional[str] = None, snapshot_pkl: Optional[str] = None) -> None:

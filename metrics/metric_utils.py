@@ -15,15 +15,14 @@ import json
 import os
 import queue
 import re
-import sys
 import threading
 import warnings
 
 import numpy as np
 import torch
-import tqdm
 
 import dnnlib
+from dnnlib import progress
 from torch_utils import misc
 from training.dataset import open_dataset
 from . import image_resize
@@ -46,7 +45,7 @@ class MetricOptions:
         rank            = 0,        # This process's rank; rank 0 receives the results.
         device          = None,     # Torch device; None = cuda:<rank> when CUDA is available, else cpu.
         progress        = None,     # progress(done, total) callback for a caller's status line; None = none.
-        verbose         = False,    # tqdm progress bars on rank 0 (stderr)?
+        verbose         = False,    # Progress reports on rank 0 (stderr; dnnlib.progress)?
         cache           = True,     # Reuse real-data statistics cached on disk?
         detectors       = None,     # {'inception': path or URL, 'vgg16': ...}; unset = env var, then standard URL.
         seed            = 0,        # Seed of latents, labels and subsets: same seed, same numbers.
@@ -101,15 +100,15 @@ class MetricsStopped(Exception):
 
 
 class Progress:
-    """A tqdm bar on rank 0 (when verbose) plus the caller's progress(done, total) callback; each update also asks
-    opts.should_stop, every rank agreeing (every rank updates once per batch), and raises MetricsStopped."""
+    """A progress report on rank 0 when verbose (dnnlib.progress: a bar, or plain lines in a log) plus the caller's
+    progress(done, total) callback; each update also asks opts.should_stop, every rank agreeing (every rank updates
+    once per batch), and raises MetricsStopped."""
 
     def __init__(self, opts, tag, total):
         self.opts = opts
         self.total = total
         self.callback = opts.progress if opts.rank == 0 else None
-        self.bar = tqdm.tqdm(total=total, desc=tag, unit="img", file=sys.stderr, dynamic_ncols=True,
-                             disable=not (opts.verbose and opts.rank == 0))
+        self.bar = progress.bar(total=total, desc=tag, unit="img", disable=not (opts.verbose and opts.rank == 0))
 
     def update(self, done):
         done = min(done, self.total)

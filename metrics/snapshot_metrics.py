@@ -20,6 +20,10 @@ class SnapshotMetrics:
         """train.py's --ref-stats: a checked local path (downloaded once, like networks)."""
         return reference_stats.resolve(spec)
 
+    def ranking(self, metric):
+        """(result key, lower is better) that ranks snapshots by `metric`, or None (retention's best snapshot)."""
+        return metric_main.primary_result(metric)
+
     def check_detectors(self, options):
         """Fetch and load the detectors of options.metrics before the run starts (rank 0): a detector that cannot
         be fetched is a one-line error in seconds, not after the first tick."""
@@ -33,12 +37,13 @@ class SnapshotMetrics:
         if rank == 0:
             print(f"Evaluating metrics: {', '.join(options.metrics)}")
         results = {}
+        kwargs = {"verbose": True, **options.metric_kwargs}  # progress reports (dnnlib.progress) unless told not to
         for metric in options.metrics:
             try:
                 result_dict = metric_main.calc_metric(metric=metric, G=G_ema,
                                                       dataset_kwargs=options.training_set_kwargs,
                                                       num_gpus=options.num_gpus, rank=rank, device=device,
-                                                      should_stop=should_stop, **options.metric_kwargs)
+                                                      should_stop=should_stop, **kwargs)
             except metric_utils.MetricsStopped:
                 if rank == 0:
                     print(f"Metrics of {os.path.basename(snapshot_pkl)} abandoned: the run was asked to stop")

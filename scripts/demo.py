@@ -8,7 +8,6 @@ Steps, each a command a user could type:
 """
 import glob
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -85,7 +84,7 @@ def main(outdir, kimg, minutes, procs, threads, copy_to):
     train(runs, data, kimg, minutes, env, procs=procs)
     run_dir = newest(os.path.join(runs, "*"))
     snapshot = newest(os.path.join(run_dir, "network-snapshot-*.pkl"))
-    grids = sorted(glob.glob(os.path.join(run_dir, "fakes[0-9]*.png")), key=lambda p: int(re.findall(r"\d+", p)[-1]))
+    grids = sorted(glob.glob(os.path.join(run_dir, "fakes[0-9]*.png")))  # fakesKKKKKK[_III].png sort as image counts
     if snapshot is None or not grids:
         raise dnnlib.util.UserError(f"{run_dir}: training wrote no snapshot or grid; see its log.txt")
 

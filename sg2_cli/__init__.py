@@ -8,3 +8,4 @@ runner.py turns errors into one-line messages, outputs.py is the overwrite polic
 The name says what it holds (the sg2-* commands) and stays clear of generic module names (`cli`, `tools`,
 `scripts`) that other packages install.
 """
+from dnnlib.version import __version__  # noqa: E402,F401 (sg2_cli.__version__: the package's version)

@@ -44,6 +44,7 @@ def is_loopback(host):
 @shared("--device")
 @shared("--vgg16", param="vgg16_spec", detail="for the Project tab")
 @shared("--verbose")
+@shared("--progress")
 def main(network_pkl, sha256, host, port, share, device_name, vgg16_spec):
     """Serve a web app to explore a network: sample, truncate, mix, edit with directions, project photos."""
     page.check_gradio()
@@ -59,12 +60,15 @@ def main(network_pkl, sha256, host, port, share, device_name, vgg16_spec):
     print(f"Network: {session.describe()}")
     demo = page.build_app(session)
     demo.queue(default_concurrency_limit=1)
-    try:
-        demo.launch(server_name=host, server_port=port, share=share, css=page.CSS,
-                    allowed_paths=[session.outdir], show_error=True)
+    try:  # quiet: gradio's own hint would say "set share=True in launch()" where this tool has --share
+        demo.launch(server_name=host, server_port=port, share=share, css=page.CSS, quiet=True,
+                    allowed_paths=[session.outdir], show_error=True, prevent_thread_lock=True)
     except OSError as err:  # gradio: the port is taken, or the host is not an address of this machine
         raise UserError(f"--host/--port: cannot serve on {host}:{port} ({str(err).split('. ')[0]}); "
                         f"choose another --port, or an address of this machine for --host") from None
+    print(f"Serving on {demo.local_url}" + (f" and {demo.share_url}" if demo.share_url else "")
+          + " (Ctrl-C stops it)", flush=True)
+    demo.block_thread()
 
 
 def cli() -> None:

@@ -16,9 +16,9 @@ import click
 import numpy as np
 import PIL.Image
 import scipy.ndimage
-import tqdm
 
 import dnnlib
+from dnnlib import progress as progress_report
 from dnnlib import image_files
 from dnnlib.image_grid import save_png
 
@@ -135,7 +135,8 @@ def whiten_folder(images_dir: str, masks_dir: str, outdir: str, feather: float =
     pairs, missing = plan_pairs(images_dir, masks_dir, outdir, force)
     dnnlib.util.make_output_dir(outdir, "--outdir")
     written = []
-    for image_path, mask_path, out_path in tqdm.tqdm(pairs, desc="bg_white", unit="img", disable=not progress):
+    for image_path, mask_path, out_path in progress_report.track(pairs, desc="bg_white", disable=not progress,
+                                                                 unit="img"):
         with open_file(image_path) as img:  # Decoding errors (e.g. truncated after a valid header) name the file.
             image = photo_rgb(img, image_path)
         mask = load_mask(mask_path, threshold)
@@ -156,6 +157,7 @@ def whiten_folder(images_dir: str, masks_dir: str, outdir: str, feather: float =
               help="Mask values above this are person  [default: 0, JPEG masks 127]")
 @shared("--force")
 @shared("--verbose")
+@shared("--progress")
 def main(images_dir: str, masks_dir: str, outdir: str, feather: float, threshold: Optional[int],
          force: bool) -> None:
     """Composite each person onto white using its segmentation mask; images without a mask are skipped."""

@@ -74,8 +74,8 @@ def export_stats_cli(out, data, mirror, with_features, device, detectors, other_
 @shared("--dtype")
 @shared("--force", detail="the --export-stats file")
 @shared("--verbose", expose_value=True)
-@click.option("--num-gen", "max_gen", type=click.IntRange(min=2), hidden=True,
-              help="Cap on generated images (quick checks only; the result line records it)")
+@shared("--progress")
+@shared("--max-gen", old=("--num-gen",))
 def main(network_pkl, sha256, metrics, data, mirror, gpus, device, seed, detector, vgg16, dinov2, resize, ref_stats,
          export_stats, with_features, with_dinov2, dtype, force, verbose, max_gen):
     """Compute metrics of a network snapshot and print one JSON line per metric."""

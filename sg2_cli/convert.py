@@ -15,10 +15,9 @@ import os
 
 import click
 
-import dnnlib
 from dnnlib.util import UserError
 from training.checkpoint import onnx_export, pickle_format, plain_weights, rosinality
-from training.checkpoint.load import load_network_pkl, network_of
+from training.checkpoint.load import load_network_pkl, network_of, open_checkpoint_file
 
 from . import outputs
 from .options import flag, network, shared
@@ -68,7 +67,7 @@ def write_checkpoint(data, out_path, fmt, truncation_psi=None, onnx_input=None, 
 def read_input(network, out_path, sha256=None, force=True):
     """The checkpoint dict of --network, after checking that --out may be written (not the input, not an
     existing file without `force`)."""
-    with dnnlib.util.open_url(network, sha256=sha256) as f:
+    with open_checkpoint_file(network, sha256=sha256) as f:
         source = getattr(f, "name", None)
         if isinstance(source, str) and os.path.exists(out_path) and os.path.samefile(source, out_path):
             raise UserError(f"--out: {out_path} is the input file; choose another name")
@@ -113,6 +112,7 @@ def rosinality_arguments(data):
                                 " cannot build (for code that builds its own table)")
 @shared("--force")
 @shared("--verbose")
+@shared("--progress")
 def main(network_pkl, sha256, out_path, to, truncation_psi, onnx_input, custom_channels, force):
     """Write a checkpoint in another format: .pkl, safetensors, rosinality's .pt, or an ONNX generator."""
     fmt = output_format(out_path, to)

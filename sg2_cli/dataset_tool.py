@@ -17,9 +17,9 @@ from typing import List, Optional
 
 import click
 import PIL.Image
-import tqdm
 
 import dnnlib
+from dnnlib import progress as progress_report
 from training.dataset import (LABELS_FILE, ImageSource, is_image_name, labels_to_array, open_image, read_header,
                               read_labels_json, trainable_size_problem)
 
@@ -198,7 +198,8 @@ def write_dataset(source: ImageSource, names: List[str], labels: Optional[list],
                   transform: str, mode: str, progress: bool) -> None:
     """Convert every image and write them with dataset.json into `dest` (through dataset_writer)."""
     with dataset_writer(dest) as write:
-        for idx, name in enumerate(tqdm.tqdm(names, desc=os.path.basename(dest), unit="img", disable=not progress)):
+        for idx, name in enumerate(progress_report.track(names, desc=os.path.basename(dest), unit="img",
+                                                         disable=not progress)):
             with open_image(source, name) as img:  # Errors (e.g. truncated after a valid header) name the file.
                 out = convert_image(img, height, width, transform, mode)
             buffer = io.BytesIO()
@@ -221,6 +222,7 @@ def write_dataset(source: ImageSource, names: List[str], labels: Optional[list],
 @click.option("--max-images", type=click.IntRange(min=1), help="Use only the first N images (by path)")
 @shared("--force", detail="a zip only; a folder is never replaced")
 @shared("--verbose")
+@shared("--progress")
 def main(source: str, out_path: str, height: Optional[int], width: Optional[int], transform: str,
          max_images: Optional[int], force: bool) -> None:
     """Build a training dataset (PNG images + dataset.json) from a folder or zip of images.

@@ -19,9 +19,9 @@ its --layers are style layers: the modulated convolutions in synthesis order (b4
 import os
 
 import click
-from tqdm import tqdm
 
 import dnnlib
+from dnnlib import progress
 from dnnlib.image_grid import check_grid, save_png
 from dnnlib.util import UserError
 from latent import directions, space, stylespace, video
@@ -60,6 +60,7 @@ def main():
 @shared("--out", old=("--output",), type=click.Path(dir_okay=False), detail="a direction file: .npz, .npy or .pt")
 @shared("--force")
 @shared("--verbose")
+@shared("--progress")
 def sefa(network_pkl, sha256, layers, num, out_path, force):
     """Closed-form directions (SeFa): the top eigenvectors of A^T A of the layers' style affines."""
     outputs.check_new([out_path], force, "--out")
@@ -88,6 +89,7 @@ def sefa(network_pkl, sha256, layers, num, out_path, force):
 @shared("--device")
 @shared("--force")
 @shared("--verbose")
+@shared("--progress")
 def apply(network_pkl, sha256, direction_spec, seeds, latent_files, strengths, layers, truncation_psi, noise_mode,
           make_video, video_frames, outdir, device_name, force):
     """Write one strip per seed or latent: the image at each strength, side by side."""
@@ -103,14 +105,15 @@ def apply(network_pkl, sha256, direction_spec, seeds, latent_files, strengths, l
     names = [f"{name}.png" for name, _, _ in items] + (["edit.mp4"] if make_video else [])
     outputs.check_new([os.path.join(outdir, name) for name in names], force)
     dnnlib.util.make_output_dir(outdir, "--outdir")
-    for name, ws, noise in tqdm(items, unit="strip"):
+    for name, ws, noise in progress.track(items, desc="strips", unit="strip"):
         save_png(directions.edit_strip(G, ws, direction, strengths, layers, noise_mode, noise),
                  os.path.join(outdir, f"{name}.png"))
     print(f"Wrote {len(items)} strip(s) to {outdir}")
     if make_video:
         frames = directions.sweep_frames(G, [ws for _, ws, _ in items], direction, strengths, layers, video_frames,
                                          noise_mode, [noise for _, _, noise in items])
-        path, count = video.write_video(os.path.join(outdir, "edit.mp4"), tqdm(frames, total=video_frames))
+        frames = progress.track(frames, video_frames, "frames", "frame")
+        path, count = video.write_video(os.path.join(outdir, "edit.mp4"), frames)
         print(f"Wrote {count} frames to {path}")
 
 
@@ -145,7 +148,7 @@ def stylespace_edit(network_pkl, sha256, direction, seeds, latent_files, strengt
     items = space.latent_inputs(G, seeds, latent_files, truncation_psi, device)
     outputs.check_new([os.path.join(outdir, f"{name}.png") for name, _, _ in items], force)
     dnnlib.util.make_output_dir(outdir, "--outdir")
-    for name, ws, noise in tqdm(items, unit="strip"):
+    for name, ws, noise in progress.track(items, desc="strips", unit="strip"):
         save_png(stylespace.edit_strip(G, ws, vectors, layers, strengths, noise_mode, noise),
                  os.path.join(outdir, f"{name}.png"))
     print(f"Wrote {len(items)} strip(s) of style layers {layers} to {outdir}")

@@ -5,14 +5,16 @@ Examples:
   python gen_video.py --network=SHHQ-1.0_sg2_1024.pkl --seeds=1-8 --kind=slerp --w-frames=60 --out=loop.mp4
   python gen_video.py --network=pti_G.pkl --latents=a/projected_w.npz --latents=out/seed0003.npz --out=two.mp4
 
-Frames: num_keyframes * w_frames; each cell of the ROWSxCOLS grid loops through its own keyframes
-(seeds or latents taken in order, cell by cell, repeated as needed), back to its first.
+Frames: num_keyframes * w_frames; each cell of the ROWSxCOLS grid loops through its own keyframes (seeds or
+latents taken in order, cell by cell), back to its first. Without --num-keyframes the keyframes must fill the
+cells evenly (12 seeds on a 1x3 grid: 4 per loop); with it, fewer are repeated in order (and said so), and
+more are an error, never dropped silently.
 Noise maps stored in latent files are not used (they cannot be interpolated); the network's own are.
 """
 import click
 import torch
-from tqdm import tqdm
 
+from dnnlib import progress
 from dnnlib.util import UserError
 from latent import interpolation, space, video
 from torch_utils.distributed import resolve_device
@@ -23,6 +25,22 @@ from .options import network, shared
 from .runner import run
 
 MAX_KEYFRAMES = 4096  # Keyframe latents of all loops together (each [num_ws, w_dim], kept in memory).
+
+
+def keyframes_per_loop(num_inputs, rows, cols, num_keyframes=None):
+    """Keyframes of each loop; refuses inputs that would be dropped, or repeated without --num-keyframes."""
+    cells = rows * cols
+    if num_keyframes is None:
+        if num_inputs % cells:
+            raise UserError(f"--seeds/--latents: {num_inputs} keyframes do not fill the {cells} loops of a "
+                            f"{rows}x{cols} grid evenly; give a multiple of {cells}, or --num-keyframes to repeat them")
+        return num_inputs // cells
+    if num_inputs > cells * num_keyframes:
+        raise UserError(f"--num-keyframes: {cells} loops of {num_keyframes} take {cells * num_keyframes} keyframes, "
+                        f"but {num_inputs} were given; give that many, or raise --num-keyframes")
+    if num_inputs < cells * num_keyframes:
+        print(f"Repeating the {num_inputs} keyframes in order to fill {cells} loop(s) of {num_keyframes}")
+    return num_keyframes
 
 
 def check_sizes(num_inputs, rows, cols, num_keyframes, w_frames, height, width):
@@ -53,6 +71,7 @@ def check_sizes(num_inputs, rows, cols, num_keyframes, w_frames, height, width):
 @shared("--device")
 @shared("--force")
 @shared("--verbose")
+@shared("--progress")
 def main(network_pkl, sha256, seeds, latent_files, grid, num_keyframes, w_frames, kind, truncation_psi, noise_mode,
          fps, out_path, device_name, force):
     """Write an interpolation video of looping latents."""
@@ -67,10 +86,10 @@ def main(network_pkl, sha256, seeds, latent_files, grid, num_keyframes, w_frames
     check_sizes(num_inputs, rows, cols, num_keyframes, w_frames, G.img_height, G.img_width)
     ws = torch.cat([w for _, w, _ in space.latent_inputs(G, seeds, latent_files, truncation_psi, device)])
     check_sizes(len(ws), rows, cols, num_keyframes, w_frames, G.img_height, G.img_width)
-    cells = interpolation.assign_keyframes(ws, rows * cols, num_keyframes)
+    cells = interpolation.assign_keyframes(ws, rows * cols, keyframes_per_loop(len(ws), rows, cols, num_keyframes))
     num_frames = cells.shape[1] * w_frames
     frames = interpolation.loop_frames(G, cells, rows, cols, w_frames, kind, noise_mode)
-    path, count = video.write_video(out_path, tqdm(frames, total=num_frames, unit="frame"), fps=fps)
+    path, count = video.write_video(out_path, progress.track(frames, num_frames, "frames", "frame"), fps=fps)
     print(f"Wrote {count} frames ({rows * G.img_height} high, {cols * G.img_width} wide) to {path}")
 
 

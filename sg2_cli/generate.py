@@ -5,6 +5,8 @@ Examples:
   python generate.py --network=run/network-snapshot-000100.pkl --seeds=0-31 --grid=4x8 --outdir=out
   python generate.py --network="https://drive.google.com/file/d/<ID>/view" --seeds=0-3 --outdir=out
   python generate.py --network=SHHQ-1.0_sg2_512.pkl --projected-w=out/projected_w.npz --outdir=out
+  python generate.py --network=shhq-1.0-512 --seeds=0-3 --outdir=out    # a named release, downloaded once
+  python generate.py --list-networks                                     # the names, links and recorded SHA-256
 """
 import os
 
@@ -17,6 +19,7 @@ from dnnlib.util import UserError
 from latent import space
 from latent.generation import generate_images, render_projected
 from torch_utils import cpu_tuning, distributed
+from training.checkpoint import releases
 from training.checkpoint.load import load_network
 
 from . import outputs
@@ -25,6 +28,16 @@ from .runner import run
 
 # StyleGAN-Human's generate.py picks the network family with --version; this package runs version 2 only.
 OTHER_VERSIONS = {1: "StyleGAN1 (TensorFlow)", 3: "StyleGAN3"}
+
+
+def _list_networks(ctx, param, value):
+    """--list-networks: print the named releases and stop (like --help, before the required options are checked)."""
+    if value and not ctx.resilient_parsing:
+        click.echo("Named networks (--network=NAME in every tool; downloaded once, SHA-256 recorded on the first "
+                   "download and checked on every later use):")
+        for line in releases.describe_releases():
+            click.echo("  " + line)
+        ctx.exit(0)
 
 
 def _check_version(ctx, param, value):
@@ -61,6 +74,9 @@ def seed_outputs(outdir, seeds, grid, save_w):
 @shared("--grid", note="one file per seed", detail="one contact sheet grid.png instead of one file per seed")
 @shared("--force")
 @shared("--verbose")
+@shared("--progress")
+@click.option("--list-networks", is_flag=True, is_eager=True, expose_value=False, callback=_list_networks,
+              help="List the named releases (shhq-1.0-512, shhq-1.0-1024) and exit")
 @click.option("--version", type=int, hidden=True, expose_value=False, callback=_check_version,
               help="StyleGAN-Human's network version: only 2 (StyleGAN2)")
 def main(network_pkl, sha256, seeds, projected_w, save_w, truncation_psi, truncation_cutoff, noise_mode, class_idx,
@@ -104,7 +120,9 @@ def main(network_pkl, sha256, seeds, projected_w, save_w, truncation_psi, trunca
             space.save_latents(os.path.join(outdir, f"seed{seed:04d}.npz"), ws)
     if grid is not None:
         save_png(make_grid(images, *grid), os.path.join(outdir, "grid.png"))
-    print(f"Wrote {len(seeds)} image(s) to {outdir}")
+        print(f"Wrote a {grid[0]}x{grid[1]} grid of {len(seeds)} image(s) to {os.path.join(outdir, 'grid.png')}")
+    else:
+        print(f"Wrote {len(seeds)} image(s) to {outdir}")
 
 
 def _write_projected(G, projected_w, noise_mode, outdir, grid, dtype, force):
@@ -120,9 +138,11 @@ def _write_projected(G, projected_w, noise_mode, outdir, grid, dtype, force):
     if grid is None:
         for name, pixels in zip(names, images):
             save_png(pixels, os.path.join(outdir, name))
+        print(f"Wrote {len(images)} image(s) from {projected_w} to {outdir}")
     else:
         save_png(make_grid(images, *grid), os.path.join(outdir, "grid.png"))
-    print(f"Wrote {len(images)} image(s) from {projected_w} to {outdir}")
+        print(f"Wrote a {grid[0]}x{grid[1]} grid of {len(images)} image(s) from {projected_w} to "
+              f"{os.path.join(outdir, 'grid.png')}")
 
 
 def cli() -> None:

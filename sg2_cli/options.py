@@ -14,7 +14,7 @@ import math
 import click
 import torch
 
-from dnnlib import download
+from dnnlib import download, progress
 from dnnlib.image_grid import parse_grid
 from dnnlib.util import UserError
 from latent import space
@@ -87,6 +87,13 @@ def _remember_verbose(ctx, param, value):
     return value
 
 
+def _set_progress(ctx, param, value):
+    # Process-wide (and inherited by spawned processes): every stage reads it through dnnlib.progress.
+    if value is not None:
+        progress.set_mode(value)
+    return value
+
+
 def _as_dtype(ctx, param, value):
     return precision.as_dtype(value)
 
@@ -116,9 +123,10 @@ SPECS = {
     "--sha256": dict(param="sha256", metavar="HEX", callback=_check_sha256,
                      help="Expected SHA-256 of --network, checked before the file is read (a URL may carry "
                           "#sha256=HEX instead)"),
-    "--network": dict(param="network_pkl", metavar="PATH|URL", required=True,
-                      help="Network checkpoint (.pkl, .safetensors or rosinality's .pt): a path, or a URL (http(s), "
-                           "Google Drive link, hf://OWNER/REPO/FILE)"),
+    "--network": dict(param="network_pkl", metavar="PATH|URL|NAME", required=True,
+                      help="Network checkpoint (.pkl, .safetensors or rosinality's .pt): a path, a URL (http(s), "
+                           "Google Drive link, hf://OWNER/REPO/FILE), or a release name: shhq-1.0-512, shhq-1.0-1024 "
+                           "(generate.py --list-networks)"),
     "--device": dict(param="device_name", metavar="DEVICE", note="cuda if available", callback=_check_device,
                      help="cpu, cuda or cuda:N"),
     "--dtype": dict(param="dtype", type=click.Choice(list(precision.PRECISIONS)), default=precision.DEFAULT,
@@ -155,6 +163,10 @@ SPECS = {
     "--force": dict(param="force", flag=True, help="Replace outputs that exist already"),
     "--verbose": dict(param="verbose", flag=True, callback=_remember_verbose, expose_value=False,
                       help="Show full tracebacks on errors"),
+    "--progress": dict(param="progress", type=click.Choice(progress.MODES), callback=_set_progress,
+                       expose_value=False, note="auto, or $SG2_PROGRESS",
+                       help="Progress reports: bar (a terminal), lines (plain lines every 5% or 30 s, with rate and "
+                            "time left: for logs and pipes), none; auto = bar on a terminal, else lines"),
     "--seed": dict(param="seed", type=click.IntRange(0, space.MAX_SEED), default=0, show_default=True,
                    help="Random seed"),
     "--data": dict(param="data", metavar="PATH", help="Images: a folder or zip made by dataset_tool.py"),
@@ -163,6 +175,9 @@ SPECS = {
                    help="Number of processes (GPUs; CPU processes with gloo when there is no CUDA)"),
     "--metrics": dict(param="metrics", metavar="LIST", default=DEFAULT_METRICS, show_default=True,
                       help=f"Metrics, a comma list of {', '.join(metric_main.list_valid_metrics())}"),
+    "--max-gen": dict(param="max_gen", type=click.IntRange(2, 10 ** 7), metavar="N", note="the metric's own (50000)",
+                      help="Generated images per metric at most, for a quick look (e.g. 10000); the result line "
+                           "records it, so it never passes for the full metric"),
     "--detector": dict(param="detector", metavar="PATH|URL", note="$SG2_INCEPTION_DETECTOR, else the standard URL",
                        help="Inception-v3 detector (TorchScript file or URL) for FID, KID and IS"),
     "--vgg16": dict(param="vgg16", metavar="PATH|URL", note="$SG2_VGG16_DETECTOR, else the standard URL",

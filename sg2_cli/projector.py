@@ -59,8 +59,8 @@ def output_names(save_video=False, pti_steps=0):
 
 
 def run_projection(G, target, vgg16, outdir, space_name="w", wplus_init="w", num_steps=1000, pixel_weight=0.0,
-                   pti_steps=0, seed=303, save_video=False, device=torch.device("cpu"), training_set_kwargs=None,
-                   dtype=torch.float32):
+                   pti_steps=0, seed=projection.DEFAULT_SEED, save_video=False, device=torch.device("cpu"),
+                   training_set_kwargs=None, dtype=torch.float32):
     """Project target (HWC uint8 at G's size) and write every output into outdir; returns the paths written."""
     dnnlib.util.make_output_dir(outdir, "--outdir")
     paths = dict(target=os.path.join(outdir, "target.png"), proj=os.path.join(outdir, "proj.png"),
@@ -101,7 +101,7 @@ def run_projection(G, target, vgg16, outdir, space_name="w", wplus_init="w", num
               help="Photo to project (any size)")
 @click.option("--num-steps", type=click.IntRange(1, MAX_STEPS), default=1000, show_default=True,
               help="Optimisation steps")
-@shared("--seed", default=303, detail="of the noise maps and the latent noise")
+@shared("--seed", default=projection.DEFAULT_SEED, detail="of the noise maps and the latent noise")
 @flag("--save-video", help="Write proj.mp4 of the optimisation progress")
 @shared("--outdir")
 @click.option("--space", "space_name", type=click.Choice(["w", "wplus"]), default="w", show_default=True,
@@ -121,6 +121,7 @@ def run_projection(G, target, vgg16, outdir, space_name="w", wplus_init="w", num
 @shared("--dtype")
 @shared("--force")
 @shared("--verbose")
+@shared("--progress")
 def main(network_pkl, sha256, target_path, num_steps, seed, save_video, outdir, space_name, wplus_init, fit,
          pad_color, pixel_weight, pti_steps, vgg16_spec, device_name, dtype, force):
     """Project a photo into the generator and write the results into --outdir."""

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 import click
 
+from dnnlib import progress
 from dnnlib.errors import describe_error
 from dnnlib.util import UserError, escape_text, sigterm_raises
 
@@ -36,6 +37,7 @@ def one_line(text: str) -> str:
 def run(command: click.Command, args: Optional[Sequence[str]] = None, prog_name: Optional[str] = None) -> None:
     """Invoke `command` on `args` (default: sys.argv[1:]) and exit as described in the module docstring."""
     state = RunState(verbose=bool(os.environ.get("SG2_VERBOSE")))
+    progress_mode = os.environ.get(progress.ENV_VAR)  # --progress sets it for the command's run only
     try:
         with sigterm_raises():
             command.main(args=args, prog_name=prog_name, standalone_mode=False, obj=state)
@@ -51,6 +53,11 @@ def run(command: click.Command, args: Optional[Sequence[str]] = None, prog_name:
             traceback.print_exc()
         click.echo(f"Error: {describe_error(err)}", err=True)
         status = 1
+    finally:
+        if progress_mode is None:
+            os.environ.pop(progress.ENV_VAR, None)
+        else:
+            os.environ[progress.ENV_VAR] = progress_mode
     # Exit outside the handler: the error's traceback (and what its frames hold, e.g. data-loader workers) is
     # released first instead of living on as the SystemExit's context until the interpreter shuts down.
     sys.exit(status)

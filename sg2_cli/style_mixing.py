@@ -37,6 +37,7 @@ from .runner import parsed_by, run
 @shared("--device")
 @shared("--force")
 @shared("--verbose")
+@shared("--progress")
 def main(network_pkl, sha256, row_seeds, col_seeds, styles, truncation_psi, noise_mode, class_idx, outdir,
          device_name, force):
     """Write grid.png (sources along the top row and left column) and ROW-COL.png for each pair."""

@@ -2,7 +2,6 @@
 import glob
 import importlib.util
 import os
-import re
 
 import torch
 
@@ -62,9 +61,8 @@ def train_in_process(outdir, **opts):
 
 
 def snapshots(run_dir):
-    """Snapshot paths of a run, oldest first."""
-    paths = glob.glob(os.path.join(run_dir, "network-snapshot-*.pkl"))
-    return sorted(paths, key=lambda p: (int(re.search(r"(\d+)\.pkl$", p).group(1)), os.path.getmtime(p)))
+    """Snapshot paths of a run, oldest first: the names (network-snapshot-KKKKKK[_III].pkl) sort as image counts."""
+    return sorted(glob.glob(os.path.join(run_dir, "network-snapshot-*.pkl")))
 
 
 def load(path):

@@ -3,6 +3,7 @@ error handling and event modes (webapp.page), and app.py's command line (tests/t
 the page itself)."""
 import os
 import socket
+import time
 import sys
 
 import numpy as np
@@ -297,3 +298,19 @@ def test_port_in_use_is_one_line(tmp_path):
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"Error: --host/--port: cannot serve on 127.0.0.1:{port} ("), lines
+
+
+@pytest.mark.slow
+def test_start_names_the_address_without_gradios_share_hint(tmp_path):
+    pytest.importorskip("gradio")
+    from helpers_browser import AppServer
+    server = AppServer(save_generator(tiny_generator(res=32), tmp_path / "G.pkl"), str(tmp_path / "app.log"))
+    try:
+        deadline = time.monotonic() + 60
+        while "Serving on" not in server.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        server.stop()
+    output = server.output()
+    assert f"Serving on http://127.0.0.1:{server.port}/ (Ctrl-C stops it)" in output, output
+    assert "share=True" not in output  # gradio's hint; this tool's switch is --share

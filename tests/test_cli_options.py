@@ -126,7 +126,8 @@ def test_old_spellings_still_work_and_are_left_out_of_help(command, new, old, ar
 def test_train_options_are_the_fields_of_train_command():
     hints = typing.get_type_hints(TrainCommand)
     fields = {f.name: f for f in dataclasses.fields(TrainCommand) if f.metadata}
-    params = {p.name: p for p in _options(train.main) if p.name not in ("outdir", "dry_run", "verbose", "help")}
+    not_training = {"outdir", "dry_run", "verbose", "progress", "help", *train.SUBMISSION_PARAMS}
+    params = {p.name: p for p in _options(train.main) if p.name not in not_training}
     assert set(params) == set(fields) == set(TrainCommand.field_names()) - {"metric_kwargs"}
     for name, field in fields.items():
         if field.default is dataclasses.MISSING:
@@ -321,3 +322,20 @@ def test_every_tool_accepts_the_same_network_forms(tool_inputs, tmp_path):
             assert run["status"] == 1 and "Network:" in run["stdout"] and "--host/--port" in run["last"], run
         else:
             assert run["status"] == 0, run
+
+
+def test_every_tool_takes_progress_and_it_lasts_for_the_command_only(monkeypatch, tmp_path):
+    from dnnlib import progress
+    for tool, command in COMMANDS.items():
+        option = next((o for o in _options(command) if "--progress" in o.opts), None)
+        assert isinstance(option, SharedOption) and list(option.type.choices) == list(progress.MODES), tool
+    monkeypatch.setenv(progress.ENV_VAR, "bar")
+    seen, track = [], progress.track
+    monkeypatch.setattr(progress, "track", lambda *args, **kwargs: seen.append(progress.current_mode()) or
+                        track(*args, **kwargs))
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    status, _out, err = run_tool(bg_white.main, [f"--images={tmp_path}/images", f"--masks={tmp_path}/masks",
+                                                 f"--outdir={tmp_path}/out", "--progress=none"])
+    assert status == 0 and seen == ["none"], err  # the run reported in the mode asked for...
+    assert os.environ[progress.ENV_VAR] == "bar"  # ...and the process's setting is back after it

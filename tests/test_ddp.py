@@ -1,4 +1,5 @@
-"""Multi-process training (gloo, CPU): two processes compute what one computes with the same global batch."""
+"""Multi-process training (gloo, CPU): two processes (spawned, torchrun's or srun's) compute what one computes with the
+same global batch."""
 import os
 import subprocess
 import sys
@@ -64,4 +65,41 @@ def test_gpus_option_spawns_processes(tmp_path, single):
     data, reference = single
     run_dir, output = train(tmp_path, data, [sys.executable], ["--gpus=2"])
     assert "2 CPU processes (gloo)" in output
+    assert_same_training(load(snapshots(run_dir)[-1]), reference)
+
+
+def free_port_in(low, high):
+    """A port in [low, high) that nothing listens on now."""
+    import random
+    import socket
+    rng = random.Random(os.getpid())
+    for _ in range(200):
+        port = rng.randrange(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    pytest.skip("no free port found")
+
+
+def test_two_srun_tasks_match_one_process(tmp_path, single):
+    # What srun sets in each task of a 2-task step on one node; the port comes from the job ID.
+    from torch_utils import distributed
+    data, reference = single
+    port = free_port_in(distributed.SLURM_PORT_BASE, distributed.SLURM_PORT_BASE + distributed.SLURM_PORT_RANGE)
+    slurm = dict(SLURM_STEP_NUM_TASKS="2", SLURM_STEP_NODELIST="localhost", SLURM_STEP_TASKS_PER_NODE="2",
+                 SLURM_JOB_ID=str(port - distributed.SLURM_PORT_BASE + 3 * distributed.SLURM_PORT_RANGE))
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), f"--outdir={tmp_path}", f"--data={data}", *ARGS]
+    tasks = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=dict(env, OMP_NUM_THREADS="1", SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank),
+                                       **slurm))
+             for rank in range(2)]
+    outputs = [task.communicate(timeout=240)[0] for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    (run_dir,) = [os.path.join(tmp_path, n) for n in os.listdir(tmp_path)]
+    assert "gpus2" in os.path.basename(run_dir)
     assert_same_training(load(snapshots(run_dir)[-1]), reference)

@@ -213,11 +213,14 @@ def test_cached_web_page_from_older_versions_is_replaced(tmp_path, payload):
         assert len(server.requests) == 1
 
 
-def test_progress_bar_shows_size_and_rate(tmp_path, payload, capsys):
+@pytest.mark.parametrize("mode,shown", [("bar", "3.00M"), ("lines", "net.pkl: 100% 3.0 MiB of 3.0 MiB, ")])
+def test_progress_shows_size_and_rate(tmp_path, payload, capsys, monkeypatch, mode, shown):
+    monkeypatch.setenv("SG2_PROGRESS", mode)  # a bar on a terminal, plain lines in a log (dnnlib/progress.py)
     with serve({"/net.pkl": Route(payload)}) as server:
         dnnlib.util.open_url(server.base_url + "/net.pkl", cache_dir=str(tmp_path), verbose=True).close()
     err = capsys.readouterr().err
-    assert "Downloading" in err and "net.pkl" in err and "3.00M" in err and "B/s" in err
+    assert "Downloading" in err and "net.pkl" in err and shown in err and "B/s" in err
+    assert ("\r" in err) == (mode == "bar")
 
 
 def test_missing_file_and_server_errors_name_the_cache_path(tmp_path):

@@ -92,7 +92,7 @@ def test_partial_checkpoint_starts_from_its_weights(tmp_path, figures, keys):
     status, run_dir = train_in_process(tmp_path / "runs", kimg=0.008, resume=pkl,
                                        **architecture_free_options(figures))
     assert status == 0
-    first = load(snapshots(run_dir)[0])  # Ticks at 4 and 8 images write one snapshot, network-snapshot-000000.
+    first = load(snapshots(run_dir)[-1])  # Ticks at 4 and 8 images: network-snapshot-000000_004 and _008.
     assert first["progress"]["cur_nimg"] == 8
 
     # A fresh generator of the same architecture is unrelated to the file: the yardstick of "close".

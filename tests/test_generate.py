@@ -60,6 +60,7 @@ def test_grid_contact_sheet(compat_dir, tmp_path):
                   "--device=cpu")
     assert result.returncode == 0, result.stderr
     assert os.listdir(tmp_path) == ["grid.png"]
+    assert f"Wrote a 2x3 grid of 6 image(s) to {tmp_path / 'grid.png'}" in result.stdout  # one file, not six
     grid = np.array(PIL.Image.open(tmp_path / "grid.png"))
     assert grid.shape == (2 * 64, 3 * 32, 3)
     single = _run(f"--network={compat_dir}/tiny_64x32.pkl", "--seeds=4", f"--outdir={tmp_path}/one", "--device=cpu")

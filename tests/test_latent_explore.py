@@ -264,3 +264,15 @@ def test_generate_save_w_then_projected_w(tmp_path, compat_dir):
     assert again.returncode == 0, again.stderr
     diff = _png(tmp_path / "b" / "proj00.png").astype(int) - _png(tmp_path / "a" / "seed0042.png")
     assert np.abs(diff).max() <= 1 and (diff != 0).mean() <= 0.001  # batch of 2 there, 1 here: rounding only
+
+
+def test_video_keyframes_are_never_dropped_or_repeated_silently(capsys):
+    from sg2_cli.gen_video import keyframes_per_loop
+    from dnnlib.util import UserError
+    assert keyframes_per_loop(12, 1, 3) == 4  # the README's 12 seeds on a 1x3 grid: 4 per loop
+    with pytest.raises(UserError, match="5 keyframes do not fill the 3 loops of a 1x3 grid evenly"):
+        keyframes_per_loop(5, 1, 3)  # once, seeds 3 and 4 were silently left out
+    with pytest.raises(UserError, match="3 loops of 1 take 3 keyframes, but 5 were given"):
+        keyframes_per_loop(5, 1, 3, num_keyframes=1)
+    assert keyframes_per_loop(5, 1, 3, num_keyframes=2) == 2
+    assert "Repeating the 5 keyframes in order to fill 3 loop(s) of 2" in capsys.readouterr().out

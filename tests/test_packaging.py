@@ -68,3 +68,21 @@ def test_installed_console_scripts_run(wheel, tmp_path):
     run = subprocess.run([str(target / "bin" / "sg2-generate"), "--network=missing.pkl", "--seeds=0",
                           "--outdir=out"], env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and run.stderr.strip() == "Error: missing.pkl: no such file"
+
+
+@pytest.mark.slow
+def test_wheel_version_is_the_one_version(wheel):
+    from dnnlib.version import __version__
+    assert os.path.basename(wheel).startswith(f"stylegan_human_sg2-{__version__}-")
+
+
+def test_version_citation_and_changelog_agree():
+    import sg2_cli
+    import dnnlib
+    version = dnnlib.__version__
+    assert sg2_cli.__version__ == version == dnnlib.util.package_version()
+    citation = open(os.path.join(ROOT, "CITATION.cff")).read()
+    assert f"\nversion: {version}\n" in citation
+    changelog = open(os.path.join(ROOT, "CHANGELOG.md")).read()
+    assert changelog.split("\n## ")[1].split("\n")[0] == version  # the newest entry is this version
+    assert "MIT License" in open(os.path.join(ROOT, "LICENSE")).read().splitlines()[0]

@@ -189,3 +189,11 @@ def test_bf16_pivotal_tuning_runs_the_network_in_bf16(vgg16_path, one_torch_thre
     block_dtypes.clear()
     projection.pivotal_tuning(G, ws, target, vgg16, 2)
     assert block_dtypes and set(block_dtypes) == {torch.float32}
+
+
+def test_the_search_seed_is_the_command_line_one():
+    import inspect
+    from sg2_cli import projector
+    option = next(p for p in projector.main.params if p.name == "seed")
+    for fn in (projection.project, projection.project_stages, projector.run_projection):
+        assert inspect.signature(fn).parameters["seed"].default == option.default == 303, fn.__name__

@@ -45,3 +45,31 @@ def test_notebook_example_runs(compat_dir, tmp_path, monkeypatch, capsys):
     saved = np.load(tmp_path / "seed0000.npz")["w"]
     torch.testing.assert_close(torch.from_numpy(saved), ws[:1])
     assert scope["quick"].results["fid50k_full"] > 0 and "fid50k_full" in capsys.readouterr().out
+
+
+def readme_text():
+    return open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+
+
+def test_readme_names_every_tool_that_takes_a_network_link():
+    from test_cli_options import COMMANDS
+    # The tools' spellings in the README: generate.py, edit.py sefa, ...
+    takes_network = {(tool + ".py").replace(" sefa.py", ".py sefa").replace(" apply.py", ".py apply")
+                     for tool, command in COMMANDS.items()
+                     if any("--network" in getattr(param, "opts", []) for param in command.params)}
+    section = readme_text().split("## Checkpoints and downloads")[1].split("take a local path")[0]
+    named = set(re.findall(r"`([a-z_]+\.py(?: sefa| apply)?)`", section))
+    assert len(takes_network) == 9 and takes_network <= named, takes_network - named
+
+
+def test_readme_lists_every_metric():
+    from metrics import metric_main
+    section = readme_text().split("## Quality metrics")[1].split("\n## ")[0]
+    missing = [name for name in metric_main.list_valid_metrics() if f"`{name}`" not in section]
+    assert not missing, f"README's Quality metrics section does not name {missing}"
+
+
+def test_readme_gives_the_cache_folder_one_way():
+    text = readme_text()
+    assert text.count("~/.cache/dnnlib") == 1 and "$DNNLIB_CACHE_DIR`, by default `~/.cache/dnnlib`" in text
+    assert "(default `~/.cache" not in text  # every other mention is $DNNLIB_CACHE_DIR/<folder>

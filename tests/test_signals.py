@@ -38,8 +38,8 @@ def run(cmd, timeout=600):
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def sigterm_process_group(cmd, ticks=3, timeout=300):
-    """Start cmd in its own process group, wait for `ticks` progress lines, SIGTERM the group; (status, output)."""
+def sigterm_process_group(cmd, ticks=3, timeout=300, sig=signal.SIGTERM):
+    """Start cmd in its own process group, wait for `ticks` progress lines, signal the group; (status, output)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -51,7 +51,7 @@ def sigterm_process_group(cmd, ticks=3, timeout=300):
             if line.startswith(f"tick {ticks}"):
                 break
             assert time.time() < deadline, "training did not reach the tick"
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, sig)
         rest, _ = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:
@@ -92,3 +92,13 @@ def test_sigterm_to_the_process_group_keeps_the_run(tmp_path, figures, procs):
     assert_same_training_state(resumed, straight)
     ts, tr = state_tensors(stopped), state_tensors(resumed)  # the steps after the stop changed the weights
     assert any(not torch.equal(ts[name], tr[name]) for name in ts)
+
+
+def test_time_limit_warning_to_the_process_group_stops_with_a_snapshot(tmp_path, figures):
+    # Slurm's --signal=USR1@120 reaches every process of the step: the workers ignore it, the run stops as on SIGTERM.
+    status, output = sigterm_process_group(train_cmd(tmp_path, figures, "--kimg=1000", "--workers=2", "--gpus=2"),
+                                           sig=signal.SIGUSR1)
+    assert status == 128 + signal.SIGUSR1, output
+    assert "Received SIGUSR1" in output and "Stopped by SIGUSR1" in output and "Traceback" not in output, output
+    stop_snapshot = output.split("resume with --resume=")[1].split()[0]
+    assert snapshots(only_run_dir(tmp_path))[-1] == stop_snapshot

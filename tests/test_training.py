@@ -89,7 +89,7 @@ def test_training_moves_fakes_towards_data(tmp_path):
     opts = tiny_options(data, tick=0.1, snap=100, grid=(4, 8), glr=0.005, dlr=0.005)
     _, run_dir = train_in_process(tmp_path / "runs", kimg=0.4, **opts)
     before = read_grid(os.path.join(run_dir, "fakes_init.png"), rows=4, cols=8)
-    after = read_grid(os.path.join(run_dir, "fakes000000.png"), rows=4, cols=8)  # The final grid (kimg 0.4).
+    after = read_grid(os.path.join(run_dir, "fakes000000_400.png"), rows=4, cols=8)  # The final grid (kimg 0.4).
 
     def mean_image_distance(fakes):
         return float((fakes.mean(0) - reals.mean(0)).square().mean().sqrt())
@@ -242,8 +242,35 @@ def test_time_limit_and_abort_stop_at_a_tick_with_a_snapshot(tmp_path, figures, 
     stop_nimg = 4 if stop == "time limit" else 36
     assert result["stopped_by"] == stop and result["cur_nimg"] == stop_nimg
     assert load(result["snapshot_pkl"])["progress"]["cur_nimg"] == stop_nimg
-    assert os.path.exists(tmp_path / "fakes000000.png") and os.path.exists(tmp_path / "stats.jsonl")
+    assert os.path.exists(tmp_path / f"fakes000000_{stop_nimg:03d}.png") and os.path.exists(tmp_path / "stats.jsonl")
     out = capsys.readouterr().out
     assert ("Time limit of 1e-09 minutes reached; stopping." in out) == (stop == "time limit")
     assert ("Aborting..." in out) == (stop == "abort")
     assert progress == [1000] * (2 if stop == "time limit" else 4)  # At the start and after each tick.
+
+
+def test_default_grid_keeps_shhq_sizes_and_bounds_small_images():
+    from training.run_outputs import MAX_DEFAULT_GRID_IMAGES, default_grid
+    assert default_grid(512, 256) == (8, 30) and default_grid(1024, 512) == (4, 15)  # StyleGAN2-ADA's rule
+    assert default_grid(64, 32) == (16, 16)  # was 32x32 = 1024 images at every snapshot
+    for height in [2 ** k for k in range(3, 13)]:
+        for width in {height // 4, height // 2, height, height * 2, height * 4} - {0, 1}:
+            rows, cols = default_grid(height, width)
+            assert 1 <= rows * cols <= MAX_DEFAULT_GRID_IMAGES and rows * height <= max(4320, 4 * height)
+
+
+def test_workers_fit_the_cores_and_too_many_are_said_once(figures, capsys):
+    import warnings
+    from torch_utils import cpu_tuning
+    from training import presets, training_loop
+    assert presets.data_loader_options(None).num_workers == min(3, cpu_tuning.usable_cores())
+    options, _ = presets.make_training_options(**tiny_options(figures, workers=cpu_tuning.usable_cores() + 1))
+    from training.dataset import open_dataset
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stream = training_loop.make_data_stream(options, open_dataset(options.training_set_kwargs), 0,
+                                                torch.device("cpu"), skip=0)
+        next(stream)
+    del stream
+    assert not [w for w in caught if "DataLoader will create" in str(w.message)]  # torch's warning, twice before
+    assert capsys.readouterr().out.count(f"--workers={cpu_tuning.usable_cores() + 1} is more than") == 1

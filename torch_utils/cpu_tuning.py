@@ -21,6 +21,14 @@ def _capabilities():
         return {}
 
 
+def usable_cores():
+    """The CPU cores this process may run on (its affinity where the OS tells, else all)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def cpu_name():
     name = _capabilities().get("cpu_name")
     if not name:

@@ -1,13 +1,18 @@
 """Processes and devices, for training, metrics and generate.py alike.
 
-A run has `world_size` processes with ranks 0 .. world_size - 1, started in one of two ways:
+A run has `world_size` processes with ranks 0 .. world_size - 1, started in one of three ways:
   - spawned here (`spawn`, for `--gpus=N` on one machine): they meet through a file in a temporary folder;
   - started by torchrun (or any launcher that sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
-    MASTER_PORT): `torchrun_env` finds the rank in the environment and they meet through it ("env://").
+    MASTER_PORT): `torchrun_env` finds the rank in the environment and they meet through it ("env://");
+  - started by Slurm's srun, one task per GPU (train.py --slurm, or an sbatch script): `slurm_env` reads
+    SLURM_PROCID, SLURM_STEP_NUM_TASKS and SLURM_LOCALID, and sets MASTER_ADDR to the step's first node and
+    MASTER_PORT to a port derived from the job ID, unless they are set already.
+`launcher_env` asks torchrun's variables first, then Slurm's.
 Each process uses cuda:<local rank> when it runs on CUDA, else the CPU; processes talk over NCCL on
 CUDA devices and gloo on the CPU. Errors name the option to change (--device, --gpus) in one line.
 """
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -17,6 +22,7 @@ import torch.multiprocessing as mp
 
 from dnnlib.errors import describe_error
 from dnnlib.util import UserError
+from torch_utils import misc
 
 
 # ----------------------------------------------------------------------------
@@ -36,6 +42,68 @@ def torchrun_env():
     if not 0 <= rank < world_size:
         raise UserError(f"RANK={rank} is not below WORLD_SIZE={world_size}; check the launcher's options")
     return rank, world_size, local_rank
+
+
+# MASTER_PORT of a Slurm job: one of SLURM_PORT_RANGE ports above SLURM_PORT_BASE, chosen by the job ID, so that
+# every task of the job (and of its requeued runs) picks the same one without talking to the others first.
+SLURM_PORT_BASE = 20000
+SLURM_PORT_RANGE = 10000
+
+
+def first_host(nodelist):
+    """The first host of a Slurm node list: 'gpu[03-05,09],cpu1' -> 'gpu03', 'node7' -> 'node7'."""
+    depth, end = 0, len(nodelist)
+    for index, char in enumerate(nodelist):  # the first entry ends at a comma outside brackets
+        depth += (char == "[") - (char == "]")
+        if char == "," and depth == 0:
+            end = index
+            break
+    # Each [a-b,c] group of the entry stands for its values; the first host takes the first of each.
+    return re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).split(",")[0].split("-")[0], nodelist[:end].strip())
+
+
+def _whole_number(name, text):
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise UserError(f"{name}={text!r}: Slurm should set a whole number; is this an srun task?") from None
+
+
+def slurm_env():
+    """(rank, world_size, local_rank) of a task that srun started as one of several, else None.
+
+    Only srun's job steps count (SLURM_STEP_NUM_TASKS is set there): a batch script itself, or a step of one
+    task, is an ordinary single process (which may still spawn --gpus=N processes). Also sets MASTER_ADDR,
+    MASTER_PORT and LOCAL_WORLD_SIZE for the rendezvous where they are not set.
+    """
+    if "SLURM_STEP_NUM_TASKS" not in os.environ or "SLURM_PROCID" not in os.environ:
+        return None
+    world_size = _whole_number("SLURM_STEP_NUM_TASKS", os.environ["SLURM_STEP_NUM_TASKS"])
+    if world_size <= 1:
+        return None
+    rank = _whole_number("SLURM_PROCID", os.environ["SLURM_PROCID"])
+    local_rank = _whole_number("SLURM_LOCALID", os.environ.get("SLURM_LOCALID", rank))
+    nodelist = os.environ.get("SLURM_STEP_NODELIST") or os.environ.get("SLURM_JOB_NODELIST") or "127.0.0.1"
+    job_id = _whole_number("SLURM_JOB_ID", os.environ.get("SLURM_JOB_ID", "0"))
+    os.environ.setdefault("MASTER_ADDR", first_host(nodelist))
+    os.environ.setdefault("MASTER_PORT", str(SLURM_PORT_BASE + job_id % SLURM_PORT_RANGE))
+    tasks_per_node = os.environ.get("SLURM_STEP_TASKS_PER_NODE", "").split("(")[0].split(",")[0]
+    if tasks_per_node.isdigit():
+        os.environ.setdefault("LOCAL_WORLD_SIZE", tasks_per_node)
+    if not 0 <= rank < world_size:
+        raise UserError(f"SLURM_PROCID={rank} is not below SLURM_STEP_NUM_TASKS={world_size}")
+    return rank, world_size, local_rank
+
+
+def launcher_env():
+    """(rank, world_size, local_rank) when torchrun or srun started this process as one of a group, else None."""
+    env = torchrun_env()
+    return env if env is not None else slurm_env()
+
+
+def launcher_name():
+    """Who started this process's group, for messages."""
+    return "torchrun" if torchrun_env() is not None else "srun" if slurm_env() is not None else "no launcher"
 
 
 def uses_cuda(device_name=None):
@@ -140,12 +208,13 @@ def spawn(worker, world_size, args=(), device_name=None):
     """Run worker(rank, world_size, init_method, *args) in `world_size` new processes; returns the exit status.
 
     The status is rank 0's worker's return value (an int; None = 0) when all succeed, else the first
-    failing process's exit status. SIGINT and SIGTERM are passed on to the processes, which decide
-    how to stop.
+    failing process's exit status. SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 (misc.STOP_SIGNALS) are passed on to
+    the processes, which decide how to stop.
     """
     backend = "NCCL" if uses_cuda(device_name) and torch.cuda.is_available() else "gloo"
     print(f"Running {world_size} {'CUDA' if backend == 'NCCL' else 'CPU'} processes ({backend}).", file=sys.stderr,
           flush=True)
+    misc.start_resource_tracker()  # shared by the processes, and deaf to the signals they stop on
     with tempfile.TemporaryDirectory() as temp_dir:
         temp_dir = os.path.abspath(temp_dir)
         context = mp.start_processes(_spawned_entry, args=(worker, world_size, temp_dir, tuple(args)),
@@ -155,7 +224,7 @@ def spawn(worker, world_size, args=(), device_name=None):
             for process in context.processes:
                 if process.is_alive():
                     os.kill(process.pid, signum)
-        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, forward) for sig in misc.STOP_SIGNALS}
         try:
             status = _join(context)
         finally:

@@ -5,6 +5,7 @@ import multiprocessing
 import re
 import signal
 import warnings
+from multiprocessing import resource_tracker
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -44,15 +45,39 @@ def constant(value, shape: Optional[Sequence[int]] = None, dtype: Optional[torch
 # ----------------------------------------------------------------------------
 # Data loading.
 
+# Signals that stop a run with a snapshot: Ctrl-C, kill and preemption (SIGTERM), and the warnings clusters send
+# before a time limit (Slurm's --signal, submitit's SIGUSR2). Training catches them, spawn passes them on.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
+                     if hasattr(signal, name))
+
+
 def ignore_stop_signals(_worker_id=None):
-    """worker_init_fn of DataLoaders: workers ignore SIGINT and SIGTERM.
+    """worker_init_fn of DataLoaders: workers ignore STOP_SIGNALS.
 
     Ctrl-C and cluster schedulers (`kill -TERM -PGID`, Slurm) signal the whole process group; the
     main process then finishes its step and writes a snapshot, and it still needs the workers'
     data until it stops them itself.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def start_resource_tracker():
+    """Start multiprocessing's resource tracker (one per process tree, for shared memory) ignoring STOP_SIGNALS.
+
+    A signal to the whole process group (Slurm's --signal=USR1) would otherwise end it, and the tracker started
+    in its place then reports every shared-memory name it never saw. An ignored signal stays ignored in the
+    process it starts. Call from the main thread; elsewhere the tracker starts as it would anyway.
+    """
+    try:
+        saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    except ValueError:  # not the main thread
+        return
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 WORKER_EXIT_SECONDS = 5  # a worker finishing its item after being asked to stop (torch's own join timeout)

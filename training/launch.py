@@ -19,11 +19,13 @@ import torch
 import dnnlib
 from torch_utils import distributed
 from torch_utils import training_stats
+from training import continuation
+from training import snapshots
 from training import training_loop
 from training.run_outputs import check_metrics_handed_in
 
 # Exit statuses of a run stopped by a signal: 128 + the signal number, the shell convention.
-EXIT_STATUS = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
+EXIT_STATUS = {signal.Signals(sig).name: 128 + sig for sig in training_loop.STOP_SIGNALS}
 
 
 def make_run_dir(outdir, desc):
@@ -67,14 +69,14 @@ def run_number_lock(outdir, stale_after=30.0):
 
 
 def find_latest_snapshot(path):
-    """A run folder's newest network-snapshot-*.pkl (by kimg, then time); other paths are returned as they are."""
+    """A run folder's newest complete network-snapshot-*.pkl (by image count); other paths are returned as they are."""
     if not os.path.isdir(path):
         return path
-    names = [n for n in os.listdir(path) if re.fullmatch(r"network-snapshot-\d+\.pkl", n)]
-    if not names:
-        raise dnnlib.util.UserError(f"--resume: {path} holds no network-snapshot-*.pkl; point it at a snapshot")
-    names.sort(key=lambda n: (int(re.search(r"\d+", n).group()), os.path.getmtime(os.path.join(path, n))))
-    return os.path.join(path, names[-1])
+    latest = snapshots.latest_snapshot(path)
+    if latest is None:
+        raise dnnlib.util.UserError(f"--resume: {path} holds no complete network-snapshot-*.pkl; point it at a "
+                                    "snapshot")
+    return latest
 
 
 class Tee:
@@ -96,8 +98,9 @@ class _TeeStream:
 
     def write(self, text):
         self.stream.write(text)
-        self.file.write(text)
-        self.file.flush()
+        if "\r" not in text:  # a progress bar redrawing itself is for the terminal, not the log file
+            self.file.write(text)
+            self.file.flush()
         return len(text)
 
     def flush(self):
@@ -140,14 +143,15 @@ def _spawned_process(rank, world_size, init_method, options, snapshot_metrics):
                                    init_method=init_method, snapshot_metrics=snapshot_metrics))
 
 
-def launch(options, outdir, desc, dry_run=False, snapshot_metrics=None):
+def launch(options, outdir, desc, dry_run=False, snapshot_metrics=None, command=None, run_dir=None):
     """Create the run folder (rank 0), write training_options.json and train in 1..N processes.
 
     `snapshot_metrics` computes options.metrics after each snapshot (train.py passes the metrics package's
-    SnapshotMetrics). Returns the exit status: 0 when training finished, 130/143 when SIGINT/SIGTERM stopped it
-    (after writing a snapshot).
+    SnapshotMetrics). `command` (train.py's options as a dict) is recorded in the folder for --resume=auto;
+    `run_dir` continues an existing run folder instead of making one (training/continuation.py). Returns the
+    exit status: 0 when training finished, 128 + the signal number when a stop signal ended it (after a snapshot).
     """
-    env = distributed.torchrun_env()
+    env = distributed.launcher_env()
     rank = env[0] if env else 0
     if rank == 0:
         print("Training options:")
@@ -163,23 +167,30 @@ def launch(options, outdir, desc, dry_run=False, snapshot_metrics=None):
     if env is not None:
         rank, world_size, local_rank = env
         if world_size != options.num_gpus:
-            raise dnnlib.util.UserError(f"--gpus: {options.num_gpus} disagrees with torchrun's WORLD_SIZE "
-                                        f"{world_size}; leave --gpus out under torchrun")
-        options = options.replace(run_dir=_make_run_dir_rank0(outdir, desc, options) if rank == 0 else None)
+            raise dnnlib.util.UserError(f"--gpus: {options.num_gpus} disagrees with the {world_size} processes the "
+                                        f"launcher ({distributed.launcher_name()}) started; leave --gpus out there")
+        own_dir = _run_dir_rank0(outdir, desc, options, command, run_dir) if rank == 0 else None
+        options = options.replace(run_dir=own_dir)
         return exit_status(run_process(options, rank=rank, world_size=world_size, local_rank=local_rank,
                                        snapshot_metrics=snapshot_metrics))
 
     distributed.check_process_count(options.num_gpus, options.device)
-    options = options.replace(run_dir=_make_run_dir_rank0(outdir, desc, options))
+    options = options.replace(run_dir=_run_dir_rank0(outdir, desc, options, command, run_dir))
     if options.num_gpus == 1:
         return exit_status(run_process(options, rank=0, world_size=1, local_rank=0, snapshot_metrics=snapshot_metrics))
     return distributed.spawn(_spawned_process, options.num_gpus, args=(options, snapshot_metrics),
                              device_name=options.device)
 
 
-def _make_run_dir_rank0(outdir, desc, options):
+def _run_dir_rank0(outdir, desc, options, command, run_dir):
+    """The run folder: `run_dir` continued as it is, or a new numbered one with the options (and command) in it."""
+    if run_dir is not None:
+        print(f"Continuing in the run folder {run_dir}, from {options.resume_pkl}")
+        return run_dir
     run_dir = make_run_dir(outdir, desc)
     print(f"Output directory: {run_dir}")
     text = options.replace(run_dir=run_dir).to_json()
     dnnlib.util.atomic_write(os.path.join(run_dir, "training_options.json"), lambda f: f.write(text.encode("utf-8")))
+    if command is not None:
+        continuation.write_command(run_dir, command)
     return run_dir

@@ -110,7 +110,7 @@ def option(default=dataclasses.MISSING, help=None, **cli):
 @dataclasses.dataclass
 class TrainCommand(_Options):
     data:        str = option(shared="--data", required=True)
-    gpus:        Optional[int] = option(None, shared="--gpus", note="1, WORLD_SIZE under torchrun")
+    gpus:        Optional[int] = option(None, shared="--gpus", note="1; under torchrun or srun, their process count")
     cfg:         str = option("auto", "Preset: auto, shhq, stylegan2, paper256, paper512 or paper1024 (README: Training)")
     batch:       Optional[int] = option(None, "Total batch size over all GPUs", min=1, max=1 << 16, note="preset")
     batch_gpu:   Optional[int] = option(None, "Images per GPU per pass (gradient accumulation below batch/gpus)",
@@ -147,25 +147,34 @@ class TrainCommand(_Options):
     augpipe:     str = option("bgc", "Augmentation pipeline (training/augment.py; 'body' keeps figures upright)")
     resume:      Optional[str] = option(None, "Continue from a snapshot or run folder (exact: counters, optimizers, "
                                         "RNG), or fine-tune a checkpoint without training state (e.g. a released "
-                                        "one); the networks are built as the file says", metavar="PKL|DIR|URL")
+                                        "one); the networks are built as the file says. auto: continue the newest "
+                                        "run in --outdir with these options, in its own folder, or start one",
+                                        metavar="PKL|DIR|URL|auto")
     freezed:     Optional[int] = option(None, "Freeze-D: the first N layers of D (from the image side) are not "
                                         "trained", min=0, max=4096, metavar="N", note="0")
     fp32:        bool = option(False, "Disable mixed precision")
     nhwc:        bool = option(False, "Channels-last memory format in the FP16 layers")
     nobench:     bool = option(False, "Disable cuDNN benchmarking")
     allow_tf32:  bool = option(False, "Allow TF32 matmul and convolutions")
-    workers:     int = option(3, "DataLoader worker processes", min=0, max=256)
+    workers:     Optional[int] = option(None, "DataLoader worker processes", min=0, max=256,
+                                        note="3, at most the CPU cores this process may use")
     metrics:     Union[str, list] = option(DEFAULT_METRICS, shared="--metrics", detail="after each snapshot; or "
                                            "none")
-    grid:        Optional[tuple] = option(None, shared="--grid", note="what fits in 7680x4320",
+    grid:        Optional[tuple] = option(None, shared="--grid", note="what fits in 7680x4320, at most 256 images",
                                           detail="the snapshots' grids of fakes")
     max_minutes: Optional[float] = option(None, "Stop with a snapshot at the first tick after this many minutes "
                                           "(e.g. before a cluster time limit)", min=0, min_open=True)
+    keep_snapshots: Optional[int] = option(None, "Keep only the newest N snapshots (and those of --keep-every and "
+                                           "the best by the first metric); older ones are deleted once a newer one "
+                                           "is on disk", min=1, metavar="N", note="all")
+    keep_every:  Optional[float] = option(None, "With --keep-snapshots: also keep the first snapshot of every K kimg",
+                                          min=0, min_open=True, metavar="K")
     detector:    Optional[str] = option(None, shared="--detector")
     vgg16:       Optional[str] = option(None, shared="--vgg16")
     dinov2:      Optional[str] = option(None, shared="--dinov2")
     device:      Optional[str] = option(None, shared="--device", detail="train.py: cpu or cuda")
-    metric_kwargs: Optional[dict] = None  # More metrics.metric_utils.MetricOptions kwargs (library use, e.g. max_gen).
+    max_gen:     Optional[int] = option(None, shared="--max-gen")
+    metric_kwargs: Optional[dict] = None  # More metrics.metric_utils.MetricOptions kwargs (library use).
     ref_stats:   Optional[str] = option(None, shared="--ref-stats")
 
     @classmethod
@@ -200,7 +209,7 @@ class TrainingOptions(_Options):
     num_gpus:               int = 1                # Number of processes of the run.
     metrics:                list = _made_by(list)   # Metrics to compute after each network snapshot.
     metric_kwargs:          dict = _made_by(dnnlib.EasyDict)  # metrics.metric_utils.MetricOptions kwargs.
-    grid:                   Optional[list] = None  # (rows, cols) of the image grids; None = what fits in 7680x4320.
+    grid:                   Optional[list] = None  # (rows, cols) of the image grids; None = run_outputs.default_grid.
     data_loader_kwargs:     dict = _made_by(dnnlib.EasyDict)  # torch.utils.data.DataLoader options.
     cudnn_benchmark:        bool = True            # Let cuDNN pick the fastest convolution algorithms.
     allow_tf32:             bool = False           # Allow TF32 matmul/convolutions on Ampere and newer.
@@ -214,6 +223,8 @@ class TrainingOptions(_Options):
     run_dir:                Optional[str] = None   # The run folder (rank 0 writes into it); None = the current folder.
     ada_interval:           int = 4                # Adjust p every this many steps.
     resume_progress:        bool = True            # Restore the `progress` of resume_pkl (counters, optimizers, RNG)?
+    keep_snapshots:         Optional[int] = None   # Keep the newest N snapshots (+ keep_every, + the best); None = all.
+    keep_every_kimg:        Optional[float] = None  # With keep_snapshots: also the first snapshot of every K kimg.
 
     def __post_init__(self):
         super().__post_init__()

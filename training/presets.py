@@ -10,6 +10,7 @@ import math
 import re
 
 import dnnlib
+from torch_utils import cpu_tuning
 from torch_utils import distributed
 from training import augment
 from training import freeze_d
@@ -29,6 +30,8 @@ CONFIG_SPECS = {
     "paper512":  dict(ref_gpus=8,  kimg=25000, mb=64, mbstd=8,  fmaps=1,   lrate=0.0025, gamma=0.5, ema=20, ramp=None, map=8),
     "paper1024": dict(ref_gpus=8,  kimg=25000, mb=32, mbstd=4,  fmaps=1,   lrate=0.002,  gamma=2,   ema=10, ramp=None, map=8),
 }
+
+DEFAULT_WORKERS = 3  # DataLoader worker processes, as in StyleGAN2-ADA (fewer where the process has fewer cores).
 
 # Presets of the original code bases that this package does not have, with what they were for.
 ORIGINAL_ONLY_CFGS = {
@@ -233,9 +236,26 @@ def metric_options(cmd, snapshot_metrics):
     if detectors:
         metric_kwargs.detectors = detectors
     metrics = parse_metrics(cmd.metrics, snapshot_metrics)
+    if cmd.max_gen is not None:
+        metric_kwargs.max_gen = cmd.max_gen
     if cmd.ref_stats is not None:
         metric_kwargs.ref_stats = _metrics_for("--ref-stats", snapshot_metrics).resolve_ref_stats(cmd.ref_stats)
     return dict(metrics=metrics, metric_kwargs=metric_kwargs)
+
+
+def data_loader_options(workers):
+    """--workers, by default 3 but no more than the cores this process may use (more only slow the steps down)."""
+    if workers is None:
+        workers = min(DEFAULT_WORKERS, cpu_tuning.usable_cores())
+    return dnnlib.EasyDict(num_workers=workers, prefetch_factor=2 if workers > 0 else None)
+
+
+def retention_options(cmd):
+    """--keep-snapshots and --keep-every (training/snapshots.py)."""
+    if cmd.keep_every is not None and cmd.keep_snapshots is None:
+        raise dnnlib.util.UserError("--keep-every: only applies with --keep-snapshots (without it, every snapshot is "
+                                    "kept)")
+    return dict(keep_snapshots=cmd.keep_snapshots, keep_every_kimg=cmd.keep_every)
 
 
 def augment_mode(cmd):
@@ -292,8 +312,8 @@ def make_training_options(command: TrainCommand = None, snapshot_metrics=None, *
     """
     cmd = command if command is not None else TrainCommand.from_dict(fields)
     check_cfg(cmd.cfg)
-    if cmd.gpus is None:  # One process, or as many as torchrun started.
-        env = distributed.torchrun_env()
+    if cmd.gpus is None:  # One process, or as many as torchrun or srun started.
+        env = distributed.launcher_env()
         cmd = cmd.replace(gpus=env[1] if env is not None else 1)
     if cmd.gpus < 1:
         raise dnnlib.util.UserError(f"--gpus: must be at least 1, got {cmd.gpus}")
@@ -315,11 +335,12 @@ def make_training_options(command: TrainCommand = None, snapshot_metrics=None, *
         random_seed=cmd.seed, num_gpus=cmd.gpus,
         **metric_options(cmd, snapshot_metrics),
         grid=list(cmd.grid) if cmd.grid is not None else None,
-        data_loader_kwargs=dnnlib.EasyDict(num_workers=cmd.workers, prefetch_factor=2 if cmd.workers > 0 else None),
+        data_loader_kwargs=data_loader_options(cmd.workers),
         cudnn_benchmark=not cmd.nobench, allow_tf32=bool(cmd.allow_tf32))
     aug = augment_mode(cmd)
     values.update(augment_options(cmd, aug, fine_tune))
     if cmd.device not in (None, "cpu", "cuda"):
         raise dnnlib.util.UserError(f"--device: '{cmd.device}' is not cpu or cuda")
-    options = TrainingOptions(**values, device=cmd.device, resume_pkl=cmd.resume, max_minutes=cmd.max_minutes)
+    options = TrainingOptions(**values, **retention_options(cmd), device=cmd.device, resume_pkl=cmd.resume,
+                              max_minutes=cmd.max_minutes)
     return options, describe_run(cmd, dataset.name, options, spec["gamma"], aug)

@@ -21,6 +21,7 @@ from torch_utils import misc
 from torch_utils import persistence
 from training import freeze_d
 from training import networks
+from training.checkpoint import releases
 from training.checkpoint.load import load_checkpoint
 
 NETWORK_KEYS = ("G", "G_ema", "D")
@@ -42,7 +43,7 @@ def resolve_resume_option(text):
     """
     if text is None or text == "noresume":
         return None
-    if dnnlib.util.is_url(text, allow_file_urls=True):
+    if dnnlib.util.is_url(text, allow_file_urls=True) or (releases.is_release(text) and not os.path.exists(text)):
         return text
     if not os.path.exists(text):
         if text in ORIGINAL_RESUME_NAMES:

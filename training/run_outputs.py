@@ -7,6 +7,7 @@ package's SnapshotMetrics, which train.py passes): training does not import the 
 """
 import copy
 import json
+import math
 import os
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 
 from dnnlib import image_grid
 from torch_utils import misc
+from training import snapshots
 from training import training_state
 from training.checkpoint.pickle_format import save_network_pkl
 
@@ -21,14 +23,28 @@ from training.checkpoint.pickle_format import save_network_pkl
 # Image grids.
 
 
+MAX_DEFAULT_GRID_IMAGES = 256  # SHHQ's default grids (8x30 at 512x256, 4x15 at 1024x512) stay as StyleGAN2-ADA's.
+
+
+def default_grid(height, width):
+    """(rows, cols) of the snapshots' grids: what fits in 7680x4320 (4 to 32 rows, 7 to 32 columns, as in
+    StyleGAN2-ADA), shrunk in proportion to at most MAX_DEFAULT_GRID_IMAGES images; small images would otherwise
+    give 32x32 = 1024 images to generate at every snapshot (64x32 on a CPU: half a minute and more)."""
+    rows, cols = int(np.clip(4320 // height, 4, 32)), int(np.clip(7680 // width, 7, 32))
+    if rows * cols > MAX_DEFAULT_GRID_IMAGES:
+        scale = math.sqrt(MAX_DEFAULT_GRID_IMAGES / (rows * cols))
+        rows, cols = max(1, int(rows * scale)), max(1, int(cols * scale))
+    return rows, cols
+
+
 def setup_snapshot_image_grid(training_set, random_seed=0, grid=None):
     """(rows, cols), images and labels of the reals grid: random images, grouped by label when there are labels.
 
-    Without `grid`, as many images as fit in 7680x4320 (4 to 32 rows, 7 to 32 columns).
+    Without `grid`, default_grid's.
     """
     rnd = np.random.RandomState(random_seed)
     height, width = training_set.image_shape[1:]
-    rows, cols = grid if grid is not None else (np.clip(4320 // height, 4, 32), np.clip(7680 // width, 7, 32))
+    rows, cols = grid if grid is not None else default_grid(height, width)
     rows, cols = int(rows), int(cols)
     if not training_set.has_labels:
         all_indices = list(range(len(training_set)))
@@ -135,7 +151,7 @@ class RunOutputs:
         if self.options.num_gpus > 1:
             for module in [run.G, run.D, run.G_ema]:
                 misc.check_ddp_consistency(module, ignore_regex=r".*\.w_avg")
-        path = os.path.join(self.run_dir, f"network-snapshot-{run.state.cur_nimg // 1000:06d}.pkl")
+        path = os.path.join(self.run_dir, snapshots.snapshot_name(run.state.cur_nimg))
         if self.rank == 0:
             data["progress"] = training_state.capture(
                 state=run.state, opts=run.optimizers, loss=run.loss, ada=run.ada, num_gpus=self.options.num_gpus,
@@ -148,17 +164,32 @@ class RunOutputs:
             self.metric_results.update(self.snapshot_metrics.evaluate(data["G_ema"], path, self.options, self.rank,
                                                                       self.device, self.run_dir,
                                                                       should_stop=self.stop_requested))
+        if self.rank == 0 and self.options.keep_snapshots is not None:
+            snapshots.prune(self.run_dir, self.options.keep_snapshots, self.options.keep_every_kimg,
+                            self.best_snapshot())
+
+    def best_snapshot(self):
+        """The snapshot with the best value of the first metric so far (kept by --keep-snapshots), or None."""
+        if not self.options.metrics or self.snapshot_metrics is None:
+            return None
+        metric = self.options.metrics[0]
+        ranking = self.snapshot_metrics.ranking(metric)
+        return None if ranking is None else snapshots.best_snapshot(self.run_dir, metric, *ranking)
 
     # Statistics.
 
-    def open_stats(self):
-        """stats.jsonl (appended to, so a resumed run continues it) and TensorBoard events, on rank 0."""
+    def open_stats(self, cur_nimg=0):
+        """stats.jsonl (appended to, so a resumed run continues it) and TensorBoard events, on rank 0.
+
+        A run continued in its own folder (--resume=auto) starts at cur_nimg: TensorBoard drops the earlier events
+        from there on (the ticks after the snapshot, which are trained again)."""
         if self.rank != 0:
             return
         self._stats_jsonl = open(os.path.join(self.run_dir, "stats.jsonl"), "at")
         try:
             import torch.utils.tensorboard as tensorboard  # here: optional, and a slow import (0.15 s)
-            self._stats_tfevents = tensorboard.SummaryWriter(self.run_dir)
+            purge_step = int(cur_nimg / 1e3) if cur_nimg else None
+            self._stats_tfevents = tensorboard.SummaryWriter(self.run_dir, purge_step=purge_step)
         except ImportError as err:
             print(f"Skipping TensorBoard export: {err}")
 

@@ -20,6 +20,7 @@ import dataclasses
 import os
 import signal
 import time
+import warnings
 from typing import Any, Optional
 
 import numpy as np
@@ -31,6 +32,7 @@ from torch_utils import distributed
 from torch_utils import misc
 from torch_utils import training_stats
 from training import resume
+from training import snapshots
 from training import training_state
 from training.ada import AdaController
 from training.dataset import open_dataset
@@ -81,14 +83,17 @@ class NonFiniteLossError(dnnlib.util.UserError):
     """Training diverged (a NaN or Inf loss); the run stops without writing a snapshot of the broken state."""
 
 
+STOP_SIGNALS = misc.STOP_SIGNALS  # Ctrl-C, SIGTERM, and the SIGUSR1/SIGUSR2 warnings before a cluster's time limit
+
+
 class _StopSignals:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each step (the handlers are restored on exit)."""
+    """Turns STOP_SIGNALS into a flag the loop checks after each step (the handlers are restored on exit)."""
 
     def __init__(self, enabled):
         self.signum = 0
         self._previous = {}
         if enabled:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in STOP_SIGNALS:
                 try:
                     self._previous[sig] = signal.signal(sig, self._handle)
                 except ValueError:  # Not the main thread: leave signals to whoever owns them.
@@ -191,7 +196,7 @@ def build_ada(options, augment_pipe, loss):
     return ada
 
 
-def make_data_stream(options, training_set, rank, device, skip):
+def make_data_stream(options, training_set, rank, device, skip, log=print):
     """This rank's batches: every num_gpus-th item of one shuffled stream, past the first `skip` of its own."""
     sampler = misc.InfiniteSampler(dataset=training_set, rank=rank, num_replicas=options.num_gpus,
                                    seed=options.random_seed)
@@ -199,9 +204,16 @@ def make_data_stream(options, training_set, rank, device, skip):
     if loader_kwargs.get("num_workers", 0) == 0:
         loader_kwargs.pop("prefetch_factor", None)
     loader_kwargs.setdefault("pin_memory", device.type == "cuda")
-    return iter(torch.utils.data.DataLoader(
-        dataset=training_set, sampler=SkippingSampler(sampler, skip), batch_size=options.batch_size // options.num_gpus,
-        worker_init_fn=misc.ignore_stop_signals, **loader_kwargs))
+    cores = cpu_tuning.usable_cores()
+    if loader_kwargs.get("num_workers", 0) > cores:  # said once here, instead of torch's warning twice per process
+        log(f"Note: --workers={loader_kwargs['num_workers']} is more than the {cores} CPU cores this process may use; "
+            "fewer workers may load faster")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+        return iter(torch.utils.data.DataLoader(
+            dataset=training_set, sampler=SkippingSampler(sampler, skip),
+            batch_size=options.batch_size // options.num_gpus, worker_init_fn=misc.ignore_stop_signals,
+            **loader_kwargs))
 
 
 def setup_run(options, rank, device, log):
@@ -232,7 +244,8 @@ def setup_run(options, rank, device, log):
         for module in run.networks().values():
             for tensor in misc.params_and_buffers(module) if module is not None else []:
                 torch.distributed.broadcast(tensor, src=0)
-    run.data = make_data_stream(options, training_set, rank, device, skip=run.state.cur_nimg // options.num_gpus)
+    run.data = make_data_stream(options, training_set, rank, device, skip=run.state.cur_nimg // options.num_gpus,
+                                log=log)
     return run
 
 
@@ -377,6 +390,7 @@ def progress_line(run, clock, tick_end_time, collector):
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     augment_value = float(run.augment_pipe.p.cpu()) if run.augment_pipe is not None else 0
+    left_sec = max(run.options.total_kimg * 1000 - state.cur_nimg, 0) / 1000 * sec_per_kimg  # at this tick's pace
     report0 = training_stats.report0
     fields = [
         f"tick {report0('Progress/tick', state.cur_tick):<5d}",
@@ -384,6 +398,7 @@ def progress_line(run, clock, tick_end_time, collector):
         f"time {dnnlib.util.format_time(report0('Timing/total_sec', tick_end_time - clock.start_time)):<12s}",
         f"sec/tick {report0('Timing/sec_per_tick', tick_sec):<7.1f}",
         f"sec/kimg {report0('Timing/sec_per_kimg', sec_per_kimg):<7.2f}",
+        f"left {dnnlib.util.format_time(left_sec):<12s}",
         f"maintenance {report0('Timing/maintenance_sec', clock.maintenance_time):<6.1f}",
         f"cpumem {report0('Resources/cpu_mem_gb', _memory_gb()):<6.2f}",
         f"gpumem {report0('Resources/peak_gpu_mem_gb', gpumem):<6.2f}",
@@ -412,7 +427,7 @@ def write_tick_outputs(run, outputs, done, stopped_by):
     """Grid and snapshot (with metrics) when due, and always a snapshot when stopping early or finishing."""
     options, state = run.options, run.state
     if options.image_snapshot_ticks is not None and (done or state.cur_tick % options.image_snapshot_ticks == 0):
-        outputs.write_fakes(run.G_ema, f"fakes{state.cur_nimg // 1000:06d}.png")
+        outputs.write_fakes(run.G_ema, snapshots.grid_name(state.cur_nimg))
     if options.network_snapshot_ticks is not None and (done or state.cur_tick % options.network_snapshot_ticks == 0):
         outputs.write_snapshot(run, with_metrics=stopped_by is None)
     elif stopped_by is not None or (done and outputs.last_snapshot_nimg != state.cur_nimg):
@@ -493,6 +508,8 @@ def training_loop(
         "batch_size must be a multiple of batch_gpu * num_gpus"
     log = print if rank == 0 else (lambda *args, **kwargs: None)
 
+    if handle_signals:
+        misc.start_resource_tracker()  # DataLoader workers' queues register with it; it must outlive a stop signal
     run = setup_run(options, rank, device, log)
     try:
         return train_run(run, snapshot_metrics, clock, handle_signals, abort_fn, progress_fn, log)
@@ -508,7 +525,7 @@ def train_run(run, snapshot_metrics, clock, handle_signals, abort_fn, progress_f
         print_summaries(run)
     outputs.start_grids(run)
     collector = training_stats.Collector(regex=".*")
-    outputs.open_stats()
+    outputs.open_stats(run.state.cur_nimg)
     stop = _StopSignals(handle_signals)
     outputs.stop_requested = lambda: bool(stop.signum)
     try:

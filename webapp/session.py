@@ -251,7 +251,7 @@ class Session:
         """Ask a running projection to stop after its current step."""
         self._stop.set()
 
-    def project(self, target, num_steps=200, space_name="w", seed=303, on_step=None):
+    def project(self, target, num_steps=200, space_name="w", seed=projection.DEFAULT_SEED, on_step=None):
         """dict(ws, noise, image, steps, stopped): projection.project in W, or W+ started from the W result
         (projector.py's default); `on_step(done, total)` after each step; stop() ends it early."""
         if not 1 <= num_steps <= MAX_PROJECT_STEPS:

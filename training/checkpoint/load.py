@@ -4,9 +4,12 @@ hands the same functions to the ecosystem's scripts under their usual names).
 `detect_format` is the one place that tells the formats apart; READERS names each format's reader, which
 returns the checkpoint dict with its networks rebuilt and its other entries checked (contents.py).
 """
+import os
+
 from dnnlib.util import escape_text, open_url
 from training.checkpoint import pickle_format
 from training.checkpoint import plain_weights
+from training.checkpoint import releases
 from training.checkpoint import rosinality
 from training.checkpoint import torch_save
 from training.checkpoint.contents import CheckpointError
@@ -39,10 +42,17 @@ def load_network_pkl(f, force_fp16=False, allow_code=False):
     return READERS[detect_format(f)](f, name, force_fp16=force_fp16, allow_code=allow_code)
 
 
+def open_checkpoint_file(url_or_path, sha256=None, verbose=True):
+    """A path, a URL, or a release name (shhq-1.0-512, releases.py) opened for reading; `sha256` checked first."""
+    if releases.is_release(url_or_path) and not os.path.exists(url_or_path):
+        return releases.open_release(url_or_path, sha256=sha256, verbose=verbose)
+    return open_url(url_or_path, sha256=sha256, verbose=verbose)
+
+
 def load_checkpoint(url_or_path, sha256=None, verbose=True, **kwargs):
-    """Open a path or URL (.pkl, .safetensors or .pt; `sha256` checked first) and return the whole checkpoint dict
-    (load_network_pkl's: G, D, G_ema, augment_pipe, training_set_kwargs, and any other keys of the file)."""
-    with open_url(url_or_path, sha256=sha256, verbose=verbose) as f:
+    """Open a path, URL or release name (.pkl, .safetensors or .pt; `sha256` checked first) and return the whole
+    checkpoint dict (load_network_pkl's: G, D, G_ema, augment_pipe, training_set_kwargs, and any other keys of the file)."""
+    with open_checkpoint_file(url_or_path, sha256=sha256, verbose=verbose) as f:
         return load_network_pkl(f, **kwargs)
 
 
