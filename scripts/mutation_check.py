@@ -86,10 +86,9 @@ BREAKS = (
           ("tests/test_generate.py::test_grid_contact_sheet",)),
     Break("write_in_place", "files are written in place: a crash leaves half a snapshot where the last good one was",
           (Patch("dnnlib/output_files.py",
-                 "        with os.fdopen(fd, \"wb\") as f:\n            write_fn(f)\n            f.flush()\n"
-                 "            os.fsync(f.fileno())\n        os.replace(tmp, path)\n",
-                 "        os.close(fd)\n        os.remove(tmp)\n        with open(path, \"wb\") as f:\n"
-                 "            write_fn(f)\n"),),
+                 "    with atomic_output(path) as tmp:\n        with open(tmp, \"wb\") as f:\n            write_fn(f)\n",
+                 "    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)\n"
+                 "    if True:\n        with open(path, \"wb\") as f:\n            write_fn(f)\n"),),
           ("tests/test_output_files.py",)),
     Break("truncation_formula", "--trunc pulls towards w instead of w_avg (psi and 1 - psi swapped)",
           (Patch(NETWORKS, "                    x = self.w_avg.lerp(x, truncation_psi)\n",
