@@ -10,12 +10,18 @@ Stand-ins (created in the workspace under the names the README uses, so most com
   my-photos/ + my-masks/, SHHQ/images/ + SHHQ/masks/   demo figures as PNGs, and masks around each figure
   $SG2_INCEPTION_DETECTOR, $SG2_VGG16_DETECTOR, $SG2_DINOV2_DETECTOR   stand-in detectors
                                                 (metrics/stand_in_detector.py)
+  latent_direction/                             StyleGAN-Human's direction files laid out as its repository has
+                                                them (ss/upper_length/style_vect_mean_<i>.pkl, its statis.csv,
+                                                sefa/upper_length.pt), random vectors sized for the stand-in
 Substitutions (SUBSTITUTIONS): 64x32 where the README says 512x256 (--height/--width), 2 processes where it
 says 4 or 8 GPUs (torchrun as `python -m torch.distributed.run --standalone`), the stand-ins for `...`, 20
 projection and 10 tuning steps where it says 300 and 150, and the run folders and snapshots the earlier commands
 made where the README names its own (e.g. training-runs/00003-...). Training commands get a few steps at small
 sizes appended (TRAIN_STAND_INS), metrics a cap on generated images (METRIC_STAND_INS); later options win, so
-the README's stay in the command.
+the README's stay in the command. The stand-in network has 9 style layers where the README's has 17, so the
+style-space edit of layers 0-14 edits layers 0-8; its channel table is not one rosinality's Generator builds, so
+the conversion to rosinality's format gets --custom-channels, and the rosinality checkpoint the README converts
+back (550000.pt) is the file that conversion wrote.
 
 To add a README block: write it in README.md; if a command needs something here, add a rule to RULES (the first
 matching rule applies): test_every_readme_command_has_a_rule fails until every command has one. A command that
@@ -23,8 +29,10 @@ cannot run on a CPU gets a Skip with the reason. Run the module as a whole: late
 ones made (out/sefa.npz, the training runs, datasets/*.zip).
 """
 import collections
+import csv
 import glob
 import os
+import pickle
 import re
 import shlex
 import shutil
@@ -34,10 +42,12 @@ import sys
 import numpy as np
 import PIL.Image
 import pytest
+import torch
 
 import legacy
 from helpers import ROOT
 from helpers_training import make_figures
+from latent import stylespace
 from metrics.stand_in_detector import save_stand_in_detector, save_stand_in_dinov2
 
 Skip = collections.namedtuple("Skip", "reason")
@@ -67,6 +77,7 @@ RULES = [
     (r"^python train\.py ", Run(TRAIN_STAND_INS + SMALL_NETWORK)),
     (r"^python calc_metrics\.py .*--export-stats=", Run()),
     (r"^(python calc_metrics\.py |torchrun --nproc_per_node=\d+ calc_metrics\.py )", Run(METRIC_STAND_INS)),
+    (r"^python convert\.py .*--to=rosinality", Run(("--custom-channels",))),
     (r"^python (generate|style_mixing|gen_video|edit|projector|convert|bg_white|dataset_tool)\.py ", Run()),
     (r"^python generate\.py --list-networks$", Run()),
     (r"^(python scripts/make_demo_data\.py |unzip -p |python -m metrics\.stand_in_detector )", Run()),
@@ -84,6 +95,8 @@ SUBSTITUTIONS = [  # (regex, what replaces it: text, or a function of the worksp
     (r"--height=512 --width=256", "--height=64 --width=32"),
     (r"--num-steps=300\b", "--num-steps=20"),   # the projector's search: what is tested is that it runs
     (r"--pti-steps=150\b", "--pti-steps=10"),
+    (r"--layers=0-14\b", "--layers=0-8"),  # style layers of the stand-in network
+    (r"--network=550000\.pt\b", "--network=stylegan_human_1024.pt"),
     (r"--gpus=[48]\b", "--gpus=2"),
     (r"^torchrun --nproc_per_node=4 ", "python -m torch.distributed.run --standalone --nproc_per_node=2 "),
     (r"--network=\.\.\.(?=\s|$)", "--network=SHHQ-1.0_sg2_512.pkl"),  # the README's placeholders
@@ -152,6 +165,28 @@ def save_g_ema_only(source, dest):
     legacy.save_network_pkl(dest, dict(G_ema=data["G_ema"], training_set_kwargs=None))
 
 
+def stylegan_human_directions(folder, network, seed=7):
+    """StyleGAN-Human's latent_direction/ files for `network`: one random style vector per style layer (pickled
+    arrays, as its ss/ folders hold), the channel table of layer 5, and a W direction for edit.py apply."""
+    G = legacy.load_network_pkl(open(network, "rb"))["G_ema"]
+    rng = np.random.RandomState(seed)
+    channels = [conv.in_channels for _, conv in stylespace.style_layers(G)]
+    ss = os.path.join(folder, "ss", "upper_length")
+    os.makedirs(ss)
+    for layer, count in enumerate(channels):
+        with open(os.path.join(ss, f"style_vect_mean_{layer}.pkl"), "wb") as f:
+            pickle.dump(rng.randn(count).astype(np.float32), f)
+    statis = os.path.join(folder, "ss_statics", "upper_length_statis", "5")
+    os.makedirs(statis)
+    with open(os.path.join(statis, "statis.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["", "channel", "strength"])
+        for channel in range(channels[5]):
+            writer.writerow([channel, channel, rng.randn() * 0.005])
+    os.makedirs(os.path.join(folder, "sefa"))
+    torch.save(torch.from_numpy(rng.randn(G.w_dim).astype(np.float32)), os.path.join(folder, "sefa", "upper_length.pt"))
+
+
 def photos_and_masks(images_dir, masks_dir, num=12, seed=3):
     """Demo figures as PNG files, and a mask beside each: the pixels that differ from the background corner."""
     import zipfile
@@ -189,6 +224,7 @@ def workspace(tmp_path_factory, compat_dir):
     for name in ("SHHQ-512x256.zip", "SHHQ-1024x512.zip"):
         make_figures(os.path.join(ws, name), num=32, height=64, width=32)
     photos_and_masks(os.path.join(ws, "my-photos"), os.path.join(ws, "my-masks"))
+    stylegan_human_directions(os.path.join(ws, "latent_direction"), os.path.join(ws, "SHHQ-1.0_sg2_1024.pkl"))
     photos_and_masks(os.path.join(ws, "SHHQ", "images"), os.path.join(ws, "SHHQ", "masks"), seed=4)
     env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""), PYTHONPATH=ROOT,
                NET=os.path.join(ws, "net.pkl"), DNNLIB_CACHE_DIR=os.path.join(ws, ".cache"), CUDA_VISIBLE_DEVICES="",
