@@ -19,16 +19,10 @@ from sg2_cli import generate
 from dnnlib import download_limits
 from helpers import ROOT
 from helpers_http import Route, serve
+from test_download import no_proxy  # noqa: F401 (autouse: loopback requests bypass any proxy)
 from test_hostile_cli import assert_one_line_error, run_cli
 
 MARGIN = 5.0  # seconds of slack on a loaded 2-core machine
-
-
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch):
-    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
 @pytest.fixture
