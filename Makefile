@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 # The quick loop while editing: everything but the tests marked slow (under a minute on 2 cores).
 test-quick: $(STAMP)

@@ -22,6 +22,7 @@ from helpers import ROOT
 from helpers_http import serve
 from helpers_training import TINY_ARGS, make_figures
 from metrics.stand_in_detector import save_stand_in_detector
+from training import snapshots
 
 pytestmark = pytest.mark.slow
 
@@ -107,10 +108,14 @@ def test_a_failing_snapshot_write_ends_the_run_with_one_line(tmp_path, figures, 
     (run_dir,) = glob.glob(str(tmp_path / "runs" / "*"))
     assert status == 1 and "Traceback" not in output, output
     # With --gpus=2 the launcher then stops the other process, which may print a line of its own after this one.
-    assert f"Error: {os.path.join(run_dir, 'network-snapshot-000000.pkl')}: File too large" in output.splitlines()
+    failed = [line[len("Error: "):-len(": File too large")] for line in output.splitlines()
+              if line.startswith(f"Error: {run_dir}{os.sep}") and line.endswith(": File too large")]
+    assert len(failed) == 1 and os.path.dirname(failed[0]) == run_dir, output
+    nimg = snapshots.snapshot_nimg(failed[0])  # the first snapshot, named by its image count
+    assert nimg is not None and nimg > 0, failed[0]
     names = {name for name in os.listdir(run_dir) if not name.startswith("events.out.tfevents")}
-    assert names == {"fakes_init.png", "fakes000000.png", "log.txt", "reals.png", "stats.jsonl",
-                     "training_options.json"}  # no partial snapshot, no temporary file
+    assert names == {"fakes_init.png", snapshots.grid_name(nimg), "log.txt", "reals.png", "stats.jsonl",
+                     "training_options.json", "train_command.json"}  # no partial snapshot, no temporary file
 
 
 @pytest.mark.parametrize("sig,wait_for,extra", [
