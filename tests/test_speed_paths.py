@@ -3,6 +3,8 @@
 Reference form: the fused modulated convolution in NCHW, float32 -- what the networks computed before
 there were other forms, and what they still compute on CUDA and wherever modconv_plan() picks it.
 """
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -70,6 +72,17 @@ def test_default_fp32_path_is_bitwise_the_reference_form_at_batch_one(fixture_G)
         default = fixture_G(z, torch.zeros(1, 0), noise_mode="const")
         reference = fixture_G(z, torch.zeros(1, 0), noise_mode="const", fused_modconv=True, channels_last=False)
     assert torch.equal(default, reference)
+
+
+def test_in_place_layer_epilogue_is_bitwise_the_autograd_path(fixture_G):
+    # Without autograd the CPU layers add noise and bias, activate and clamp in place, in cache-sized slices
+    # (bias_act.bias_act_); with autograd they take the plain ops. Both must give the same bits.
+    z = torch.from_numpy(np.random.RandomState(3).randn(1, 512).astype(np.float32))
+    with torch.no_grad():
+        in_place = fixture_G(z, torch.zeros(1, 0), noise_mode="const")
+    G = copy.deepcopy(fixture_G).requires_grad_(True)
+    recorded = G(z, torch.zeros(1, 0), noise_mode="const")
+    assert recorded.requires_grad and torch.equal(in_place, recorded.detach())
 
 
 # ----------------------------------------------------------------------------

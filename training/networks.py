@@ -308,6 +308,13 @@ class MappingNetwork(torch.nn.Module):
             self.register_buffer("w_avg", torch.zeros([w_dim]))
 
     def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, skip_w_avg_update=False):
+        batch_size = (z if z is not None else c).shape[0]
+        if runs_per_sample((z if z is not None else c).device, self.training, batch_size):
+            # One row at a time: a matrix product's rounding depends on how many rows it has.
+            rows = [self(z[i:i + 1] if z is not None else None, c[i:i + 1] if c is not None else None,
+                         truncation_psi, truncation_cutoff, skip_w_avg_update) for i in range(batch_size)]
+            return torch.cat(rows)
+
         # Embed, normalize, and concatenate inputs.
         x = None
         with torch.autograd.profiler.record_function("input"):
@@ -391,7 +398,8 @@ class SynthesisLayer(torch.nn.Module):
             self.noise_strength = torch.nn.Parameter(torch.zeros([]))
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
 
-    def forward(self, x, w, noise_mode="random", fused_modconv=True, gain=1):
+    def forward(self, x, w, noise_mode="random", fused_modconv=True, gain=1, random_noise=None):
+        # random_noise: N(0, 1) maps [N, 1, H, W] for noise_mode='random' drawn by the caller; None = drawn here.
         assert noise_mode in ["random", "const", "none"]
         out_h, out_w = shape_at(self.resolution, self.aspect_ratio)
         misc.assert_shape(x, [None, self.in_channels, out_h // self.up, out_w // self.up])
@@ -399,20 +407,30 @@ class SynthesisLayer(torch.nn.Module):
 
         noise = None
         if self.use_noise and noise_mode == "random":
-            noise = torch.randn([x.shape[0], 1, out_h, out_w], device=x.device) * self.noise_strength
+            if random_noise is None:
+                random_noise = torch.randn([x.shape[0], 1, out_h, out_w], device=x.device)
+            misc.assert_shape(random_noise, [x.shape[0], 1, out_h, out_w])
+            noise = random_noise * self.noise_strength
         if self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
 
+        # The fused form adds the noise after the convolution, so it can join bias_act's pass below.
         flip_weight = (self.up == 1)  # slightly faster
         dtype = x.dtype
-        x = modulated_conv2d(x=x, weight=self.weight, styles=styles, noise=noise, up=self.up, padding=self.padding,
-                             resample_filter=self.resample_filter, flip_weight=flip_weight,
-                             fused_modconv=fused_modconv)
+        x = modulated_conv2d(x=x, weight=self.weight, styles=styles, noise=None if fused_modconv else noise,
+                             up=self.up, padding=self.padding, resample_filter=self.resample_filter,
+                             flip_weight=flip_weight, fused_modconv=fused_modconv)
+        addend = noise if fused_modconv else None
 
-        # Bias, activation and clamp in the precision modulated_conv2d returns (float32 for bfloat16 input).
+        # Noise, bias, activation and clamp in the precision modulated_conv2d returns (float32 for bfloat16 input).
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        x = bias_act.bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=act_gain, clamp=act_clamp)
+        bias = self.bias.to(x.dtype)
+        if x.device.type == "cpu" and not bias_act.needs_graph(x, bias, addend):  # one pass, in place
+            return bias_act.bias_act_(x, bias, act=self.activation, gain=act_gain, clamp=act_clamp, addend=addend,
+                                      out_dtype=dtype)
+        x = x.add_(addend) if addend is not None else x
+        x = bias_act.bias_act(x, bias, act=self.activation, gain=act_gain, clamp=act_clamp)
         return x.to(dtype)
 
     def extra_repr(self):
@@ -483,6 +501,17 @@ def _as_dtype(dtype):
     if dtype not in (torch.bfloat16, torch.float32, torch.float16):
         raise ValueError(f"dtype={dtype!r}: expected torch.float32, torch.bfloat16 or torch.float16")
     return dtype
+
+
+def runs_per_sample(device, training, batch_size):
+    """True where the generator computes a batch one sample at a time: CPU inference with batch > 1.
+
+    Each sample then takes batch 1's path, which on the CPU is already the fast form (one plain convolution
+    with the modulated weight), so an image costs the same at any batch size, its pixels are bitwise those
+    of batch 1 whatever batch computed them, and the working set is one image's, whatever the allocator.
+    Measured against the grouped and the activation-scaling forms in benchmarks/RESULTS.md (issue 22).
+    """
+    return device.type == "cpu" and not training and int(batch_size) > 1
 
 
 # Where channels_last is faster for float32 on the CPU (measured per synthesis block by `benchmarks/cpu.py
@@ -565,9 +594,10 @@ class SynthesisBlock(torch.nn.Module):
                                     resample_filter=resample_filter, channels_last=self.channels_last)
 
     def forward(self, x, img, ws, force_fp32=False, fused_modconv=None, channels_last=None, dtype=None,
-                **layer_kwargs):
+                random_noise=None, **layer_kwargs):
         # fused_modconv, channels_last: None = as modconv_plan() picks for this device, batch and shape.
         # dtype: None = float16 in use_fp16 blocks on CUDA, else float32; or torch.bfloat16 for every block.
+        # random_noise: {layer name: N(0, 1) maps} for noise_mode='random' drawn by the caller; None = here.
         misc.assert_shape(ws, [None, self.num_conv + self.num_torgb, self.w_dim])
         w_iter = iter(ws.unbind(dim=1))
         dtype = _block_dtype(self.use_fp16, force_fp32, ws.device, dtype)
@@ -591,16 +621,19 @@ class SynthesisBlock(torch.nn.Module):
             x = x.to(dtype=dtype, memory_format=memory_format)
 
         # Main layers.
+        random_noise = random_noise or {}
+        conv0_kwargs = dict(layer_kwargs, fused_modconv=fused_modconv, random_noise=random_noise.get("conv0"))
+        conv1_kwargs = dict(layer_kwargs, fused_modconv=fused_modconv, random_noise=random_noise.get("conv1"))
         if self.in_channels == 0:
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
+            x = self.conv1(x, next(w_iter), **conv1_kwargs)
         elif self.architecture == "resnet":
             y = self.skip(x, gain=np.sqrt(0.5))
-            x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, gain=np.sqrt(0.5), **layer_kwargs)
+            x = self.conv0(x, next(w_iter), **conv0_kwargs)
+            x = self.conv1(x, next(w_iter), gain=np.sqrt(0.5), **conv1_kwargs)
             x = y.add_(x)
         else:
-            x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
+            x = self.conv0(x, next(w_iter), **conv0_kwargs)
+            x = self.conv1(x, next(w_iter), **conv1_kwargs)
 
         # ToRGB, summed over resolutions in the skip architecture.
         if img is not None:
@@ -663,7 +696,15 @@ class SynthesisNetwork(torch.nn.Module):
                 self.num_ws += block.num_torgb
             setattr(self, f"b{res}", block)
 
-    def forward(self, ws, **block_kwargs):
+    def forward(self, ws, random_noise=None, **block_kwargs):
+        # random_noise: {block resolution: {layer name: N(0, 1) maps}} for noise_mode='random'; None = drawn
+        # by the layers. A batch on the CPU runs one image at a time (runs_per_sample) unless the caller
+        # chooses the form (fused_modconv or channels_last).
+        form_open = block_kwargs.get("fused_modconv") is None and block_kwargs.get("channels_last") is None
+        if form_open and random_noise is None and runs_per_sample(ws.device, self.training, ws.shape[0]):
+            return self._forward_per_sample(ws, **block_kwargs)
+        noise = random_noise or {}
+
         # Consecutive blocks share one w: block i's toRGB uses the same w as block i+1's first conv.
         block_ws = []
         with torch.autograd.profiler.record_function("split_ws"):
@@ -678,8 +719,32 @@ class SynthesisNetwork(torch.nn.Module):
         x = img = None
         for res, cur_ws in zip(self.block_resolutions, block_ws):
             block = getattr(self, f"b{res}")
-            x, img = block(x, img, cur_ws, **block_kwargs)
+            x, img = block(x, img, cur_ws, random_noise=noise.get(res), **block_kwargs)
         return img
+
+    def _forward_per_sample(self, ws, noise_mode="random", **block_kwargs):
+        # Each image as at batch 1, so its pixels do not depend on the batch and only one image's feature maps
+        # are held at a time. Random noise is drawn first, in the order and shapes of the batched pass, so the
+        # images are also those of the batched pass with the same random state.
+        batch_size = int(ws.shape[0])
+        drawn = self._draw_random_noise(batch_size, ws.device) if noise_mode == "random" else {}
+        images = []
+        for i in range(batch_size):
+            noise = {res: {name: maps[i:i + 1] for name, maps in layers.items()} for res, layers in drawn.items()}
+            images.append(self(ws[i:i + 1], noise_mode=noise_mode, random_noise=noise, **block_kwargs))
+        return torch.cat(images)
+
+    def _draw_random_noise(self, batch_size, device):
+        # {block resolution: {layer name: [N, 1, H, W]}}, as SynthesisLayer draws them for noise_mode='random'.
+        drawn = {}
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            for name in ("conv0", "conv1"):
+                layer = getattr(block, name, None)
+                if layer is not None and layer.use_noise:
+                    shape = [batch_size, 1, *shape_at(layer.resolution, layer.aspect_ratio)]
+                    drawn.setdefault(res, {})[name] = torch.randn(shape, device=device)
+        return drawn
 
     def extra_repr(self):
         return (f"w_dim={self.w_dim:d}, num_ws={self.num_ws:d}, img_resolution={self.img_resolution:d}, "
