@@ -22,12 +22,15 @@ from latent import space
 from latent.space import class_label, parse_range, seed_to_z, to_uint8  # noqa: F401 (public here too)
 from torch_utils import distributed
 from torch_utils import cpu_tuning
+from training import networks
 
 
 @torch.no_grad()
 def generate_images(G, seeds, truncation_psi=1.0, truncation_cutoff=None, noise_mode="const", class_idx=None,
-                    batch_size=16, device=torch.device("cpu"), progress=False, dtype="fp32"):
-    """Yield (seed, HWC uint8 numpy image) for each seed, computed in batches; dtype='bf16': bfloat16 synthesis."""
+                    batch_size=None, device=torch.device("cpu"), progress=False, dtype="fp32"):
+    """Yield (seed, HWC uint8 numpy image) for each seed, computed in batches of batch_size (None: the device's
+    networks.default_batch); dtype='bf16': bfloat16 synthesis."""
+    batch_size = batch_size or networks.default_batch(device)
     label = class_label(G, class_idx, device)
     synthesis_kwargs = space.synthesis_kwargs(space.DTYPES[dtype])
     batches = [seeds[i:i + batch_size] for i in range(0, len(seeds), batch_size)]
@@ -75,8 +78,8 @@ def _check_version(ctx, param, value):
 @click.option("--class", "class_idx", type=click.IntRange(min=0), default=None,
               help="Class label (conditional networks only)")
 @click.option("--outdir", type=click.Path(file_okay=False), required=True, help="Where to save the output images")
-@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Images per forward pass")
+@click.option("--batch", "batch_size", type=click.IntRange(min=1), default=None,
+              help="Images per forward pass  [default: the fastest on the device: 1 on the CPU, 16 on CUDA]")
 @click.option("--device", "device_name", default=None, help="cpu, cuda or cuda:N  [default: cuda if available]")
 @click.option("--dtype", type=click.Choice(list(space.DTYPES)), default="fp32", show_default=True,
               help="Synthesis precision: bf16 is faster on CPUs with AMX or AVX512_BF16 (images differ slightly)")

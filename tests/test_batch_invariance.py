@@ -109,3 +109,9 @@ def test_generate_images_do_not_depend_on_the_batch_size(fixture_G):
     one = dict(generate.generate_images(fixture_G, [3, 4, 5], truncation_psi=0.7, batch_size=1))
     three = dict(generate.generate_images(fixture_G, [5, 3, 4], truncation_psi=0.7, batch_size=3))
     assert all(np.array_equal(one[seed], three[seed]) for seed in one)
+
+
+def test_tools_default_to_batch_one_on_the_cpu():
+    # Every batch size costs the same per image on the CPU (each sample runs alone), so the least memory wins.
+    assert networks.default_batch(CPU) == 1 and networks.default_batch("cpu") == 1
+    assert networks.default_batch(CUDA) == 16

@@ -4,6 +4,7 @@ On CPUs without AVX512_BF16 or AMX (e.g. AVX2-only ones), PyTorch runs bfloat16 
 products on slow generic code, many times slower than float32; the tools warn about that.
 """
 import ctypes
+import functools
 import os
 import platform
 import sys
@@ -76,3 +77,10 @@ def reuse_freed_memory():
         return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
     except (OSError, AttributeError):  # not glibc
         return False
+
+
+@functools.lru_cache(maxsize=None)
+def reuse_freed_memory_once():
+    """reuse_freed_memory() on the first call in this process, its result afterwards. The generator's first
+    inference pass on the CPU calls it, so a plain G(z, c) from Python runs as fast as the tools."""
+    return reuse_freed_memory()

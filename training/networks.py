@@ -25,6 +25,11 @@ from torch_utils.ops import conv2d_resample
 from torch_utils.ops import fma
 from torch_utils.ops import upfirdn2d
 
+try:  # this package's CPU settings; absent from the original torch_utils, which runs this module's source
+    from torch_utils import cpu_tuning  # when it loads a checkpoint written here
+except ImportError:
+    cpu_tuning = None
+
 # ----------------------------------------------------------------------------
 # Image shapes for any power-of-two aspect ratio.
 
@@ -426,7 +431,7 @@ class SynthesisLayer(torch.nn.Module):
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         bias = self.bias.to(x.dtype)
-        if x.device.type == "cpu" and not bias_act.needs_graph(x, bias, addend):  # one pass, in place
+        if _epilogue_in_place(x, bias, addend):
             return bias_act.bias_act_(x, bias, act=self.activation, gain=act_gain, clamp=act_clamp, addend=addend,
                                       out_dtype=dtype)
         x = x.add_(addend) if addend is not None else x
@@ -436,6 +441,14 @@ class SynthesisLayer(torch.nn.Module):
     def extra_repr(self):
         return (f"in_channels={self.in_channels:d}, out_channels={self.out_channels:d}, w_dim={self.w_dim:d}, "
                 f"resolution={self.resolution:d}, up={self.up}, activation={self.activation:s}")
+
+
+def _epilogue_in_place(x, *operands):
+    # Where a layer adds noise and bias, activates and clamps in place, in one pass (bias_act.bias_act_): CPU
+    # tensors without autograd, with this package's torch_utils. The original torch_utils, which runs this
+    # module's source when it loads a checkpoint written here, has no bias_act_ and takes the plain path.
+    records_graph = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *operands))
+    return x.device.type == "cpu" and not records_graph and hasattr(bias_act, "bias_act_")
 
 
 # ----------------------------------------------------------------------------
@@ -512,6 +525,16 @@ def runs_per_sample(device, training, batch_size):
     Measured against the grouped and the activation-scaling forms in benchmarks/RESULTS.md (issue 22).
     """
     return device.type == "cpu" and not training and int(batch_size) > 1
+
+
+def default_batch(device):
+    """Images per generator call that the tools use unless told otherwise: the fastest per image on `device`.
+
+    CPU: 1. A batch runs one sample at a time there (runs_per_sample), so every batch size costs the same per
+    image (benchmarks/RESULTS.md, issue 22) and batch 1 holds the least memory. CUDA: 16, where a batch fills
+    the GPU (the tools' earlier default; not yet measured against other sizes here).
+    """
+    return 1 if torch.device(device).type == "cpu" else 16
 
 
 # Where channels_last is faster for float32 on the CPU (measured per synthesis block by `benchmarks/cpu.py
@@ -700,6 +723,8 @@ class SynthesisNetwork(torch.nn.Module):
         # random_noise: {block resolution: {layer name: N(0, 1) maps}} for noise_mode='random'; None = drawn
         # by the layers. A batch on the CPU runs one image at a time (runs_per_sample) unless the caller
         # chooses the form (fused_modconv or channels_last).
+        if ws.device.type == "cpu" and not self.training and cpu_tuning is not None:
+            cpu_tuning.reuse_freed_memory_once()  # what the tools set on the CPU (README, Speed), once per process
         form_open = block_kwargs.get("fused_modconv") is None and block_kwargs.get("channels_last") is None
         if form_open and random_noise is None and runs_per_sample(ws.device, self.training, ws.shape[0]):
             return self._forward_per_sample(ws, **block_kwargs)

@@ -80,7 +80,7 @@ def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, 
 
 def _bias_act_ref(x, b, dim, spec, alpha, gain, clamp):
     # Plain PyTorch ops: autograd supplies first and second derivatives.
-    if not needs_graph(x, b):
+    if not _needs_graph(x, b):
         return _bias_act_ref_inplace(x, b, dim, spec, alpha, gain, clamp)
     if b is not None:
         x = x + _along(b, dim, x.ndim)
@@ -92,8 +92,7 @@ def _bias_act_ref(x, b, dim, spec, alpha, gain, clamp):
     return x
 
 
-def needs_graph(*tensors):
-    """True when autograd would record an op on these tensors (None entries are skipped)."""
+def _needs_graph(*tensors):
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
@@ -133,7 +132,7 @@ def bias_act_(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None,
     and write main memory once instead of once each (3-4x faster on a 33 MB feature map). Returns x, or the
     new out_dtype tensor.
     """
-    if needs_graph(x, b, addend):
+    if _needs_graph(x, b, addend):
         raise RuntimeError('bias_act_: writes in place, so it cannot run where autograd records the graph')
     spec = ACTIVATIONS[act]
     out = x if out_dtype in (None, x.dtype) else torch.empty_like(x, dtype=out_dtype)
