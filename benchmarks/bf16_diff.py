@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import generate  # noqa: E402
 import legacy  # noqa: E402
-from benchmarks import cpu  # noqa: E402
+from benchmarks.generator_speed import shhq_generator  # noqa: E402
 
 
 def image_difference(G, seeds, batch_size=8, truncation_psi=1.0):
@@ -36,7 +36,7 @@ def image_difference(G, seeds, batch_size=8, truncation_psi=1.0):
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=8, show_default=True)
 def main(network_pkl, seeds, truncation_psi, batch_size):
     """Print the bf16-vs-fp32 image difference of a generator."""
-    G = legacy.load_network(network_pkl) if network_pkl else cpu.shhq_generator(512)
+    G = legacy.load_network(network_pkl) if network_pkl else shhq_generator(512)
     seeds = generate.parse_range(seeds)
     worst, mean, psnr, share = image_difference(G, seeds, batch_size, truncation_psi)
     what = network_pkl or "random SHHQ 512x256 generator"

@@ -39,6 +39,22 @@ def bf16_flags():
     return [flag for flag in BF16_FLAGS if caps.get(flag)]
 
 
+# The vector instruction sets that decide how fast the networks run, as /proc/cpuinfo names them, oldest first.
+VECTOR_FLAGS = ("sse4_2", "avx", "fma", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                "amx_tile", "amx_bf16", "amx_int8")
+
+
+def instruction_sets(cpuinfo="/proc/cpuinfo"):
+    """The VECTOR_FLAGS this CPU lists in /proc/cpuinfo, in that order; None where the file cannot be read."""
+    try:
+        with open(cpuinfo) as f:
+            line = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return None
+    flags = set(line.partition(":")[2].split())
+    return [flag for flag in VECTOR_FLAGS if flag in flags]
+
+
 def bf16_is_fast():
     """True when PyTorch's oneDNN kernels run bfloat16 in hardware on this CPU."""
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)

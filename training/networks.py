@@ -103,13 +103,17 @@ def modulated_conv2d(
         weight = weight * (1 / np.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
 
-    # Per-sample weights w' = w * s (eq. 1) and demodulation coefficients 1/sigma (eq. 3).
+    # Per-sample weights w' = w * s (eq. 1) and demodulation coefficients 1/sigma (eq. 3). The unfused form on
+    # the CPU sums sigma^2 = sum_i s_i^2 sum_k w_oik^2 without the [N, O, I, k, k] weights, which cost a tenth
+    # of a CPU training step at 512x256 with their backward passes (benchmarks/RESULTS.md).
     w = None
     dcoefs = None
-    if demodulate or fused_modconv:
+    if fused_modconv or (demodulate and x.device.type != "cpu"):
         w = weight.unsqueeze(0) * styles.reshape(batch_size, 1, -1, 1, 1)
-    if demodulate:
+    if demodulate and w is not None:
         dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+    elif demodulate:
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
     if demodulate and fused_modconv:
         w = w * dcoefs.reshape(batch_size, -1, 1, 1, 1)
     conv_kwargs = dict(f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight)
@@ -197,13 +201,21 @@ class FullyConnectedLayer(torch.nn.Module):
             b = b.to(x.dtype)
             if self.bias_gain != 1:
                 b = b * self.bias_gain
+        # On the CPU, inference multiplies one row at a time: a matrix product's rounding depends on how many
+        # rows it has (measured: 1 row vs 4 differ), and w must not depend on the batch.
+        by_row = runs_per_sample(x.device, self.training, x.shape[0])
         if self.activation == "linear" and b is not None:
-            return torch.addmm(b.unsqueeze(0), x, w.t())
-        x = x.matmul(w.t())
+            return _rows_apart(lambda rows: torch.addmm(b.unsqueeze(0), rows, w.t()), x, by_row)
+        x = _rows_apart(lambda rows: rows.matmul(w.t()), x, by_row)
         return bias_act.bias_act(x, b, act=self.activation)
 
     def extra_repr(self):
         return f"in_features={self.in_features:d}, out_features={self.out_features:d}, activation={self.activation:s}"
+
+
+def _rows_apart(fn, x, by_row):
+    # fn(x), or fn of each row of x concatenated.
+    return torch.cat([fn(row) for row in x.split(1)]) if by_row else fn(x)
 
 
 # ----------------------------------------------------------------------------
@@ -313,13 +325,6 @@ class MappingNetwork(torch.nn.Module):
             self.register_buffer("w_avg", torch.zeros([w_dim]))
 
     def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, skip_w_avg_update=False):
-        batch_size = (z if z is not None else c).shape[0]
-        if runs_per_sample((z if z is not None else c).device, self.training, batch_size):
-            # One row at a time: a matrix product's rounding depends on how many rows it has.
-            rows = [self(z[i:i + 1] if z is not None else None, c[i:i + 1] if c is not None else None,
-                         truncation_psi, truncation_cutoff, skip_w_avg_update) for i in range(batch_size)]
-            return torch.cat(rows)
-
         # Embed, normalize, and concatenate inputs.
         x = None
         with torch.autograd.profiler.record_function("input"):
