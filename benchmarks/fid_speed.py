@@ -10,8 +10,10 @@ the same interleaved rounds as the fp32 matmul peak:
   generator   the generator alone, as FID calls it (batches of 4, noise_mode='random'), all threads;
   detector    the detector alone on those images in batches of 64, all threads;
   pipeline    metric_utils.compute_feature_stats_for_generator: the generator in a background thread, overlapped
-              with the detector (the code path of fid50k_full, without the real-image statistics, which are
-              cached after the first run).
+              with the detector, each with all threads (the code path of fid50k_full, without the real-image
+              statistics, which are cached after the first run);
+  pipeline, cores split as in issue 16: the same with the detector on a quarter of the threads (at least one)
+              and the generator on the rest.
 Prints one JSON line: {"peaks", "images", "detector_flops_per_image", "generator_flops_per_image", "cases"}.
 """
 import json
@@ -94,8 +96,18 @@ def fid_cases(G, detector_path, data, images):
         metric_utils.compute_feature_stats_for_generator(opts, "inception", dict(return_features=True),
                                                          max_items=images, capture_mean_cov=True)
 
-    return {name: dict(run=lambda fn=fn: timing.seconds(fn) / images)
-            for name, fn in (("generator", generate), ("detector", detect), ("pipeline", pipeline))}
+    def pipeline_split():
+        saved = metric_utils.cpu_thread_split
+        total = torch.get_num_threads()
+        metric_utils.cpu_thread_split = lambda device: (total - max(1, total // 4), max(1, total // 4))
+        try:
+            pipeline()
+        finally:
+            metric_utils.cpu_thread_split = saved
+
+    runs = (("generator", generate), ("detector", detect), ("pipeline", pipeline),
+            ("pipeline, cores split as in issue 16", pipeline_split))
+    return {name: dict(run=lambda fn=fn: timing.seconds(fn) / images) for name, fn in runs}
 
 
 @click.command()
