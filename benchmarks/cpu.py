@@ -38,17 +38,18 @@ SECTIONS = ("generator", "tools", "levers", "train", "demo", "fid", "layers")
 DEFAULT_SECTIONS = ("generator", "tools", "levers", "train", "demo", "fid")
 
 
-def header_lines():
+def header_lines(clock):
     isa = cpu_tuning.instruction_sets()
     bf16 = "bf16 runs in hardware" if cpu_tuning.bf16_is_fast() else "bf16 is emulated in software"
     return [f"# CPU benchmark, {time.strftime('%Y-%m-%d %H:%M')}", "",
             f"- CPU: {cpu_tuning.cpu_name()}; {os.cpu_count()} logical CPUs; torch threads {torch.get_num_threads()}; "
             f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}",
             f"- instruction sets (/proc/cpuinfo): {', '.join(isa) if isa is not None else 'unknown'} ({bf16})",
+            f"- clock: {'wall time' if clock == 'wall' else 'process CPU time'} (FID: wall time)",
             f"- load average at start: {timing.load_average()}", ""]
 
 
-def generator_runs(sizes, batches, dtypes, repeats, budget_s):
+def generator_runs(sizes, batches, dtypes, repeats, budget_s, clock):
     """{(size, dtype): child result} of the plain-call measurement. Where bf16 is emulated it runs at the
     smallest size and the two smallest batches only (minutes per image)."""
     runs = {}
@@ -58,19 +59,19 @@ def generator_runs(sizes, batches, dtypes, repeats, budget_s):
             use = batches[:2] if emulated else batches
             runs[(size, dtype_name)] = timing.run_child("generator_speed", [
                 f"--size={size}", f"--dtype={dtype_name}", f"--batches={','.join(map(str, use))}",
-                f"--repeats={repeats}", f"--budget={budget_s}"])
+                f"--repeats={repeats}", f"--budget={budget_s}", f"--clock={clock}"])
     return runs
 
 
-def levers_runs(size, batches, repeats, budget_s):
-    """The levers child (batched forms at the larger batches), and a plain child with the allocator left alone."""
-    lever_batches = ",".join(str(b) for b in batches if b > 1) or "4"
-    levers = timing.run_child("generator_speed", [f"--size={size}", "--levers", f"--batches={lever_batches}",
-                                                  f"--repeats={repeats}", f"--budget={budget_s}"])
-    malloc_off = timing.run_child("generator_speed", [f"--size={size}", f"--batches={','.join(map(str, batches))}",
-                                                      f"--repeats={repeats}", f"--budget={budget_s}"],
+def levers_runs(size, batches, repeats, budget_s, clock):
+    """The levers child (the batched forms at the first batch above 1), a plain child with the allocator left
+    alone, and the epilogue child."""
+    lever_batch = next((b for b in batches if b > 1), 4)  # the first batch above 1
+    common = [f"--size={size}", f"--repeats={repeats}", f"--budget={budget_s}", f"--clock={clock}"]
+    levers = timing.run_child("generator_speed", common + ["--levers", f"--batches={lever_batch}"])
+    malloc_off = timing.run_child("generator_speed", common + [f"--batches={','.join(map(str, batches))}"],
                                   env={cpu_tuning.ENV_MALLOC: "0"})
-    epilogue = timing.run_child("epilogue_speed", [f"--repeats={max(repeats, 3)}"])
+    epilogue = timing.run_child("epilogue_speed", [f"--repeats={max(repeats, 3)}", f"--clock={clock}"])
     return levers, malloc_off, epilogue
 
 
@@ -98,14 +99,18 @@ def _sections(ctx, param, value):
 @click.option("--repeats", default=3, type=click.IntRange(min=1), show_default=True, help="Interleaved rounds")
 @click.option("--budget", "budget_s", default=60.0, show_default=True,
               help="A case slower than this many seconds is measured once")
-@click.option("--threads", type=click.IntRange(min=1), help="torch threads, here and in the children  [default: torch's]")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="torch threads, here and in the children  [default: torch's]")
+@click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
+              help="What the generator, levers and training sections time: wall time, or the process's CPU time "
+                   "(steadier on a busy machine; with --threads=1 it is the work itself). FID is always wall time")
 @click.option("--train-size", default=512, type=click.IntRange(min=8), show_default=True,
               help="Image height of the training-step section (SHHQ: 512)")
 @click.option("--train-minutes", default=3.0, show_default=True, help="Length of the demo training run")
 @click.option("--fid-images", default=256, type=click.IntRange(min=4), show_default=True,
               help="Generated images per FID timing")
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the Markdown here")
-def main(sections, sizes, batches, dtypes, repeats, budget_s, threads, train_size, train_minutes, fid_images,
+def main(sections, sizes, batches, dtypes, repeats, budget_s, threads, clock, train_size, train_minutes, fid_images,
          out):
     """Time the generator, the tools, training and FID on the CPU against the same-run matmul peaks."""
     dtypes = [d.strip() for d in dtypes.split(",") if d.strip()]
@@ -116,21 +121,23 @@ def main(sections, sizes, batches, dtypes, repeats, budget_s, threads, train_siz
         os.environ["OMP_NUM_THREADS"] = str(threads)  # the children's torch reads it
     results = dnnlib.EasyDict(sizes=sizes, batches=batches, dtypes=dtypes)
     if "generator" in sections:
-        results.generator = generator_runs(sizes, batches, dtypes, repeats, budget_s)
+        results.generator = generator_runs(sizes, batches, dtypes, repeats, budget_s, clock)
     if "tools" in sections:
         results.tools = timing.run_child("generator_speed", [f"--size={sizes[0]}", "--tools", "--batches=1,16",
-                                                             f"--repeats={repeats}", f"--budget={budget_s}"])
+                                                             f"--repeats={repeats}", f"--budget={budget_s}",
+                                                             f"--clock={clock}"])
     if "levers" in sections:
-        results.levers, results.malloc_off, results.epilogue = levers_runs(sizes[0], batches, repeats, budget_s)
+        results.levers, results.malloc_off, results.epilogue = levers_runs(sizes[0], batches, repeats, budget_s, clock)
     if "train" in sections:
-        results.train = timing.run_child("train_speed", [f"--size={train_size}", "--batch=4"])
+        results.train = timing.run_child("train_speed", [f"--size={train_size}", "--batch=4", f"--clock={clock}"])
     if "demo" in sections:
         results.demo = cpu_report.demo_sec_per_kimg(train_minutes)
     if "fid" in sections:
         results.fid = timing.run_child("fid_speed", [f"--images={fid_images}", f"--repeats={min(repeats, 2)}"])
     if "layers" in sections:
         results.layers = cpu_report.layer_layouts(sizes[0], batches, repeats, budget_s)
-    text = "\n".join(header_lines() + cpu_report.sections(results) + [f"- load average at end: {timing.load_average()}", ""])
+    lines = header_lines(clock) + cpu_report.sections(results)
+    text = "\n".join(lines + [f"- load average at end: {timing.load_average()}", ""])
     print(text)
     if out:
         dnnlib.util.atomic_write(out, lambda f: f.write((text + "\n").encode("utf-8")))

@@ -23,6 +23,13 @@ def sections(results):
     return out
 
 
+def clock_note(run):
+    """How a child timed: 'wall time, 2 threads' or 'process CPU time, 1 thread'."""
+    clock = "process CPU time" if run.get("clock") == "cpu" else "wall time"
+    threads = run.get("threads")
+    return f"{clock}, {threads} thread{'s' if threads != 1 else ''}" if threads else clock
+
+
 # ----------------------------------------------------------------------------
 # The goals at a glance.
 
@@ -45,7 +52,8 @@ def goals_section(results):
         ratio = max(per_image_ratios(run).values())
         share = min(shares(run, dtype_name).values())
         target = ">= 0.5" if dtype_name == "bf16" else ">= 0.7"
-        rows.append([f"1: per image, worst batch vs batch 1, {size}x{size // 2} {dtype_name}", f"{ratio:.2f}", "<= 1.05"])
+        rows.append([f"1: per image, worst batch vs batch 1, {size}x{size // 2} {dtype_name}", f"{ratio:.2f}",
+                     "<= 1.05"])
         rows.append([f"{'3' if dtype_name == 'bf16' else '4'}: lowest share of the {dtype_name} peak, "
                      f"{size}x{size // 2}", f"{share:.2f}", target])
     if "tools" in results:
@@ -54,7 +62,8 @@ def goals_section(results):
                      f"{cases['generate.py --batch=16'][0] / cases['generate.py --batch=1'][0]:.2f}", "<= 1.05"])
     if "train" in results:
         flops, secs = train_totals(results["train"])
-        rows.append([f"5: SHHQ {results.train['size']}x{results.train['size'] // 2} training step (G+D, R1, path length), share of the fp32 peak",
+        size = results.train["size"]
+        rows.append([f"5: SHHQ {size}x{size // 2} training step (G+D, R1, path length), share of the fp32 peak",
                      f"{flops / secs / results['train']['peaks']['fp32']:.2f}", "as a fraction"])
     if "fid" in results:
         fid = results["fid"]
@@ -63,8 +72,9 @@ def goals_section(results):
                      f"{fid['detector_flops_per_image'] / cases['detector'][0] / fid['peaks']['fp32']:.2f}", ">= 0.5"])
         rows.append(["6: FID pipeline time over the detector's alone (1.00 = generator hidden)",
                      f"{cases['pipeline'][0] / cases['detector'][0]:.2f}", "<= 1.05"])
-    return ["## The goals at a glance", "", "Batch invariance (goal 2) is held by tests (tests/test_batch_invariance.py), "
-            "not measured.", "", markdown_table(["goal", "measured", "target"], rows), ""]
+    return ["## The goals at a glance", "",
+            "Batch invariance (goal 2) is held by tests (tests/test_batch_invariance.py), not measured.", "",
+            markdown_table(["goal", "measured", "target"], rows), ""]
 
 
 # ----------------------------------------------------------------------------
@@ -83,7 +93,8 @@ def generator_section(results):
     sizes = ", ".join(f"{s}x{s // 2}: {f:.1f}" for s, f in sorted(flops.items()))
     return ["## Generator: a plain G(z, c) in a fresh process (goals 1, 3, 4)", "",
             f"SHHQ config, random weights ({sizes} GFLOP/img, benchmarks/flops.py); each (size, dtype) in its own "
-            "process with no allocator setting made by the caller; s/img as median (min-max) of the rounds.", "",
+            "process with no allocator setting made by the caller; s/img as median (min-max) of the rounds; "
+            f"{clock_note(next(iter(results.generator.values())))}.", "",
             markdown_table(["size", "dtype", "batch", "s/img", "share of peak", "s/img vs batch 1",
                             "same-run peak GFLOP/s"], rows), ""]
 
@@ -95,7 +106,8 @@ def tools_section(results):
              f"{stats[0] / first:.2f}"] for name, stats in run["cases"].items()]
     return ["## Through the tools (goal 1)", "",
             f"The first size's generator, fp32; generate_images over 17 seeds (what generate.py runs; its default "
-            f"batch on the CPU is 1). Same-run fp32 peak {run['peaks']['fp32'] / 1e9:.1f} GFLOP/s.", "",
+            f"batch on the CPU is 1); {clock_note(run)}. Same-run fp32 peak {run['peaks']['fp32'] / 1e9:.1f} GFLOP/s.",
+            "",
             markdown_table(["path", "s/img", "share of peak", "vs --batch=1"], rows), ""]
 
 
@@ -104,8 +116,8 @@ def levers_section(results):
     default = run["cases"]["per-sample (the default), batch 1"][0]
     rows = [[name, spread(stats), f"{stats[0] / default:.2f}"] for name, stats in run["cases"].items()]
     out = ["## Levers: what the CPU form was chosen from (goal 1)", "",
-           f"The first size's generator, fp32, one process, interleaved rounds (same-run fp32 peak "
-           f"{run['peaks']['fp32'] / 1e9:.1f} GFLOP/s). Time against the default at batch 1.", "",
+           f"The first size's generator, fp32, one process, interleaved rounds, {clock_note(run)} (same-run fp32 "
+           f"peak {run['peaks']['fp32'] / 1e9:.1f} GFLOP/s). Time against the default at batch 1.", "",
            markdown_table(["form", "s/img", "vs default, batch 1"], rows), ""]
     off = results.malloc_off
     rows = [[name.replace("G ", ""), spread(stats), f"{off['peaks']['fp32'] / 1e9:.1f}"]
@@ -137,10 +149,12 @@ def train_section(results):
              f"{p['flops'] / p['seconds'][0] / 1e9:.1f}", f"{p['flops'] / p['seconds'][0] / peak:.2f}"]
             for name, p in train["phases"].items()]
     flops, secs = train_totals(train)
-    rows.append(["step", f"{secs:.1f}", f"{flops / 1e9:.0f}", f"{flops / secs / 1e9:.1f}", f"{flops / secs / peak:.2f}"])
+    rows.append(["step", f"{secs:.1f}", f"{flops / 1e9:.0f}", f"{flops / secs / 1e9:.1f}",
+                 f"{flops / secs / peak:.2f}"])
     return ["## Training at SHHQ size (goal 5)", "",
-            f"{train['size']}x{train['size'] // 2}, shhq preset, batch {train['batch']}, fp32, one step with both regularisers (same-run fp32 peak "
-            f"{peak / 1e9:.1f} GFLOP/s); FLOPs from torch's FLOP counter.", "",
+            f"{train['size']}x{train['size'] // 2}, shhq preset, batch {train['batch']}, fp32, one step with both "
+            f"regularisers, {clock_note(train)} (same-run fp32 peak {peak / 1e9:.1f} GFLOP/s); FLOPs from torch's "
+            "FLOP counter.", "",
             markdown_table(["phase", "seconds", "GFLOP", "GFLOP/s", "share of peak"], rows), ""]
 
 
@@ -230,4 +244,5 @@ def layers_section(results):
         rows.append([res, shape, batch, f"{nchw[0] * 1e3 / batch:.1f}", f"{nhwc[0] * 1e3 / batch:.1f}",
                      f"{nchw[0] / nhwc[0]:.2f}"])
     return ["## Synthesis blocks: NCHW vs channels_last (fp32)", "",
-            markdown_table(["block", "C x [H, W]", "batch", "NCHW ms/img", "channels_last ms/img", "speedup"], rows), ""]
+            markdown_table(["block", "C x [H, W]", "batch", "NCHW ms/img", "channels_last ms/img", "speedup"], rows),
+            ""]

@@ -39,8 +39,10 @@ def steps(x, noise, bias):
 
 @click.command()
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
-def main(repeats):
+@click.option("--clock", type=click.Choice(list(timing.CLOCKS)), default="wall", show_default=True)
+def main(repeats, clock):
     """Time the layer epilogue as separate ops, in place in slices, and compiled; one JSON line."""
+    timing.use_clock(clock)
     torch.manual_seed(0)
     x = torch.randn(SHAPE).contiguous(memory_format=torch.channels_last)
     noise, bias = torch.randn(SHAPE[2:]), torch.randn(SHAPE[1])

@@ -63,7 +63,7 @@ def save_detector(path):
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         detector(torch.zeros(1, 3, 512, 256, dtype=torch.uint8), return_features=True)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch calls TorchScript deprecated; the real files are TorchScript
+        warnings.simplefilter("ignore", FutureWarning)  # torch calls TorchScript deprecated; the real files use it
         torch.jit.save(torch.jit.script(detector), path)
     return counter.get_total_flops()
 

@@ -20,13 +20,26 @@ def load_average():
     return "n/a" if not hasattr(os, "getloadavg") else " ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
+# What seconds() reads: wall time, or with use_cpu_clock() the process's CPU time, which other work on a busy
+# machine moves far less (with one torch thread it is the work itself; with more it also counts spinning).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = CLOCKS["wall"]
+
+
+def use_clock(name):
+    """Make seconds() read the 'wall' or 'cpu' clock."""
+    global _clock
+    _clock = CLOCKS[name]
+
+
 def seconds(fn, min_time=0.0):
-    """Wall time of fn(); with min_time, fn runs repeatedly for at least that long and the mean is returned."""
-    calls, start = 0, time.perf_counter()
+    """Time of fn() on the chosen clock; with min_time, fn runs repeatedly for at least that long and the mean
+    is returned."""
+    calls, start = 0, _clock()
     while True:
         fn()
         calls += 1
-        elapsed = time.perf_counter() - start
+        elapsed = _clock() - start
         if elapsed >= min_time:
             return elapsed / calls
 

@@ -83,15 +83,19 @@ def dreg_equivalent(D, real_img):
 @click.option("--size", type=click.IntRange(min=8), default=512, show_default=True,
               help="Image height (SHHQ: 512 or 1024)")
 @click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--clock", type=click.Choice(list(timing.CLOCKS)), default="wall", show_default=True,
+              help="wall time, or the process's CPU time (steadier on a busy machine; use with one thread)")
 @click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--budget", "budget_s", type=float, default=600.0, show_default=True,
               help="A phase slower than this many seconds is measured once")
-def main(size, batch, repeats, budget_s):
+def main(size, batch, clock, repeats, budget_s):
     """Seconds and FLOPs of each phase of one SHHQ training step on the CPU, with the same-run peak."""
+    timing.use_clock(clock)
     cases = {"peak fp32": timing.matmul_case("fp32"), **phase_cases(int(size), batch)}
     median = timing.measure(cases, repeats, budget_s)
     phases = {name: dict(seconds=list(median[name]), flops=cases[name]["flops"]) for name in PHASES}
-    print(json.dumps(dict(peaks=timing.peaks_of(median, ["fp32"]), size=int(size), batch=batch, phases=phases)))
+    print(json.dumps(dict(peaks=timing.peaks_of(median, ["fp32"]), clock=clock, threads=torch.get_num_threads(),
+                          size=int(size), batch=batch, phases=phases)))
 
 
 if __name__ == "__main__":
