@@ -4,15 +4,17 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.14.1
+# The torchvision build of $(TORCH): timm (a test extra) needs torchvision, and an unpinned one could move torch.
+TORCHVISION ?= torchvision==0.29.1
 
-.PHONY: test test-quick demo app venv clean-venv
+.PHONY: test test-quick mutation demo app venv clean-venv
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test,video,hub,app]"
+	$(PY) -m pip install -q "$(TORCH)" "$(TORCHVISION)"
+	$(PY) -m pip install -q -e ".[test,video,hub,app,onnx]"
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -21,6 +23,11 @@ test: $(STAMP)
 # The quick loop while editing: everything but the tests marked slow (under a minute on 2 cores).
 test-quick: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
+
+# Breaks the package on purpose (in a scratch copy) and checks that the tests catch every break; not in CI (it takes
+# minutes). See README.md, Development.
+mutation: $(STAMP)
+	$(PY) scripts/mutation_check.py
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py

@@ -1,73 +1,8 @@
-"""A web app for exploring a checkpoint in the browser: sample, truncate, mix, edit and project.
+"""A web app for exploring a checkpoint: `python app.py --help` (installed as sg2-app).
 
-Examples:
-  python app.py --network=SHHQ-1.0_sg2_512.pkl                  # then open http://127.0.0.1:7860
-  python app.py --network=run/network-snapshot-000100.pkl --device=cpu --port=8080
-  make app                                                       # the CPU demo's last snapshot
-
-It serves on this machine only (127.0.0.1) unless --host or --share says otherwise. The page is
-latent/webapp.py; every image comes from the library the command-line tools use (latent/session.py over
-latent.space, directions and projection): a seed gives the pixels generate.py writes for it. Needs gradio
-(pip install .[app]).
+The command lives in sg2_cli/app.py; this file keeps `python app.py ...` working in a checkout.
 """
-import ipaddress
-import os
-
-import click
-
-import dnnlib
-import dnnlib.cli
-from dnnlib.util import UserError
-from latent import webapp
-from latent.session import Session
-from torch_utils.distributed import resolve_device
-
-
-def is_loopback(host):
-    """Is `host` this machine only (127.0.0.0/8, ::1, localhost)?"""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@click.command()
-@click.option("--network", "network_pkl", required=True, metavar="PATH|URL",
-              help="Network .pkl or .safetensors: path, or URL (http(s), Google Drive link, hf://OWNER/REPO/FILE)")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to serve on; anything but loopback exposes the app to other machines")
-@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True, help="Port to serve on")
-@click.option("--share", is_flag=True, help="Also publish a temporary public gradio.live link")
-@click.option("--device", "device_name", default=None, help="cpu, cuda or cuda:N  [default: cuda if available]")
-@click.option("--vgg16", "vgg16_spec", default=None, metavar="PATH|URL",
-              help="VGG16 detector for the Project tab  [default: $SG2_VGG16_DETECTOR, else the standard URL]")
-@click.option("--sha256", help="Expected SHA-256 of --network, checked before it is read", metavar="HEX")
-@click.option("--verbose", is_flag=True, help="Show full tracebacks on errors")
-def main(network_pkl, host, port, share, device_name, vgg16_spec, sha256, verbose):
-    """Serve a web app to explore a network: sample, truncate, mix, edit with directions, project photos."""
-    webapp.check_gradio()
-    device = resolve_device(device_name)
-    if vgg16_spec and not dnnlib.util.is_url(vgg16_spec) and not os.path.isfile(vgg16_spec):
-        raise UserError(f"--vgg16: {vgg16_spec} is not a file")
-    if share or not is_loopback(host):
-        where = "through a public gradio.live link" if share else f"from other machines on {host}"
-        print(f"warning: the app will be reachable {where}; anyone who reaches it can run the network and "
-              f"upload files", flush=True)
-    print(f'Loading network from "{network_pkl}"...', flush=True)
-    session = Session.open(network_pkl, device=device, sha256=sha256, vgg16_spec=vgg16_spec)
-    print(f"Network: {session.describe()}")
-    demo = webapp.build_app(session)
-    demo.queue(default_concurrency_limit=1)
-    try:
-        demo.launch(server_name=host, server_port=port, share=share, css=webapp.CSS,
-                    allowed_paths=[session.outdir], show_error=True)
-    except OSError as err:  # gradio: the port is taken, or the host is not an address of this machine
-        raise UserError(f"--host/--port: cannot serve on {host}:{port} ({str(err).split('. ')[0]}); "
-                        f"choose another --port, or an address of this machine for --host") from None
-
+from sg2_cli.app import cli
 
 if __name__ == "__main__":
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    dnnlib.cli.run(main)
+    cli()

@@ -20,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 import helpers_browser as browser  # noqa: E402
 from helpers_latent import save_generator, tiny_generator  # noqa: E402
+from sg2_cli.options import network  # noqa: E402
 
 
 def measure(network, changes):
@@ -51,15 +52,16 @@ def measure(network, changes):
 
 
 @click.command()
-@click.option("--network", default=None, metavar="PKL", help="Network to open  [default: a tiny one made here]")
+@network(required=False)
 @click.option("--changes", type=click.IntRange(min=0), default=5, show_default=True, help="Seed changes to time")
-def main(network, changes):
+def main(network_pkl, sha256, changes):
     """Print the app's start time and the time until its first image appears in headless Chromium."""
     reason = browser.missing_browser()
     if reason:
         sys.exit(f"cannot run: {reason}")
+    network = network_pkl if sha256 is None or network_pkl is None else f"{network_pkl}#sha256={sha256}"
     result = measure(network, changes)
-    print(f"network:                          {network or 'tiny 32x16 (made here)'}")
+    print(f"network:                          {network_pkl or 'tiny 32x16 (made here)'}")
     print(f"app start (until HTTP answers):   {result['start']:.1f} s")
     print(f"browser start (for reference):    {result['browser']:.1f} s")
     print(f"page load until the first image:  {result['first_image']:.1f} s")

@@ -1,6 +1,7 @@
 """CPU speed of the package against the matmul peak measured in the same run; prints Markdown.
 
-    python benchmarks/cpu.py                                  # every section (20-40 minutes on 2 cores)
+    python benchmarks/cpu.py                                  # every section at SHHQ sizes (1-2 hours on 2 cores)
+    python benchmarks/cpu.py --quick                          # the same sections at small sizes (minutes)
     python benchmarks/cpu.py --sections=generator,levers --sizes=512 --out=cpu.md
     python benchmarks/cpu.py --sections=layers                # each synthesis block in NCHW vs channels_last
 
@@ -32,10 +33,16 @@ sys.path.insert(0, ROOT)
 import dnnlib  # noqa: E402
 from benchmarks import cpu_report  # noqa: E402
 from benchmarks import timing  # noqa: E402
+from sg2_cli import outputs  # noqa: E402
+from sg2_cli.options import shared  # noqa: E402
 from torch_utils import cpu_tuning  # noqa: E402
+from torch_utils.precision import PRECISIONS  # noqa: E402
 
 SECTIONS = ("generator", "tools", "levers", "train", "demo", "fid", "layers")
 DEFAULT_SECTIONS = ("generator", "tools", "levers", "train", "demo", "fid")
+# --quick: small sizes for the options not given on the command line (the generator at 256x128, 4.7x fewer
+# FLOPs than 512x256; training at 128x64; a short demo run; fewer FID images). Batches stay 1, 4, 16.
+QUICK = dict(sizes=[256], repeats=2, budget_s=15.0, train_size=128, train_minutes=0.5, fid_images=32)
 
 
 def header_lines(clock):
@@ -75,13 +82,6 @@ def levers_runs(size, batches, repeats, budget_s, clock):
     return levers, malloc_off, epilogue
 
 
-def _int_list(ctx, param, value):
-    try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"'{value}' is not a comma-separated list of integers")
-
-
 def _sections(ctx, param, value):
     names = [v.strip() for v in value.split(",") if v.strip()]
     unknown = [name for name in names if name not in SECTIONS]
@@ -93,8 +93,8 @@ def _sections(ctx, param, value):
 @click.command()
 @click.option("--sections", default=",".join(DEFAULT_SECTIONS), callback=_sections, show_default=True,
               help=f"Comma list of {', '.join(SECTIONS)}")
-@click.option("--sizes", default="512,1024", callback=_int_list, show_default=True, help="Generator heights")
-@click.option("--batches", default="1,4,16", callback=_int_list, show_default=True)
+@click.option("--sizes", default="512,1024", callback=timing.int_list, show_default=True, help="Generator heights")
+@click.option("--batches", default="1,4,16", callback=timing.int_list, show_default=True)
 @click.option("--dtypes", default="fp32,bf16", show_default=True, help="Comma list of fp32, bf16")
 @click.option("--repeats", default=3, type=click.IntRange(min=1), show_default=True, help="Interleaved rounds")
 @click.option("--budget", "budget_s", default=60.0, show_default=True,
@@ -109,38 +109,55 @@ def _sections(ctx, param, value):
 @click.option("--train-minutes", default=3.0, show_default=True, help="Length of the demo training run")
 @click.option("--fid-images", default=256, type=click.IntRange(min=4), show_default=True,
               help="Generated images per FID timing")
-@click.option("--out", type=click.Path(dir_okay=False), help="Also write the Markdown here")
-def main(sections, sizes, batches, dtypes, repeats, budget_s, threads, clock, train_size, train_minutes, fid_images,
-         out):
+@click.option("--quick", is_flag=True, help="Small sizes, for a check in minutes (explicit options still apply)")
+@shared("--out", param="out", type=click.Path(dir_okay=False), required=False, detail="also the Markdown")
+@shared("--force")
+@click.pass_context
+def main(ctx, sections, dtypes, threads, clock, quick, out, force, **sizes_and_lengths):
     """Time the generator, the tools, training and FID on the CPU against the same-run matmul peaks."""
+    outputs.check_new([out] if out else [], force, "--out")
     dtypes = [d.strip() for d in dtypes.split(",") if d.strip()]
-    if not dtypes or any(d not in timing.DTYPES for d in dtypes) or "fp32" not in dtypes:
+    if not dtypes or any(d not in PRECISIONS for d in dtypes) or "fp32" not in dtypes:
         raise click.BadParameter("--dtypes: give fp32 and optionally bf16")
     if threads:
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)  # the children's torch reads it
+    given = {name for name in sizes_and_lengths
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
+    settings = dnnlib.EasyDict(sizes_and_lengths)
+    if quick:
+        settings.update({name: value for name, value in QUICK.items() if name not in given})
+    mode = "--quick: small sizes, not the SHHQ figures" if quick else "full SHHQ sizes"
+    text = "\n".join(header_lines(clock)[:-1] + [f"- {mode}; sizes {settings.sizes}, batches {settings.batches}", ""] + cpu_report.sections(run_sections(sections, dtypes, clock, settings))
+                     + [f"- load average at end: {timing.load_average()}", ""])
+    print(text)
+    if out:
+        dnnlib.util.atomic_write(out, lambda f: f.write((text + "\n").encode("utf-8")))
+
+
+def run_sections(sections, dtypes, clock, settings):
+    """The results of each section asked for, each from its own child process where it runs one."""
+    sizes, batches, repeats, budget_s = settings.sizes, settings.batches, settings.repeats, settings.budget_s
     results = dnnlib.EasyDict(sizes=sizes, batches=batches, dtypes=dtypes)
     if "generator" in sections:
         results.generator = generator_runs(sizes, batches, dtypes, repeats, budget_s, clock)
     if "tools" in sections:
-        results.tools = timing.run_child("generator_speed", [f"--size={sizes[0]}", "--tools", "--batches=1,16",
-                                                             f"--repeats={repeats}", f"--budget={budget_s}",
-                                                             f"--clock={clock}"])
+        tool_batches = ",".join(map(str, sorted({1, *batches})))
+        results.tools = timing.run_child("generator_speed", [f"--size={sizes[0]}", "--tools",
+                                                             f"--batches={tool_batches}", f"--repeats={repeats}",
+                                                             f"--budget={budget_s}", f"--clock={clock}"])
     if "levers" in sections:
         results.levers, results.malloc_off, results.epilogue = levers_runs(sizes[0], batches, repeats, budget_s, clock)
     if "train" in sections:
-        results.train = timing.run_child("train_speed", [f"--size={train_size}", "--batch=4", f"--clock={clock}"])
+        results.train = timing.run_child("train_speed", [f"--size={settings.train_size}", "--batch=4",
+                                                         f"--clock={clock}"])
     if "demo" in sections:
-        results.demo = cpu_report.demo_sec_per_kimg(train_minutes)
+        results.demo = cpu_report.demo_sec_per_kimg(settings.train_minutes)
     if "fid" in sections:
-        results.fid = timing.run_child("fid_speed", [f"--images={fid_images}", f"--repeats={min(repeats, 2)}"])
+        results.fid = timing.run_child("fid_speed", [f"--images={settings.fid_images}", f"--repeats={min(repeats, 2)}"])
     if "layers" in sections:
         results.layers = cpu_report.layer_layouts(sizes[0], batches, repeats, budget_s)
-    lines = header_lines(clock) + cpu_report.sections(results)
-    text = "\n".join(lines + [f"- load average at end: {timing.load_average()}", ""])
-    print(text)
-    if out:
-        dnnlib.util.atomic_write(out, lambda f: f.write((text + "\n").encode("utf-8")))
+    return results
 
 
 if __name__ == "__main__":

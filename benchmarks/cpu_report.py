@@ -58,8 +58,10 @@ def goals_section(results):
                      f"{size}x{size // 2}", f"{share:.2f}", target])
     if "tools" in results:
         cases = results["tools"]["cases"]
-        rows.append(["1: generate.py --batch=16 vs --batch=1, per image",
-                     f"{cases['generate.py --batch=16'][0] / cases['generate.py --batch=1'][0]:.2f}", "<= 1.05"])
+        batched = {name: v[0] for name, v in cases.items() if name.startswith("generate.py --batch=")}
+        worst = max(batched, key=batched.get)
+        rows.append([f"1: generate.py, slowest batch ({worst.split()[-1]}) vs --batch=1, per image",
+                     f"{batched[worst] / cases['generate.py --batch=1'][0]:.2f}", "<= 1.05"])
     if "train" in results:
         flops, secs = train_totals(results["train"])
         size = results.train["size"]

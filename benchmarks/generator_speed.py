@@ -18,6 +18,10 @@ import torch
 
 from benchmarks import flops as flop_count
 from benchmarks import timing
+from latent import generation, space
+from sg2_cli.options import shared
+from torch_utils import precision
+from torch_utils.precision import PRECISIONS
 from training import networks
 
 # The original implementation's inference form on any device: the fused (grouped) modulated convolution, NCHW.
@@ -41,7 +45,7 @@ def shhq_generator(resolution):
 
 def dtype_kwargs(dtype_name):
     # fp32: no keyword at all, the call any StyleGAN2 code accepts.
-    return {} if dtype_name == "fp32" else dict(dtype=timing.DTYPES[dtype_name])
+    return {} if dtype_name == "fp32" else dict(dtype=PRECISIONS[dtype_name])
 
 
 def call_case(G, batch, **kwargs):
@@ -108,34 +112,25 @@ def without_in_place_epilogue(case):
 def tool_cases(G, batches, dtype_name):
     """What the tools run: generate.py's generate_images (17 seeds, as the issue timed it) and the one-image
     passes of style_mixing.py and the web app (latent.space.synthesize)."""
-    import generate
-    from latent import space
     seeds = list(range(17))
+    dtype = PRECISIONS[dtype_name]
     cases = {}
     for batch in batches:
         def run(batch=batch):
-            return timing.seconds(lambda: list(generate.generate_images(G, seeds, batch_size=batch,
-                                                                        dtype=dtype_name))) / len(seeds)
+            return timing.seconds(lambda: list(generation.generate_images(G, seeds, batch_size=batch,
+                                                                          dtype=dtype))) / len(seeds)
         cases[f"generate.py --batch={batch}"] = dict(run=run)
     ws = G.mapping(torch.from_numpy(np.random.RandomState(0).randn(2, G.z_dim).astype(np.float32)), None)
-    dtype = timing.DTYPES[dtype_name]
     cases["style_mixing.py / app (one image per pass)"] = dict(
         run=lambda: timing.seconds(lambda: space.synthesize(G, ws, dtype=dtype)) / len(ws))
     return cases
 
 
-def _int_list(ctx, param, value):
-    try:
-        return [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"'{value}' is not a comma-separated list of integers")
-
-
 @click.command()
 @click.option("--size", type=click.IntRange(min=8), default=512, show_default=True,
               help="Image height (SHHQ: 512 or 1024)")
-@click.option("--dtype", "dtype_name", type=click.Choice(list(timing.DTYPES)), default="fp32", show_default=True)
-@click.option("--batches", default="1,4,16", callback=_int_list, show_default=True)
+@shared("--dtype")
+@click.option("--batches", default="1,4,16", callback=timing.int_list, show_default=True)
 @click.option("--clock", type=click.Choice(list(timing.CLOCKS)), default="wall", show_default=True,
               help="wall time, or the process's CPU time (steadier on a busy machine; use with one thread)")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
@@ -143,8 +138,9 @@ def _int_list(ctx, param, value):
               help="A case slower than this many seconds is measured once")
 @click.option("--levers", is_flag=True, help="The other forms of a batch instead of the plain call")
 @click.option("--tools", is_flag=True, help="The tools' paths instead of the plain call")
-def main(size, dtype_name, batches, clock, repeats, budget_s, levers, tools):
+def main(size, dtype, batches, clock, repeats, budget_s, levers, tools):
     """Seconds per image of the SHHQ generator, with the same-run matmul peak; one JSON line."""
+    dtype_name = precision.name_of(dtype)
     timing.use_clock(clock)
     G = shhq_generator(int(size))
     make = lever_cases if levers else tool_cases if tools else plain_cases

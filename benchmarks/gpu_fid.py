@@ -30,6 +30,8 @@ import dnnlib  # noqa: E402
 from benchmarks import gpu_train  # noqa: E402
 from benchmarks.generator_speed import shhq_generator  # noqa: E402
 from metrics import metric_main  # noqa: E402
+from sg2_cli.options import network, shared  # noqa: E402
+from torch_utils import distributed  # noqa: E402
 
 
 class CostlyStandInDetector(torch.nn.Module):
@@ -76,21 +78,21 @@ def timed_fid(G, dataset_kwargs, detector, device, max_gen=None):
 
 
 @click.command()
-@click.option("--network", "network_pkl", help="Generator pickle instead of a random SHHQ 512x256 one")
-@click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
+@network(required=False)
+@shared("--device", param="device")
 @click.option("--resolution", type=int, default=512, show_default=True, help="Height of the random SHHQ-config G")
 @click.option("--real", type=click.IntRange(min=16), default=500, show_default=True, help="Synthetic real images")
 @click.option("--calibrate", type=click.IntRange(min=8), default=2000, show_default=True,
               help="Generated images of the calibration pass")
 @click.option("--time-limit", type=float, default=300, show_default=True,
               help="Seconds the whole fid50k_full may take; otherwise only the estimate is printed")
-def main(network_pkl, device, resolution, real, calibrate, time_limit):
+def main(network_pkl, sha256, device, resolution, real, calibrate, time_limit):
     """Time fid50k_full of a 512x256 SHHQ-config network with a detector of Inception's cost."""
     start = time.time()
-    device = torch.device(device)
+    device = distributed.resolve_device(device)
     if network_pkl:
         import legacy
-        G = legacy.load_network(network_pkl)
+        G = legacy.load_network(network_pkl, sha256=sha256)
     else:
         G = shhq_generator(resolution)
     with tempfile.TemporaryDirectory() as workdir:

@@ -32,6 +32,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import dnnlib  # noqa: E402
 from torch_utils.ops import _kernels  # noqa: E402
+from sg2_cli import outputs  # noqa: E402
+from sg2_cli.options import shared  # noqa: E402
 from training import launch, presets  # noqa: E402
 
 VARIANTS = {
@@ -132,11 +134,13 @@ def _list(ctx, param, value):
 @click.option("--kimg", type=float, default=0.6, show_default=True, help="Training length of each run")
 @click.option("--tick", type=float, default=0.15, show_default=True, help="kimg per tick (one sec/kimg sample)")
 @click.option("--images", type=click.IntRange(min=8), default=96, show_default=True, help="Synthetic dataset size")
-@click.option("--out", type=click.Path(dir_okay=False), help="Also write the Markdown table here")
-def main(sizes, variants, budget_s, kimg, tick, images, out):
+@shared("--out", param="out", type=click.Path(dir_okay=False), required=False, detail="also the Markdown table")
+@shared("--force")
+def main(sizes, variants, budget_s, kimg, tick, images, out, force):
     """Measure training sec/kimg for the SHHQ configs on one GPU: kernels vs reference, NHWC, TF32."""
     if not torch.cuda.is_available():
         raise click.ClickException("needs a CUDA GPU")
+    outputs.check_new([out] if out else [], force, "--out")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise click.BadParameter(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}", param_hint="--variants")

@@ -16,6 +16,8 @@ import click
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from sg2_cli.options import shared  # noqa: E402
+from torch_utils import distributed  # noqa: E402
 from torch_utils.ops import _kernels, bias_act, upfirdn2d  # noqa: E402
 
 
@@ -86,13 +88,13 @@ def bench_case(shape, dtype, op, impl, device, iters):
 
 
 @click.command()
-@click.option('--device', default='cuda' if torch.cuda.is_available() else 'cpu', show_default=True)
+@shared('--device', param='device')
 @click.option('--batch', default=4, show_default=True, help='Images per GPU.')
 @click.option('--max-res', default=None, type=int, help='Largest image height [default: 1024 on GPU, 64 on CPU].')
 @click.option('--iters', default=None, type=int, help='Timed calls per repeat [default: 20 on GPU, 2 on CPU].')
 def main(device, batch, max_res, iters):
     os.environ[_kernels.ENV_DISPATCH] = '0'  # time the kernel itself, also where upfirdn2d would pick cuDNN
-    device = torch.device(device)
+    device = distributed.resolve_device(device)
     gpu = device.type == 'cuda'
     max_res = max_res or (1024 if gpu else 64)
     iters = iters or (20 if gpu else 2)

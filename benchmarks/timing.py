@@ -10,10 +10,12 @@ import subprocess
 import sys
 import time
 
+import click
 import torch
 
+from torch_utils.precision import PRECISIONS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def load_average():
@@ -53,7 +55,7 @@ def peak_size(dtype_name):
 def matmul_case(dtype_name):
     """The matmul peak of a dtype: FLOPs and a timed run of a square product (mean over at least 0.3 s)."""
     n = peak_size(dtype_name)
-    a, b = (torch.randn(n, n).to(DTYPES[dtype_name]) for _ in range(2))
+    a, b = (torch.randn(n, n).to(PRECISIONS[dtype_name]) for _ in range(2))
     return dict(flops=2 * n ** 3, run=lambda: seconds(lambda: a @ b, min_time=0.3))
 
 
@@ -97,6 +99,14 @@ def run_child(module, args, env=None, timeout=3600):
     if result.returncode != 0:
         raise RuntimeError(f"benchmarks.{module} {' '.join(args)} failed with exit status {result.returncode}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def int_list(ctx, param, value):
+    """click callback: '1,4,16' -> [1, 4, 16]."""
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a comma-separated list of integers") from None
 
 
 def markdown_table(header, rows):

@@ -24,11 +24,12 @@ from typing import Optional, Tuple
 
 import tqdm
 
-from .util import UserError, atomic_write
+from . import download_limits
+from .errors import UserError
+from .output_files import atomic_write
 
-CHUNK_SIZE = 1 << 20            # bytes per read while streaming
+CHUNK_SIZE = 1 << 20            # bytes per read while streaming (at most; a read returns what has arrived)
 MAX_PAGE_BYTES = 1 << 20        # how much of a web page is read to find a form or an error message
-HTTP_TIMEOUT = 60               # seconds without data before an attempt counts as failed
 USER_AGENT = "stylegan-human-sg2 (urllib)"
 TEXT_SUFFIXES = (".html", ".htm", ".json", ".txt", ".csv", ".xml", ".md")  # downloads that may be text
 
@@ -131,16 +132,29 @@ def scan_page(page: bytes) -> _PageScan:
     return scan
 
 
+def _text_start(head: bytes) -> Optional[bytes]:
+    """The first bytes of `head` as UTF-8 text without a byte-order mark (UTF-16 decoded), or None when they hold
+    NUL bytes: binary formats do (a safetensors length, a pickle's opcodes), text never does."""
+    if head.startswith(b"\xef\xbb\xbf"):
+        head = head[3:]
+    elif head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        head = head[:1024].decode("utf-16", errors="replace").encode("utf-8", errors="replace")
+    head = head[:512]
+    return None if b"\0" in head else head
+
+
 def _is_html(head: bytes, content_type: str) -> bool:
-    start = head.lstrip()[:64].lower()
+    """An HTML (or XML) page: by its type, or by a start such as '<!doctype', '<html', '<div', '<?xml', '<!--'."""
+    start = _text_start(head)
     return content_type in ("text/html", "application/xhtml+xml") or \
-        start.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml", b"<!--"))
+        (start is not None and re.match(rb"\s*<[!?A-Za-z]", start) is not None)
 
 
 def _is_json(head: bytes, content_type: str) -> bool:
-    start = head.lstrip()
+    start = _text_start(head)
     # Pickles start with 0x80 (or an opcode), zips with 'PK', safetensors with a length: never '{"' or '['.
-    return content_type == "application/json" or re.match(rb'(\{\s*"|\{\s*\}|\[\s*[\[\]{"0-9-])', start) is not None
+    return content_type == "application/json" or \
+        (start is not None and re.match(rb'\s*(\{\s*"|\{\s*\}|\[\s*[\[\]{"0-9-])', start) is not None)
 
 
 def describe_text_response(head: bytes, content_type: Optional[str]) -> Optional[str]:
@@ -238,23 +252,19 @@ def drive_page_error(page: bytes, url: str, hint: str) -> UserError:
 
 
 # ----------------------------------------------------------------------------
-# Streaming with resume.
+# Streaming with resume, within the limits of dnnlib/download_limits.py.
 
-def _opener(cookies: CookieJar):
-    return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(cookies))
-
-
-def _request(opener, url: str, headers: Optional[dict] = None):
+def _request(opener, url: str, watchdog: download_limits.Watchdog, headers: Optional[dict] = None):
     headers = dict(headers or {}, **{"User-Agent": USER_AGENT})
-    return opener.open(urllib.request.Request(url, headers=headers), timeout=HTTP_TIMEOUT)
+    return opener.open(urllib.request.Request(url, headers=headers), timeout=watchdog.socket_timeout())
 
 
-def _open_drive_file(opener, cookies: CookieJar, url: str, file_id: str, hint: str):
+def _open_drive_file(session, target: str):
     """The response that carries the Drive file's bytes, after any confirmation pages."""
-    target = drive_download_url(file_id)
+    url, hint, file_id = session.url, session.hint, session.file_id
     for _round in range(DRIVE_CONFIRM_ROUNDS):
         try:
-            response = _request(opener, target)
+            response = _request(session.opener, target, session.watchdog)
         except urllib.error.HTTPError as err:
             page = err.read(MAX_PAGE_BYTES)
             if err.code == 404:
@@ -267,32 +277,37 @@ def _open_drive_file(opener, cookies: CookieJar, url: str, file_id: str, hint: s
             return response
         with response:
             page = response.read(MAX_PAGE_BYTES)
-        next_url = drive_confirmation_url(page, response.geturl(), cookies)
-        if next_url is None:
+        target = drive_confirmation_url(page, response.geturl(), session.cookies)
+        if target is None:
             raise drive_page_error(page, url, hint)
-        target = next_url
     raise UserError(f"{url}: Google Drive kept asking for confirmation; download it by hand in a browser{hint}")
 
 
-def _parse_content_range(value: Optional[str]) -> Tuple[Optional[int], Optional[int]]:
-    """'bytes START-END/TOTAL' -> (START, TOTAL or None)."""
-    match = re.fullmatch(r"\s*bytes\s+(\d+)-\d+/(\d+|\*)\s*", value or "")
+def _parse_content_range(value: Optional[str]) -> Tuple[Optional[int], Optional[int], Optional[int]]:
+    """'bytes START-END/TOTAL' -> (START, END, TOTAL or None)."""
+    match = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", value or "")
     if not match:
-        return None, None
-    return int(match.group(1)), (None if match.group(2) == "*" else int(match.group(2)))
+        return None, None, None
+    total = None if match.group(3) == "*" else int(match.group(3))
+    return int(match.group(1)), int(match.group(2)), total
+
+
+class _Restart(Exception):
+    """A resumed answer that does not continue the file (another range, total or version): start again from 0."""
 
 
 class _Transfer:
     """One file's bytes arriving in a temporary file: how many, their SHA-256, the expected total."""
 
-    def __init__(self, f, url: str, source: str, verbose: bool):
+    def __init__(self, f, url: str, source: str, verbose: bool, limits: download_limits.Limits):
         self.f = f
         self.url = url
         self.source = source            # who answers, for messages ('Google Drive', a host name)
+        self.limits = limits
         self.size = 0
-        self.total = None
+        self.total = None               # the file's size, from Content-Length / Content-Range
         self.hasher = hashlib.sha256()
-        self.validator = None           # ETag or Last-Modified, for If-Range on resume
+        self.validator = None           # ETag or Last-Modified of the first answer: resuming needs one
         name = os.path.basename(urllib.parse.urlparse(url).path) or "download"
         self.bar = tqdm.tqdm(desc=printable(name, 40), unit="B", unit_scale=True, unit_divisor=1024,
                              file=sys.stderr, dynamic_ncols=True, disable=not verbose)
@@ -301,30 +316,45 @@ class _Transfer:
         self.f.seek(0)
         self.f.truncate()
         self.size = 0
+        self.total = self.validator = None
         self.hasher = hashlib.sha256()
         self.bar.reset()
 
     def start(self, response) -> None:
-        """Take a response's headers: a 206 continues where we are, anything else starts from byte 0."""
+        """Take a response's headers: a 206 must continue exactly where we are, anything else starts at byte 0."""
         headers = response.headers
         if response.status == 206:
-            start, total = _parse_content_range(headers.get("Content-Range"))
-            if start != self.size:
-                wanted = self.size
-                self.restart()  # ask for the whole file next time
-                raise ConnectionError(f"the server resumed at byte {start}, not {wanted}")
-            self.total = total if total is not None else self.total
+            self._check_resumed(headers)
         else:
             self.restart()
             length = headers.get("Content-Length")
             self.total = int(length) if length and length.isdigit() else None
             self.validator = headers.get("ETag") or headers.get("Last-Modified")
+        if self.total is not None and self.total > self.limits.max_bytes:
+            raise download_limits.LimitReached(f"the file is {self.total} bytes, more than the limit of "
+                                               f"{self.limits.max_bytes} ($SG2_DOWNLOAD_MAX_BYTES)")
         self.bar.total = self.total
         self.bar.refresh()
 
-    def copy(self, response, check_text: bool) -> None:
+    def _check_resumed(self, headers) -> None:
+        start, _end, total = _parse_content_range(headers.get("Content-Range"))
+        validator = headers.get("ETag") or headers.get("Last-Modified")
+        if start != self.size:
+            problem = f"resumed at byte {start}, not {self.size}"
+        elif total is not None and self.total is not None and total != self.total:
+            problem = f"now has {total} bytes, not {self.total}"
+        elif validator is not None and validator != self.validator:
+            problem = "sent another version of the file"
+        else:
+            self.total = total if total is not None else self.total
+            return
+        self.restart()
+        raise _Restart(f"the server {problem}; starting again")
+
+    def copy(self, response, check_text: bool, watchdog: download_limits.Watchdog) -> None:
         while True:
-            chunk = response.read(CHUNK_SIZE)
+            chunk = response.read1(CHUNK_SIZE) if hasattr(response, "read1") else response.read(CHUNK_SIZE)
+            watchdog.check()
             if not chunk:
                 return
             if self.size == 0 and check_text:
@@ -332,23 +362,29 @@ class _Transfer:
                 if what is not None:
                     raise UserError(f"{self.url}: {self.source} returned {what} where a file was expected; "
                                     "nothing was cached")
+            if self.size + len(chunk) > min(self.limits.max_bytes, self.total or self.limits.max_bytes):
+                raise download_limits.LimitReached(f"more than {self.total or self.limits.max_bytes} bytes arrived "
+                                                   f"({'the announced size' if self.total else '$SG2_DOWNLOAD_MAX_BYTES'})")
             self.f.write(chunk)
             self.hasher.update(chunk)
             self.size += len(chunk)
             self.bar.update(len(chunk))
+            watchdog.progress(len(chunk))
 
     def complete(self) -> bool:
         return self.total is None or self.size >= self.total
 
 
 class _Session:
-    """The requests of one download: cookies (Drive sets some), and the file's own URL once it is known."""
+    """The requests of one download: cookies (Drive sets some), the watchdog of its limits, and the file's own
+    URL once it is known."""
 
-    def __init__(self, url: str, hint: str):
+    def __init__(self, url: str, hint: str, watchdog: download_limits.Watchdog):
         self.url = url
         self.hint = hint
+        self.watchdog = watchdog
         self.cookies = CookieJar()
-        self.opener = _opener(self.cookies)
+        self.opener = download_limits.build_opener(self.cookies, watchdog)
         self.file_id = drive_file_id(url)
         self.file_url = None            # where the bytes came from (after Drive's pages and redirects)
 
@@ -357,51 +393,73 @@ class _Session:
         return "Google Drive" if self.file_id else urllib.parse.urlparse(self.url).netloc
 
     def open(self, transfer: _Transfer):
-        """The first request (through Drive's pages when needed), or a Range request for what is missing."""
-        if self.file_url is None or transfer.size == 0:
+        """The first request (through Drive's pages when needed), or a Range request for what is missing. Only a
+        file with a validator (ETag, Last-Modified) is resumed: If-Range makes a changed file come back whole."""
+        if self.file_url is None or transfer.size == 0 or not transfer.validator:
+            transfer.restart()
             if self.file_id:
-                response = _open_drive_file(self.opener, self.cookies, self.url, self.file_id, self.hint)
+                response = _open_drive_file(self, drive_download_url(self.file_id))
             else:
-                response = _request(self.opener, self.url)
+                response = _request(self.opener, self.url, self.watchdog)
             self.file_url = response.geturl()
             return response
-        headers = {"Range": f"bytes={transfer.size}-"}
-        if transfer.validator:
-            headers["If-Range"] = transfer.validator  # a changed file comes back whole (200), not spliced
-        return _request(self.opener, self.file_url, headers)
+        headers = {"Range": f"bytes={transfer.size}-", "If-Range": transfer.validator}
+        return _request(self.opener, self.file_url, self.watchdog, headers)
 
 
-_FATAL_HTTP_CODES = (401, 403, 404, 410)  # asking again will not help
+def _attempt(session: _Session, transfer: _Transfer, check_text: bool) -> Optional[Exception]:
+    """One request; returns None when the file is complete, else the (transient) error to retry after."""
+    try:
+        with session.open(transfer) as response:
+            transfer.start(response)
+            transfer.copy(response, check_text, session.watchdog)
+        if transfer.complete():
+            return None
+        return ConnectionError(f"connection closed after {transfer.size} of {transfer.total} bytes")
+    except (_Restart, download_limits.LimitReached, UserError):
+        raise
+    except Exception as err:  # noqa: BLE001 -- sorted below: the watchdog's reason, transient or final
+        session.watchdog.check()  # a connection the watchdog closed fails in many ways: give its reason
+        if isinstance(err, urllib.error.HTTPError) and err.code == 416:  # our Range lies past the end
+            transfer.restart()
+        if isinstance(err, (urllib.error.URLError, OSError, http.client.HTTPException, ValueError)) and \
+                download_limits.is_transient(err):
+            return err
+        raise UserError(f"{session.url}: download failed ({printable(str(err) or type(err).__name__, 200)})"
+                        f"{session.hint}") from None
 
 
 def _fetch_into(f, url: str, sha256: Optional[str], num_attempts: int, verbose: bool, hint: str) -> None:
-    """Write the file at `url` into the open binary file `f`, resuming after interruptions."""
-    session = _Session(url, hint)
-    transfer = _Transfer(f, url, session.source, verbose)
-    last_error = None
+    """Write the file at `url` into the open binary file `f`, resuming after interruptions, within the limits."""
+    limits = download_limits.Limits.from_environment()
+    watchdog = download_limits.Watchdog(limits)
+    session = _Session(url, hint, watchdog)
+    transfer = _Transfer(f, url, session.source, verbose, limits)
+    failures = 0  # in a row, without progress
     try:
         for attempt in range(num_attempts):
             size_before = transfer.size
+            watchdog.new_attempt()
             try:
-                with session.open(transfer) as response:
-                    transfer.start(response)
-                    transfer.copy(response, check_text=expects_binary(url))
-                if transfer.complete():
-                    break
-                last_error = ConnectionError(f"connection closed after {transfer.size} of {transfer.total} bytes")
-            except urllib.error.HTTPError as err:
-                if err.code in _FATAL_HTTP_CODES:
-                    raise UserError(f"{url}: download failed ({err}){hint}") from None
-                last_error = err
-                if err.code == 416:  # our Range lies past the end: start over
-                    transfer.restart()
-            except (OSError, http.client.HTTPException) as err:  # dropped connections come in many types
-                last_error = err
-            if transfer.size == size_before and attempt + 1 < num_attempts:
-                time.sleep(min(2 ** attempt, 10))  # no progress: wait before asking again
+                error = _attempt(session, transfer, expects_binary(url))
+            except _Restart:
+                continue
+            if error is None:
+                break
+            failures = 0 if transfer.size > size_before else failures + 1
+            wait = download_limits.retry_wait(failures)
+            if wait is None or attempt + 1 == num_attempts or time.monotonic() + wait > watchdog.deadline:
+                raise UserError(f"{url}: download failed after {attempt + 1} attempt(s) ({printable(str(error), 200)})"
+                                f"{hint}")
+            watchdog.waiting()
+            time.sleep(wait)
         else:
-            raise UserError(f"{url}: download failed after {num_attempts} attempt(s) ({last_error}){hint}")
+            raise UserError(f"{url}: download failed after {num_attempts} attempt(s) (the server kept restarting the "
+                            f"file){hint}")
+    except download_limits.LimitReached as err:
+        raise UserError(f"{url}: download {err}; nothing was cached{hint}") from None
     finally:
+        watchdog.close()
         transfer.bar.close()
     if sha256 is not None and transfer.hasher.hexdigest() != sha256:
         raise UserError(f"{url}: SHA-256 of the download is {transfer.hasher.hexdigest()}, expected {sha256}; "
@@ -411,7 +469,8 @@ def _fetch_into(f, url: str, sha256: Optional[str], num_attempts: int, verbose: 
 def download_file(url: str, dest: str, sha256: Optional[str] = None, num_attempts: int = 10, verbose: bool = True,
                   hint: str = "") -> str:
     """Download `url` to `dest` through a temporary file beside it, renamed into place only when complete
-    (and matching `sha256`, when given). `hint` ends error messages (e.g. where to put the file by hand)."""
+    (and matching `sha256`, when given); the temporary file is removed on every failure, SIGTERM included (in
+    the main thread). `hint` ends error messages (e.g. where to put the file by hand)."""
     assert num_attempts >= 1
     if verbose:
         print(f"Downloading {url}", file=sys.stderr, flush=True)
@@ -461,7 +520,7 @@ def parse_hub_url(url: str) -> Optional[dict]:
 
 def _import_hub(url: str):
     try:
-        import huggingface_hub
+        import huggingface_hub  # here: an optional extra (pip install .[hub])
     except ImportError:
         raise UserError(f"{url}: Hugging Face Hub links need the huggingface_hub package: pip install .[hub] "
                         "(or pip install huggingface_hub)") from None

@@ -1,6 +1,12 @@
-"""Miscellaneous helpers: attribute dicts, user-facing errors, cached URL opening, object lookup by name."""
+"""Miscellaneous helpers: attribute dicts, cached URL opening, object lookup by name.
+
+It also hands on, under the names the whole package uses (dnnlib.util.UserError, ...), the user-facing
+errors (errors.py) and the writing of output files (output_files.py): modules below download.py, which
+open_url calls.
+"""
 import hashlib
 import importlib
+import importlib.metadata
 import io
 import os
 import re
@@ -8,6 +14,11 @@ import tempfile
 import urllib.parse
 import urllib.request
 from typing import Any
+
+from . import download
+from .errors import UserError, escape_text  # noqa: F401
+from .output_files import (apply_umask, atomic_output, atomic_write, current_umask, make_output_dir,  # noqa: F401
+                           remove_quietly, sigterm_raises)
 
 
 class EasyDict(dict):
@@ -26,29 +37,8 @@ class EasyDict(dict):
         del self[name]
 
 
-class UserError(Exception):
-    """A problem with the user's input (a file, an option): shown as one line, without a traceback.
-
-    Control characters in the message (e.g. from a file or class name read from a file) are escaped,
-    so a message cannot span lines, move the cursor or recolour the terminal.
-    """
-
-    def __init__(self, message: Any = "", *args: Any) -> None:
-        super().__init__(escape_text(str(message)), *args)
-
-
 # ----------------------------------------------------------------------------
 # Formatting.
-
-def escape_text(text: str, max_len: int = None) -> str:
-    """`text` with every non-printable character (newlines, ANSI escapes, bidi overrides) written as
-    a Python escape such as \\x1b; cut to `max_len` characters with '...' when given. Idempotent."""
-    if not text.isprintable():
-        text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
-    if max_len is not None and len(text) > max_len:
-        text = text[:max(max_len - 3, 0)] + "..."
-    return text
-
 
 def format_time(seconds: float) -> str:
     """Human-readable duration, e.g. '1h 02m 03s'."""
@@ -135,7 +125,6 @@ def open_url(url: str, cache_dir: str = None, num_attempts: int = 10, verbose: b
     fragment) is checked before the file is returned. A failed download raises UserError naming the
     URL and the cache path where the file can be placed by hand.
     """
-    from . import download  # here: download imports this module
     assert num_attempts >= 1
     if is_url(url, allow_file_urls=True):
         url, sha256 = download.split_sha256_fragment(url, sha256)
@@ -163,7 +152,6 @@ def open_url(url: str, cache_dir: str = None, num_attempts: int = 10, verbose: b
 
 def _local_or_hub_path(url: str) -> Any:
     """The file a path, file:// URL or Hugging Face URL names (None for other http(s) URLs)."""
-    from . import download
     if download.parse_hub_url(url) is not None:
         return download.hub_download(url)
     if not is_url(url, allow_file_urls=True):
@@ -179,70 +167,9 @@ def _local_or_hub_path(url: str) -> Any:
     return None
 
 
-def atomic_write(path: str, write_fn) -> None:
-    """Write a file through `write_fn(f)` into a temporary file beside it, then rename: readers never see half a file.
-
-    The file gets the permissions of a plain open() under the user's umask (mkstemp alone would make it 0600).
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".tmp-")
-    try:
-        apply_umask(tmp)
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-
 def package_version() -> str:
     """This package's version as installed (recorded in exported files), or 'unknown' when run from a bare checkout."""
-    import importlib.metadata
     try:
         return importlib.metadata.version("stylegan-human-sg2")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-# ----------------------------------------------------------------------------
-# Output files and folders.
-
-def current_umask() -> int:
-    """The process umask, read without changing it where Linux allows (/proc), else by setting it back at once."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def apply_umask(path: str) -> None:
-    """Give a file made by mkstemp/mkdtemp (0600/0700) the mode open()/mkdir() would: 0666/0777 less the umask."""
-    full = 0o777 if os.path.isdir(path) else 0o666
-    os.chmod(path, full & ~current_umask())
-
-
-def make_output_dir(path: str, option: str = "--outdir") -> str:
-    """Create the folder `path` (and its parents) if needed; a file in the way is a UserError naming `option`."""
-    try:
-        os.makedirs(path, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        blocker = path
-        while blocker and not os.path.exists(blocker):
-            blocker = os.path.dirname(blocker)
-        raise UserError(f"{option}: {path} cannot be a folder, {blocker or path} is a file; "
-                        f"choose another {option}") from None
-    except PermissionError as err:
-        raise UserError(f"{option}: cannot create {path} ({err.strerror}); choose another {option}") from None
-    return path

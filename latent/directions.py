@@ -16,6 +16,7 @@ writes); `FILE:INDEX` picks a row.
 import math
 import os
 import re
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -24,9 +25,10 @@ from dnnlib.image_grid import make_grid
 from dnnlib.util import UserError
 
 from . import space
+from .space import PathLike
 
 
-def style_layers(G):
+def style_layers(G: torch.nn.Module) -> Dict[int, list]:
     """{ws index: [(name, layer)]} of every style-modulated layer of G.synthesis, in the order ws feeds them."""
     by_index = {}
     w_idx = 0
@@ -40,7 +42,7 @@ def style_layers(G):
     return by_index
 
 
-def stacked_affine_weights(G, layers):
+def stacked_affine_weights(G: torch.nn.Module, layers: Sequence[int]) -> torch.Tensor:
     """A: the affine weight rows (unit length) of the convolutions that read the given ws indices, float64."""
     rows = []
     for idx in layers:
@@ -53,13 +55,13 @@ def stacked_affine_weights(G, layers):
     return A / A.norm(dim=1, keepdim=True)
 
 
-def sign_normalise(directions):
+def sign_normalise(directions: torch.Tensor) -> torch.Tensor:
     """Flip each row so that its component of largest magnitude is positive (see the module docstring)."""
     peak = directions.abs().argmax(dim=1, keepdim=True)
     return directions * directions.gather(1, peak).sign()
 
 
-def sefa(G, layers, num=10):
+def sefa(G: torch.nn.Module, layers: Sequence[int], num: int = 10) -> Tuple[torch.Tensor, torch.Tensor]:
     """(directions [num, w_dim] float32, eigenvalues [num] float64): the top eigenvectors of A^T A, largest first."""
     A = stacked_affine_weights(G, layers)
     eigenvalues, eigenvectors = torch.linalg.eigh(A.T @ A)  # ascending; columns are the eigenvectors
@@ -68,7 +70,8 @@ def sefa(G, layers, num=10):
     return directions.to(torch.float32), eigenvalues[order]
 
 
-def save_directions(path, directions, eigenvalues=None, layers=None):
+def save_directions(path: PathLike, directions: torch.Tensor, eigenvalues: Optional[Sequence[float]] = None,
+                    layers: Optional[Sequence[int]] = None) -> str:
     """Write directions [K, w_dim]: .npz (keys directions, eigenvalues, layers), .npy or .pt; atomically."""
     extra = {}
     if eigenvalues is not None:
@@ -78,7 +81,7 @@ def save_directions(path, directions, eigenvalues=None, layers=None):
     return space.write_arrays(path, "directions", directions, extra)
 
 
-def split_spec(spec):
+def split_spec(spec: str) -> Tuple[str, Optional[int]]:
     """'FILE:INDEX' -> (FILE, INDEX); 'FILE' -> (FILE, None). Only a trailing ':digits' is an index."""
     match = re.fullmatch(r"(.+):(\d+)", str(spec))
     if match and not os.path.exists(spec):
@@ -86,13 +89,20 @@ def split_spec(spec):
     return str(spec), None
 
 
-def load_directions(path, w_dim):
+def _direction_names(path: PathLike, names: List[str]) -> List[str]:
+    """The one array a direction file's rows come from: 'directions', else 'w', else its only array."""
+    for key in ("directions", "w"):
+        if key in names:
+            return [key]
+    if len(names) != 1:
+        raise UserError(f"{path}: expected one array or one named 'directions' (found {', '.join(names[:10])})")
+    return names
+
+
+def load_directions(path: PathLike, w_dim: int) -> torch.Tensor:
     """Every direction [K, w_dim] (float32 tensor) of a direction file, loaded safely (arrays only)."""
-    arrays = space.read_arrays(path)
-    key = "directions" if "directions" in arrays else ("w" if "w" in arrays else None)
-    if key is None and len(arrays) != 1:
-        raise UserError(f"{path}: expected one array or one named 'directions' (found {', '.join(sorted(arrays))})")
-    rows = arrays[key] if key else next(iter(arrays.values()))
+    arrays = space.read_arrays(path, lambda names: _direction_names(path, names))
+    rows = next(iter(arrays.values()))
     rows = rows[None] if rows.ndim == 1 else rows
     if rows.ndim != 2 or rows.shape[1] != w_dim:
         raise UserError(f"{path}: a direction of shape {list(rows.shape)} does not fit w_dim={w_dim}; expected "
@@ -102,7 +112,7 @@ def load_directions(path, w_dim):
     return torch.from_numpy(rows.copy())
 
 
-def load_direction(spec, w_dim):
+def load_direction(spec: str, w_dim: int) -> torch.Tensor:
     """One direction [w_dim] (float32 tensor) from 'FILE' or 'FILE:INDEX', loaded safely (arrays only)."""
     path, index = split_spec(spec)
     rows = load_directions(path, w_dim)
@@ -114,26 +124,30 @@ def load_direction(spec, w_dim):
     return rows[index].clone()
 
 
-def apply_direction(ws, direction, strength, layers):
+def apply_direction(ws: torch.Tensor, direction: torch.Tensor, strength: float, layers: Sequence[int]) -> torch.Tensor:
     """ws + strength * direction at the given ws indices (the other layers are left as they are)."""
     edited = ws.clone()
     edited[:, layers] = ws[:, layers] + strength * direction.to(ws.device, ws.dtype)
     return edited
 
 
-def edit_strip(G, ws, direction, strengths, layers, noise_mode="const", noise=None, dtype=torch.float32):
+def edit_strip(G: torch.nn.Module, ws: torch.Tensor, direction: torch.Tensor, strengths: Sequence[float], layers: Sequence[int],
+               noise_mode: str = "const", noise: Optional[Dict[str, torch.Tensor]] = None,
+               dtype: torch.dtype = torch.float32) -> np.ndarray:
     """One HWC uint8 strip: the image of ws [1, num_ws, w_dim] edited at each strength, side by side."""
     edited = torch.cat([apply_direction(ws, direction, strength, layers) for strength in strengths])
     return make_grid(space.synthesize(G, edited, noise_mode, noise, dtype), 1, len(strengths))
 
 
-def sweep(strengths, num_frames):
+def sweep(strengths: Sequence[float], num_frames: int) -> List[float]:
     """A loop of strengths from the smallest to the largest and back, cosine-eased, num_frames long."""
     lo, hi = min(strengths), max(strengths)
     return [lo + (hi - lo) * (1 - math.cos(2 * math.pi * i / num_frames)) / 2 for i in range(num_frames)]
 
 
-def sweep_frames(G, ws_list, direction, strengths, layers, num_frames, noise_mode="const", noises=None):
+def sweep_frames(G: torch.nn.Module, ws_list: Sequence[torch.Tensor], direction: torch.Tensor, strengths: Sequence[float], layers: Sequence[int],
+                 num_frames: int, noise_mode: str = "const", noises: Optional[Sequence[Optional[dict]]] = None
+                 ) -> Iterator[np.ndarray]:
     """Yield video frames: every latent of ws_list side by side, edited at the sweep's strength."""
     noises = noises or [None] * len(ws_list)
     for strength in sweep(strengths, num_frames):

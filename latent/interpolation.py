@@ -7,6 +7,8 @@ video has K * w_frames frames and frame i * w_frames is keyframe i exactly. Kind
 - slerp: spherical interpolation of each layer's offset from the mean w (w - w_avg), its length interpolated
   linearly, so that paths keep away from the mean, where images are bland.
 """
+from typing import Iterator, Optional
+
 import numpy as np
 import scipy.interpolate
 import torch
@@ -18,7 +20,7 @@ from . import space
 KINDS = ("linear", "cubic", "slerp")
 
 
-def assign_keyframes(ws, num_cells, num_keyframes=None):
+def assign_keyframes(ws: torch.Tensor, num_cells: int, num_keyframes: Optional[int] = None) -> torch.Tensor:
     """ws [M, num_ws, w_dim] -> [num_cells, K, num_ws, w_dim]: cell c loops through entries c*K .. c*K+K-1,
     taken cyclically from ws (K = M // num_cells by default, at least 1)."""
     if num_keyframes is None:
@@ -66,7 +68,8 @@ class LoopPath:
         return torch.from_numpy(self.spline(key + t)).to(a)
 
 
-def loop_frames(G, cells, rows, cols, w_frames, kind="cubic", noise_mode="const", dtype=torch.float32):
+def loop_frames(G: torch.nn.Module, cells: torch.Tensor, rows: int, cols: int, w_frames: int, kind: str = "cubic",
+                noise_mode: str = "const", dtype: torch.dtype = torch.float32) -> Iterator[np.ndarray]:
     """Yield the HWC uint8 frames of a rows x cols grid of loops; cells [rows*cols, K, num_ws, w_dim]."""
     w_avg = getattr(G.mapping, "w_avg", None)
     paths = [LoopPath(keyframes, w_frames, kind, w_avg) for keyframes in cells]

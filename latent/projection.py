@@ -15,6 +15,7 @@ downsampled (area) to 256 pixels high when larger, keeping the aspect ratio, wit
 """
 import copy
 import math
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import PIL.Image
@@ -22,8 +23,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from dnnlib import image_files
 from dnnlib.util import UserError
-from metrics import metric_utils
+from metrics import detectors
+from torch_utils import precision
 
 from . import space
 
@@ -48,7 +51,7 @@ LOSS_HEIGHT = 256
 # The target.
 
 
-def parse_color(text):
+def parse_color(text: str) -> Tuple[int, int, int]:
     """'white', '#ffffff' or '255,255,255' -> (r, g, b)."""
     text = str(text).strip().lower()
     if text in NAMED_COLORS:
@@ -64,7 +67,8 @@ def parse_color(text):
     raise ValueError(f"'{text}' is not a colour (white, black, gray, #rrggbb or r,g,b)")
 
 
-def fit_target(image, height, width, fit="pad", pad_color=(255, 255, 255)):
+def fit_target(image: PIL.Image.Image, height: int, width: int, fit: str = "pad",
+               pad_color: Tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
     """A PIL image fitted to height x width -> HWC uint8 RGB.
 
     pad: scaled to fit inside the frame and centred on pad_color (nothing is cut off); crop: scaled to cover
@@ -88,19 +92,16 @@ def fit_target(image, height, width, fit="pad", pad_color=(255, 255, 255)):
     return np.array(canvas)
 
 
-def load_target(path, height, width, fit="pad", pad_color=(255, 255, 255)):
-    """Read an image file and fit it to the generator's frame; a file that is not an image is a UserError."""
-    try:
-        with PIL.Image.open(path) as image:
-            image.load()
-            return fit_target(image, height, width, fit, pad_color)
-    except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
-        raise UserError(f"{path}: not a readable image ({type(err).__name__}: {str(err)[:200]})") from None
+def load_target(path: str, height: int, width: int, fit: str = "pad",
+                pad_color: Tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """Read a photo (PNG or JPEG, with the limits of every image read: dnnlib.image_files.open_user_image) and fit
+    it to the generator's frame; a file that is not such an image is a UserError naming it."""
+    with image_files.open_user_image(path) as image:
+        image.load()
+        return fit_target(image, height, width, fit, pad_color)
 
 
-def to_channels(target, channels):
+def to_channels(target: np.ndarray, channels: int) -> np.ndarray:
     """HWC uint8 RGB -> HWC uint8 with the generator's channel count (1 = gray, 3 = RGB)."""
     if channels == 3:
         return target
@@ -134,7 +135,7 @@ class ReconstructionLoss:
             self.target_features = self._features(self.target)
 
     def _features(self, img):
-        return metric_utils.run_detector(self.vgg16, img, dict(resize_images=False, return_lpips=True))
+        return detectors.run_detector(self.vgg16, img, dict(resize_images=False, return_lpips=True))
 
     def __call__(self, img):
         """(total, lpips, pixel) for generator output img [1, C, H, W] in [-1, 1]."""
@@ -166,7 +167,8 @@ def learning_rate(t, initial_lr=INITIAL_LR):
 
 
 @torch.no_grad()
-def w_statistics(G, num_samples=W_AVG_SAMPLES, seed=123, device=torch.device("cpu")):
+def w_statistics(G: torch.nn.Module, num_samples: int = W_AVG_SAMPLES, seed: int = 123,
+                 device: torch.device = torch.device("cpu")) -> Tuple[torch.Tensor, float]:
     """(mean w [1, 1, w_dim], scalar spread) of num_samples mapped z, as the projector's start and noise scale."""
     z = torch.from_numpy(np.random.RandomState(seed).randn(num_samples, G.z_dim)).to(device, torch.float32)
     c = torch.zeros([num_samples, G.c_dim], device=device)
@@ -175,7 +177,7 @@ def w_statistics(G, num_samples=W_AVG_SAMPLES, seed=123, device=torch.device("cp
     return w_avg, float(((w - w_avg).square().sum() / num_samples) ** 0.5)
 
 
-def noise_buffers(G):
+def noise_buffers(G: torch.nn.Module) -> Dict[str, torch.Tensor]:
     """{name: noise_const buffer} of the synthesis layers (names relative to G)."""
     return {name: buf for name, buf in G.named_buffers() if name.endswith("noise_const")}
 
@@ -212,8 +214,10 @@ def _set_noise(G, maps):
         G.get_submodule(module_name)._buffers[buf_name] = value
 
 
-def project(G, target, vgg16, space_name="w", num_steps=1000, init_ws=None, init_noise=None, pixel_weight=0.0,
-            seed=0, device=torch.device("cpu"), dtype=torch.float32, on_step=None, progress=False):
+def project(G: torch.nn.Module, target: np.ndarray, vgg16: torch.nn.Module, space_name: str = "w", num_steps: int = 1000,
+            init_ws: Optional[torch.Tensor] = None, init_noise: Optional[Dict[str, torch.Tensor]] = None, pixel_weight: float = 0.0,
+            seed: int = 0, device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
+            on_step: Optional[Callable] = None, progress: bool = False) -> dict:
     """Find ws [1, num_ws, w_dim] and noise maps that make G render `target` (HWC uint8 at G's size).
 
     Returns dict(ws, noise {name: tensor}, losses [per step], final_loss). `on_step(step, ws, loss, noise)` is
@@ -237,7 +241,7 @@ def project(G, target, vgg16, space_name="w", num_steps=1000, init_ws=None, init
         w_noise_scale = w_std * INITIAL_NOISE_FACTOR * max(0.0, 1.0 - t / NOISE_RAMP_LENGTH) ** 2
         w_noise = torch.randn(w_opt.shape, generator=generator, device=device) * w_noise_scale
         ws = (w_opt + w_noise).expand([1, G.num_ws, G.w_dim])
-        img = G.synthesis(ws, noise_mode="const", **space.synthesis_kwargs(dtype))
+        img = G.synthesis(ws, noise_mode="const", **precision.synthesis_kwargs(dtype))
         total, _lpips, _pixel = criterion(img)
         loss = total + NOISE_REG_WEIGHT * noise_regularisation(noise.values())
         optimizer.zero_grad(set_to_none=True)
@@ -257,8 +261,8 @@ def project(G, target, vgg16, space_name="w", num_steps=1000, init_ws=None, init
     return dict(ws=ws, noise=noise, losses=losses, final_loss=evaluate(G, ws, criterion, noise, device, dtype))
 
 
-def project_stages(G, target, vgg16, space_name="w", num_steps=1000, wplus_init="w", seed=0, on_step=None,
-                   **project_kwargs):
+def project_stages(G: torch.nn.Module, target: np.ndarray, vgg16: torch.nn.Module, space_name: str = "w", num_steps: int = 1000,
+                   wplus_init: str = "w", seed: int = 0, on_step: Optional[Callable] = None, **project_kwargs) -> dict:
     """projector.py's search: W; or W+ started from a W search (wplus_init='w', twice num_steps in all) or from
     the mean w. The W stage uses `seed`, the W+ stage seed + 1. `on_step(stage, step, ws, loss, noise)` after
     each step. Returns the last stage's project() dict."""
@@ -273,14 +277,15 @@ def project_stages(G, target, vgg16, space_name="w", num_steps=1000, wplus_init=
 
 
 @torch.no_grad()
-def evaluate(G, ws, criterion, noise=None, device=torch.device("cpu"), dtype=torch.float32):
+def evaluate(G: torch.nn.Module, ws: torch.Tensor, criterion: Callable, noise: Optional[Dict[str, torch.Tensor]] = None,
+             device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32) -> float:
     """The reconstruction loss (LPIPS + pixel term) of ws with the given noise maps, without latent noise.
 
     G is the caller's working copy on `device` (project's and pivotal_tuning's): the noise maps are set in it.
     """
     if noise:
         _set_noise(G, {name: value.detach().to(device) for name, value in noise.items()})
-    img = G.synthesis(ws.to(device), noise_mode="const", **space.synthesis_kwargs(dtype))
+    img = G.synthesis(ws.to(device), noise_mode="const", **precision.synthesis_kwargs(dtype))
     return float(criterion(img)[0])
 
 
@@ -288,8 +293,11 @@ def evaluate(G, ws, criterion, noise=None, device=torch.device("cpu"), dtype=tor
 # Pivotal tuning.
 
 
-def pivotal_tuning(G, ws, target, vgg16, num_steps, noise=None, lr=PTI_LR, l2_weight=PTI_L2_WEIGHT, pixel_weight=0.0,
-                   device=torch.device("cpu"), dtype=torch.float32, on_step=None, progress=False):
+def pivotal_tuning(G: torch.nn.Module, ws: torch.Tensor, target: np.ndarray, vgg16: torch.nn.Module, num_steps: int,
+                   noise: Optional[Dict[str, torch.Tensor]] = None, lr: float = PTI_LR, l2_weight: float = PTI_L2_WEIGHT,
+                   pixel_weight: float = 0.0, device: torch.device = torch.device("cpu"),
+                   dtype: torch.dtype = torch.float32, on_step: Optional[Callable] = None,
+                   progress: bool = False) -> Tuple[torch.nn.Module, dict]:
     """Tune a copy of G's synthesis weights so that the frozen pivot ws renders `target`; returns (G, info).
 
     The loss is LPIPS + l2_weight * mean squared error (images in [-1, 1]), as in PTI; the noise maps (e.g. the
@@ -308,9 +316,7 @@ def pivotal_tuning(G, ws, target, vgg16, num_steps, noise=None, lr=PTI_LR, l2_we
     losses = []
     bar = tqdm(range(num_steps), desc="pivotal tuning", disable=not progress, dynamic_ncols=True)
     for step in bar:
-        # Tuning runs in float32 (no float16 blocks on CUDA) unless a precision was asked for: force_fp32
-        # would override dtype=bfloat16 in every block.
-        img = G.synthesis(pivot, noise_mode="const", **(space.synthesis_kwargs(dtype) or dict(force_fp32=True)))
+        img = G.synthesis(pivot, noise_mode="const", **precision.training_synthesis_kwargs(dtype))
         loss = criterion(img)[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

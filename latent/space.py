@@ -11,27 +11,28 @@ Layers are indices into ws. Named bands follow the StyleGAN papers' two styles p
 """
 import contextlib
 import os
-import pickle
 import re
-import zipfile
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 import dnnlib
+from dnnlib import array_files
 from dnnlib.util import UserError
+from torch_utils import precision
 
 LAYER_BANDS = {"coarse": (0, 3), "middle": (4, 7), "fine": (8, None)}  # inclusive ws ranges; None = the last
 NOISE_PREFIX = "noise."  # keys of optimised noise maps in a latent .npz, e.g. noise.synthesis.b8.conv0.noise_const
-LATENT_EXTENSIONS = (".npz", ".npy", ".pt", ".pth")
-MAX_FILE_BYTES = 1 << 30  # latents and directions are kilobytes (noise maps of a 1024 network: about 11 MB)
+LATENT_EXTENSIONS = array_files.EXTENSIONS
+PathLike = Union[str, os.PathLike]
 
 
 MAX_SEED = 2 ** 32 - 1      # numpy.random.RandomState takes 32-bit seeds.
 MAX_SEED_COUNT = 1_000_000  # Images in one call; a typo like 0-99999999999 should not fill the memory.
 
 
-def parse_range(text):
+def parse_range(text: Union[str, List[int]]) -> List[int]:
     """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11]; seeds from 0 to 2**32-1, at most MAX_SEED_COUNT of them."""
     if isinstance(text, list):
         return text
@@ -56,7 +57,7 @@ def parse_range(text):
     return values
 
 
-def parse_layers(text, num_ws):
+def parse_layers(text: str, num_ws: int) -> List[int]:
     """'coarse', 'middle,fine', '0-3,8', 'all' or '' (no layers) -> sorted ws indices below num_ws."""
     layers = set()
     for part in filter(None, (p.strip().lower() for p in str(text).split(","))):
@@ -76,17 +77,17 @@ def parse_layers(text, num_ws):
     return sorted(layers)
 
 
-def seed_to_z(seed, z_dim):
+def seed_to_z(seed: int, z_dim: int) -> np.ndarray:
     """The latent of a seed, as every tool of the ecosystem computes it."""
     return np.random.RandomState(seed).randn(1, z_dim)
 
 
-def to_uint8(img):
+def to_uint8(img: torch.Tensor) -> torch.Tensor:
     """NCHW float in [-1, 1] -> NHWC uint8, the ecosystem's conversion."""
     return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
 
-def class_label(G, class_idx, device):
+def class_label(G: torch.nn.Module, class_idx: Optional[int], device: torch.device) -> torch.Tensor:
     """One-hot label row for conditional networks; an empty row for unconditional ones."""
     label = torch.zeros([1, G.c_dim], device=device)
     if G.c_dim == 0:
@@ -100,22 +101,26 @@ def class_label(G, class_idx, device):
 
 
 @torch.no_grad()
-def seeds_to_ws(G, seeds, truncation_psi=1.0, truncation_cutoff=None, class_idx=None, device=torch.device("cpu")):
+def seeds_to_ws(G: torch.nn.Module, seeds: Sequence[int], truncation_psi: float = 1.0,
+                truncation_cutoff: Optional[int] = None, class_idx: Optional[int] = None,
+                device: torch.device = torch.device("cpu")) -> torch.Tensor:
     """ws [len(seeds), num_ws, w_dim] of the seeds, through G.mapping with truncation (as G(z, c) computes them)."""
     z = torch.from_numpy(np.concatenate([seed_to_z(seed, G.z_dim) for seed in seeds])).to(device)
     label = class_label(G, class_idx, device).repeat([len(seeds), 1])
     return G.mapping(z, label, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
 
 
-def mix_styles(row_ws, col_ws, layers):
+def mix_styles(row_ws: torch.Tensor, col_ws: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
     """Style mixing (StyleGAN paper, section 3.1): row_ws with the ws at `layers` taken from col_ws."""
     mixed = row_ws.clone()
     mixed[:, layers] = col_ws[:, layers]
     return mixed
 
 
-def style_mixing(G, row_seeds, col_seeds, layers, truncation_psi=1.0, noise_mode="const", class_idx=None,
-                 device=torch.device("cpu")):
+def style_mixing(G: torch.nn.Module, row_seeds: Sequence[int], col_seeds: Sequence[int], layers: Sequence[int],
+                 truncation_psi: float = 1.0, noise_mode: str = "const", class_idx: Optional[int] = None,
+                 device: torch.device = torch.device("cpu")
+                 ) -> Tuple[List[np.ndarray], List[np.ndarray], Dict[Tuple[int, int], np.ndarray]]:
     """(row images, column images, {(row seed, col seed): image}): rows take the columns' ws at `layers`."""
     row_ws = seeds_to_ws(G, row_seeds, truncation_psi, None, class_idx, device)
     col_ws = seeds_to_ws(G, col_seeds, truncation_psi, None, class_idx, device)
@@ -126,7 +131,9 @@ def style_mixing(G, row_seeds, col_seeds, layers, truncation_psi=1.0, noise_mode
     return synthesize(G, row_ws, noise_mode), synthesize(G, col_ws, noise_mode), pairs
 
 
-def style_mixing_cells(row_images, col_images, pairs, row_seeds, col_seeds):
+def style_mixing_cells(row_images: Sequence[np.ndarray], col_images: Sequence[np.ndarray],
+                       pairs: Dict[Tuple[int, int], np.ndarray], row_seeds: Sequence[int],
+                       col_seeds: Sequence[int]) -> List[np.ndarray]:
     """The style-mixing sheet's cells in (rows + 1) x (cols + 1) order: a black corner, the column sources
     along the top, each row's source on the left followed by its mixes."""
     cells = [np.zeros_like(row_images[0])] + list(col_images)
@@ -135,20 +142,8 @@ def style_mixing_cells(row_images, col_images, pairs, row_seeds, col_seeds):
     return cells
 
 
-# Command-line names of the synthesis precisions; None: the network's own (float32 on the CPU).
-DTYPES = {"fp32": None, "bf16": torch.bfloat16}
-
-
-def synthesis_kwargs(dtype=None):
-    """G / G.synthesis keyword arguments for a precision: none for float32 (so foreign generators run as they
-    are), dtype=torch.bfloat16 for the network's bfloat16 synthesis (demodulation, noise, toRGB in float32)."""
-    if dtype is None or dtype == torch.float32:
-        return {}
-    return dict(dtype=dtype)
-
-
 @contextlib.contextmanager
-def noise_maps(G, noise):
+def noise_maps(G: torch.nn.Module, noise: Dict[str, torch.Tensor]) -> Iterator[torch.nn.Module]:
     """Run G with the given noise maps ({buffer name: tensor}) in its noise_const buffers, then restore them."""
     buffers = dict(G.named_buffers())
     saved = {name: buffers[name].clone() for name in noise}
@@ -164,13 +159,18 @@ def noise_maps(G, noise):
 
 
 @torch.no_grad()
-def synthesize(G, ws, noise_mode="const", noise=None, dtype=torch.float32):
-    """HWC uint8 numpy images of ws [N, num_ws, w_dim], one forward pass per image (results do not depend on N)."""
+def synthesize(G: torch.nn.Module, ws: torch.Tensor, noise_mode: str = "const", noise: Optional[Dict[str, torch.Tensor]] = None,
+               dtype: torch.dtype = torch.float32, style_offsets: Optional[list] = None) -> List[np.ndarray]:
+    """HWC uint8 numpy images of ws [N, num_ws, w_dim], one forward pass per image (results do not depend on N).
+    style_offsets: per style layer, None or a [C] tensor added to its styles (latent.stylespace)."""
     device = next(G.parameters()).device
+    extra = precision.synthesis_kwargs(dtype)
+    if style_offsets is not None:  # only then: foreign generators need not know the argument
+        extra["style_offsets"] = style_offsets
     images = []
     with noise_maps(G, noise or {}):
         for w in ws.to(device, torch.float32).split(1):
-            img = G.synthesis(w, noise_mode=noise_mode, **synthesis_kwargs(dtype))
+            img = G.synthesis(w, noise_mode=noise_mode, **extra)
             images.append(to_uint8(img.float())[0].cpu().numpy())
     return images
 
@@ -179,41 +179,14 @@ def synthesize(G, ws, noise_mode="const", noise=None, dtype=torch.float32):
 # Latent files: read safely (arrays and tensors only, never pickled objects), written atomically.
 
 
-def _read_arrays(path):
-    """{name: float32 numpy array} from a .npz/.npy/.pt file, refusing anything that would unpickle objects."""
-    ext = os.path.splitext(path)[1].lower()
-    if os.path.getsize(path) > MAX_FILE_BYTES:
-        raise UserError(f"{path}: {os.path.getsize(path) >> 20} MB is too large for a latent or direction file")
-    try:
-        if ext == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                return {key: data[key] for key in data.files}
-        if ext == ".npy":
-            return {"w": np.load(path, allow_pickle=False)}
-        if ext in (".pt", ".pth"):
-            data = torch.load(path, map_location="cpu", weights_only=True)
-            data = data if isinstance(data, dict) else {"w": data}
-            if not all(isinstance(v, torch.Tensor) for v in data.values()):
-                raise ValueError("it holds objects other than tensors")
-            return {key: value.detach().numpy() for key, value in data.items()}
-    except pickle.UnpicklingError:
-        raise UserError(f"{path}: holds pickled Python objects, not just arrays or tensors; refused without "
-                        f"running them") from None
-    except (OSError, ValueError, RuntimeError, zipfile.BadZipFile, EOFError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
-        raise UserError(f"{path}: not a file of plain arrays or tensors, or a damaged one; nothing in it was run "
-                        f"({str(err).splitlines()[0][:200]})") from None
-    raise UserError(f"{path}: unknown file type '{ext}'; expected one of {', '.join(LATENT_EXTENSIONS)}")
-
-
-def read_arrays(path):
-    """The arrays of a latent or direction file, as float32 (public for latent.directions)."""
-    arrays = _read_arrays(os.fspath(path))
+def read_arrays(path: PathLike, choose: Optional[Callable[[List[str]], List[str]]] = None) -> Dict[str, np.ndarray]:
+    """The arrays of a latent or direction file as float32 (dnnlib/array_files.py: bounded, plain arrays and
+    tensors only, never pickled objects; `choose(names)` picks the ones to decode); each must be finite."""
+    arrays = array_files.read_arrays(os.fspath(path), choose)
     for key, value in arrays.items():
-        if value.dtype.kind not in "fiu" or not np.isfinite(value).all():
-            raise UserError(f"{path}: array '{key}' is not finite numbers ({value.dtype})")
-    return {key: value.astype(np.float32) for key, value in arrays.items()}
+        if not np.isfinite(value).all():  # after the cast: a float64 of 1e300 is inf in float32
+            raise UserError(f"{path}: array '{key}' holds NaN or infinite values (or numbers too large for float32)")
+    return arrays
 
 
 def _as_ws(w, num_ws, w_dim, path):
@@ -230,7 +203,8 @@ def _as_ws(w, num_ws, w_dim, path):
     return w
 
 
-def latent_inputs(G, seeds, latent_files, truncation_psi, device):
+def latent_inputs(G: torch.nn.Module, seeds: Optional[Sequence[int]], latent_files: Sequence[PathLike],
+                  truncation_psi: float, device: torch.device) -> List[Tuple[str, torch.Tensor, Optional[Dict[str, torch.Tensor]]]]:
     """[(output name, ws [1, num_ws, w_dim], noise maps)] of the seeds (mapped, truncated) or of every latent in
     the files, in order: the --seeds / --latents inputs of edit.py and gen_video.py."""
     if (seeds is None) == (not latent_files):
@@ -249,24 +223,34 @@ def latent_inputs(G, seeds, latent_files, truncation_psi, device):
     return items
 
 
-def load_latents(path, G):
+def _latent_names(path: PathLike, names: List[str]) -> List[str]:
+    """The arrays a latent file's ws and noise maps come from: 'w' and 'noise.*', or its only array."""
+    if "w" not in names and len(names) == 1:
+        return names
+    if "w" not in names:
+        raise UserError(f"{path}: no array named 'w' (found {', '.join(names[:10]) or 'none'})")
+    others = [name for name in names if name != "w" and not name.startswith(NOISE_PREFIX)]
+    if others:
+        raise UserError(f"{path}: array '{others[0]}' is neither 'w' nor a noise map")
+    return names
+
+
+def load_latents(path: PathLike, G: torch.nn.Module) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """(ws [N, num_ws, w_dim] float32 tensor, {noise buffer name: tensor}) from a saved latent file."""
-    arrays = read_arrays(path)
-    if "w" not in arrays and len(arrays) != 1:
-        raise UserError(f"{path}: no array named 'w' (found {', '.join(sorted(arrays)) or 'none'})")
+    arrays = read_arrays(path, lambda names: _latent_names(path, names))
     w = arrays.pop("w") if "w" in arrays else arrays.popitem()[1]
     ws = torch.from_numpy(_as_ws(w, G.num_ws, G.w_dim, path))
     buffers = dict(G.named_buffers())
     noise = {}
     for key, value in arrays.items():
         name = key[len(NOISE_PREFIX):]
-        if not key.startswith(NOISE_PREFIX) or name not in buffers or tuple(buffers[name].shape) != value.shape:
+        if name not in buffers or tuple(buffers[name].shape) != value.shape:
             raise UserError(f"{path}: array '{key}' is neither 'w' nor a noise map of this network")
         noise[name] = torch.from_numpy(value)
     return ws, noise
 
 
-def write_arrays(path, key, main, extra=None):
+def write_arrays(path: PathLike, key: str, main: torch.Tensor, extra: Optional[Dict[str, np.ndarray]] = None) -> str:
     """Write a float32 tensor atomically: .npz holds it as `key` beside the `extra` arrays; .npy and .pt hold
     it alone (a plain array / tensor, readable without pickles)."""
     path = os.fspath(path)
@@ -284,7 +268,7 @@ def write_arrays(path, key, main, extra=None):
     return path
 
 
-def save_latents(path, ws, noise=None):
+def save_latents(path: PathLike, ws: torch.Tensor, noise: Optional[Dict[str, torch.Tensor]] = None) -> str:
     """Write ws [N, num_ws, w_dim] as .npz (key `w`, plus the noise maps), .npy or .pt, atomically."""
     noise_arrays = {NOISE_PREFIX + name: t.detach().cpu().float().numpy() for name, t in (noise or {}).items()}
     return write_arrays(path, "w", ws, noise_arrays)

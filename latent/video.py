@@ -7,6 +7,7 @@ identical consecutive GIF frames into one longer frame (the playing time is kept
 """
 import os
 import warnings
+from typing import Iterable, List, Tuple
 
 import numpy as np
 import PIL.Image
@@ -15,6 +16,16 @@ import dnnlib
 from dnnlib.util import UserError
 
 INSTALL_HINT = "pip install .[video]"
+MAX_FRAMES = 100_000         # About 28 minutes at 60 fps.
+MAX_FRAME_PIXELS = 1 << 26   # 8192 x 8192, beyond what H.264 encoders take.
+
+
+def check_video(num_frames: int, height: int, width: int, option: str) -> None:
+    """Refuse a video of more than MAX_FRAMES frames or frames over MAX_FRAME_PIXELS, before any work."""
+    if num_frames > MAX_FRAMES:
+        raise UserError(f"{option}: {num_frames} frames; a video may have at most {MAX_FRAMES}")
+    if height * width > MAX_FRAME_PIXELS:
+        raise UserError(f"{option}: frames of {height}x{width} pixels; at most {MAX_FRAME_PIXELS} pixels a frame")
 
 
 def _even(frame):
@@ -33,11 +44,34 @@ def _rgb(frame):
 
 def _ffmpeg_available():
     try:
-        import imageio_ffmpeg
+        import imageio_ffmpeg  # here: an optional extra (pip install .[video])
         imageio_ffmpeg.get_ffmpeg_exe()
         return True
     except (ImportError, RuntimeError):
         return False
+
+
+def mp4_complete(path):
+    """Whether an mp4 file holds whole top-level boxes, a 'moov' among them (ffmpeg writes it last): ffmpeg's exit
+    status is not reported through imageio, and a full disk leaves a file cut short."""
+    size = os.path.getsize(path)
+    found, offset = set(), 0
+    with open(path, "rb") as f:
+        while offset < size:
+            f.seek(offset)
+            header = f.read(16)
+            if len(header) < 8:
+                return False
+            length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if length == 1 and len(header) == 16:
+                length = int.from_bytes(header[8:16], "big")
+            elif length == 0:
+                length = size - offset
+            if length < 8 or offset + length > size:
+                return False
+            found.add(kind)
+            offset += length
+    return b"moov" in found
 
 
 class VideoWriter:
@@ -64,14 +98,20 @@ class VideoWriter:
 
     def _open_mp4(self, bitrate):
         try:
-            import imageio
+            import imageio  # here: an optional extra (pip install .[video])
         except ImportError:
             raise UserError(f"{self.path}: writing video needs imageio; {INSTALL_HINT}") from None
-        # ffmpeg writes to a file name: a temporary one beside the target, renamed on close.
-        self._tmp = f"{self.path}.tmp-{os.getpid()}.mp4"
-        self._mp4 = imageio.get_writer(self._tmp, format="FFMPEG", mode="I", fps=self.fps, codec="libx264",
-                                       bitrate=bitrate, pixelformat="yuv420p", macro_block_size=1,
-                                       ffmpeg_log_level="error")
+        # ffmpeg writes to a file name: a hidden temporary one beside the target (dnnlib.util.atomic_output),
+        # renamed on close, removed on failure.
+        self._output = dnnlib.util.atomic_output(self.path, suffix=".mp4")
+        self._tmp = self._output.__enter__()
+        try:
+            self._mp4 = imageio.get_writer(self._tmp, format="FFMPEG", mode="I", fps=self.fps, codec="libx264",
+                                           bitrate=bitrate, pixelformat="yuv420p", macro_block_size=1,
+                                           ffmpeg_log_level="error")
+        except BaseException as err:
+            self._output.__exit__(type(err), err, err.__traceback__)
+            raise
 
     def append(self, frame):
         frame = _rgb(frame)
@@ -82,12 +122,9 @@ class VideoWriter:
         self.count += 1
 
     def close(self, keep=True):
+        """Finish the file (keep=True) or drop it; an mp4's temporary file is gone either way."""
         if self._mp4 is not None:
-            self._mp4.close()
-            if keep and self.count:
-                os.replace(self._tmp, self.path)
-            elif os.path.exists(self._tmp):
-                os.remove(self._tmp)
+            self._close_mp4(keep and self.count > 0)
         elif keep and self._gif_frames:
             first, rest = self._gif_frames[0], self._gif_frames[1:]
             duration_ms = max(int(round(1000 / self.fps)), 20)  # browsers play delays under 20 ms slowly
@@ -96,6 +133,22 @@ class VideoWriter:
         if keep and not self.count:
             raise UserError(f"{self.path}: no frames to write")
 
+    def _close_mp4(self, keep):
+        """Stop ffmpeg, then rename its file over the target (keep, and complete) or remove it (atomic_output)."""
+        writer, self._mp4 = self._mp4, None
+        try:
+            writer.close()  # ffmpeg may already be gone (e.g. Ctrl-C reached it too): then this raises
+            if keep and not mp4_complete(self._tmp):
+                raise UserError(f"{self.path}: ffmpeg did not finish the video (is the disk full?); nothing was "
+                                "written")
+        except BaseException as err:
+            self._output.__exit__(type(err), err, err.__traceback__)
+            raise
+        if keep:
+            self._output.__exit__(None, None, None)
+        else:
+            self._output.__exit__(UserError, UserError(f"{self.path}: not written"), None)  # removes the file
+
     def __enter__(self):
         return self
 
@@ -103,7 +156,7 @@ class VideoWriter:
         self.close(keep=exc_type is None)
 
 
-def write_video(path, frames, fps=30, bitrate="16M"):
+def write_video(path: str, frames: Iterable[np.ndarray], fps: int = 30, bitrate: str = "16M") -> Tuple[str, int]:
     """Write HWC uint8 frames (any iterable) to `path` (.mp4 or .gif); returns (path written, frame count)."""
     with VideoWriter(path, fps, bitrate) as out:
         for frame in frames:
@@ -111,10 +164,10 @@ def write_video(path, frames, fps=30, bitrate="16M"):
     return out.path, out.count
 
 
-def read_video(path):
+def read_video(path: str) -> List[np.ndarray]:
     """All frames of a video as HWC uint8 arrays (for checks and tests); needs imageio."""
     try:
-        import imageio.v3 as iio
+        import imageio.v3 as iio  # here: an optional extra (pip install .[video])
     except ImportError:
         raise UserError(f"{path}: reading video needs imageio; {INSTALL_HINT}") from None
     return [np.asarray(frame) for frame in iio.imiter(path)]

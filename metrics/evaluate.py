@@ -4,38 +4,43 @@ Processes (torch_utils/distributed.py): one in-process run; `--gpus N` spawns N 
 gloo on the CPU); under `torchrun` each started process joins the group through RANK / WORLD_SIZE /
 LOCAL_RANK. The metrics split their images across the ranks and rank 0 prints and records the results.
 """
+import copy
 import os
 import sys
+from typing import Optional, Union
 
 import torch
 
 import dnnlib
-import legacy
 from torch_utils import distributed
+from training.checkpoint.load import load_checkpoint
+from training.dataset import dataset_kwargs_from_checkpoint, open_dataset
+from . import fd_dinov2
 from . import frechet_inception_distance
 from . import metric_main
 from . import metric_utils
 from . import precision_recall
 from . import reference_stats
+from .dataset_fingerprint import dataset_fingerprint
+from .detectors import detector_sha256, detector_spec
 
 DATASET_CLASS = "training.dataset.ImageFolderDataset"  # The only dataset class; see training.dataset.open_dataset.
 
 
-def generator_of(network_dict, source="the checkpoint"):
+def generator_of(network_dict: dict, source: str = "the checkpoint") -> torch.nn.Module:
     """G_ema, the generator that published numbers evaluate; G where an export has no G_ema."""
     if network_dict.get("G_ema") is None and network_dict.get("G") is None:
         raise dnnlib.util.UserError(f"--network: {source} holds no generator (G_ema or G); give a network snapshot")
     return network_dict["G_ema"] if network_dict.get("G_ema") is not None else network_dict["G"]
 
 
-def dataset_kwargs_for(network_dict, data=None, mirror=None):
+def dataset_kwargs_for(network_dict: dict, data: Optional[str] = None, mirror: Optional[bool] = None) -> dnnlib.EasyDict:
     """Real-data options: --data, else the snapshot's training set; resolution and labels follow the generator."""
     G = generator_of(network_dict)
     if data is not None:
         dataset_kwargs = dnnlib.EasyDict(class_name=DATASET_CLASS, path=data)
     elif network_dict.get("training_set_kwargs"):
         # Checked like any data from a file: ImageFolderDataset's options only, never a class named by the file.
-        from training.dataset import dataset_kwargs_from_checkpoint
         try:
             dataset_kwargs = dataset_kwargs_from_checkpoint(network_dict["training_set_kwargs"], "--network")
         except dnnlib.util.UserError as err:
@@ -70,15 +75,17 @@ def evaluate_rank(rank, world_size, init_method, args, local_rank=None):
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     try:
-        G = generator_of(legacy.load_checkpoint(args.network_pkl, verbose=False, sha256=args.get("sha256")),
+        G = generator_of(load_checkpoint(args.network_pkl, verbose=False, sha256=args.get("sha256")),
                          args.network_pkl)
+        shared = metric_main.shared_generation_for(args.metrics)  # the generated images are made once for all
         for metric in args.metrics:
             if rank == 0:
                 print(f"Calculating {metric}...", file=sys.stderr, flush=True)
             result = metric_main.calc_metric(
                 metric=metric, G=G, dataset_kwargs=args.dataset_kwargs, num_gpus=world_size, rank=rank, device=device,
                 verbose=args.progress, detectors=args.detectors, seed=args.seed, max_gen=args.max_gen,
-                ref_stats=args.get("ref_stats"), G_kwargs=args.get("G_kwargs"))
+                ref_stats=args.get("ref_stats"), G_kwargs=args.get("G_kwargs"), resize=args.get("resize", "original"),
+                shared_generation=shared)
             if rank == 0:
                 metric_main.report_metric(result, run_dir=args.run_dir, snapshot_pkl=args.network_pkl)
     finally:
@@ -106,11 +113,13 @@ def launch(args):
         raise dnnlib.util.UserError(f"--gpus: a metric process failed (exit status {status}); see its message above")
 
 
-def export_reference_stats(data, out, mirror=False, with_features=False, device="cpu", detectors=None, verbose=True):
+def export_reference_stats(data: str, out: str, mirror: bool = False, with_features: bool = False,
+                           device: Union[str, torch.device] = "cpu", detectors: Optional[dict] = None,
+                           verbose: bool = True, resize: str = "original", with_dinov2: bool = False) -> dict:
     """calc_metrics.py --export-stats: the statistics of every real image of `data` (x-flipped copies too with
-    `mirror`), computed exactly as the metrics compute them; `with_features` adds the features KID and
-    precision/recall need. Returns the summary of metrics/reference_stats.save_reference_stats."""
-    from training.dataset import open_dataset
+    `mirror`), computed exactly as the metrics compute them under `resize`; `with_features` adds the features KID
+    and precision/recall need, `with_dinov2` the DINOv2 statistics (and features, with `with_features`).
+    Returns the summary of metrics/reference_stats.save_reference_stats."""
     dataset_kwargs = dnnlib.EasyDict(class_name=DATASET_CLASS, path=data, use_labels=True, xflip=bool(mirror))
     dataset = open_dataset(dataset_kwargs, "--data")
     try:
@@ -118,17 +127,41 @@ def export_reference_stats(data, out, mirror=False, with_features=False, device=
     finally:
         dataset.close()
     opts = metric_utils.MetricOptions(dataset_kwargs=dataset_kwargs, device=device, detectors=detectors,
-                                      verbose=verbose)
+                                      verbose=verbose, resize=resize)
     stats = metric_utils.compute_feature_stats_for_dataset(
         opts, "inception", frechet_inception_distance.DETECTOR_KWARGS, max_items=None, capture_mean_cov=True,
         capture_all=with_features)
-    extra = {}
+    extra = dict(inception_features=stats.get_all()) if with_features else {}
     if with_features:
-        vgg16 = metric_utils.compute_feature_stats_for_dataset(opts, "vgg16", precision_recall.DETECTOR_KWARGS,
+        vgg16_opts = copy.copy(opts)
+        vgg16_opts.resize = "original"  # VGG16 resizes inside its file whatever --resize says (no clean mode)
+        vgg16 = metric_utils.compute_feature_stats_for_dataset(vgg16_opts, "vgg16", precision_recall.DETECTOR_KWARGS,
                                                                max_items=None, capture_all=True)
-        extra = dict(inception_features=stats.get_all(), vgg16_features=vgg16.get_all(),
-                     vgg16_sha256=metric_utils.detector_sha256(opts, "vgg16"))
-    mu, sigma = stats.get_mean_cov()
-    return reference_stats.save_reference_stats(out, mu, sigma, stats.num_items,
-                                                metric_utils.detector_sha256(opts, "inception"), image_shape,
-                                                bool(mirror), labels, extra)
+        extra.update(_detector_fields(opts, "vgg16"), vgg16_features=vgg16.get_all())
+    if with_dinov2:
+        extra.update(_dinov2_fields(opts, with_features))
+    mu, sigma = stats.get_mean_cov(ddof=reference_stats.COVARIANCE_DDOF["inception"])
+    fields = _detector_fields(opts, "inception")
+    return reference_stats.save_reference_stats(
+        out, mu, sigma, stats.num_items, fields["detector_sha256"], image_shape, bool(mirror), labels, extra,
+        resize=resize, dataset_name=os.path.basename(os.path.normpath(data)),
+        dataset_fingerprint=dataset_fingerprint(data), detector_name=fields["detector_name"])
+
+
+def _detector_fields(opts, kind):
+    """{<kind>_sha256, <kind>_name} of the detector file this export used, as reference_stats names them."""
+    spec, _ = detector_spec(opts, kind)
+    name = os.path.basename(spec.split("#")[0].rstrip("/")) or spec
+    return {reference_stats.SHA_KEYS[kind]: detector_sha256(opts, kind),
+            reference_stats.NAME_KEYS[kind]: name}
+
+
+def _dinov2_fields(opts, with_features):
+    """The DINOv2 arrays of a statistics file: mean, covariance (over N - 1, as FD-DINOv2 uses), detector."""
+    stats = metric_utils.compute_feature_stats_for_dataset(opts, "dinov2", fd_dinov2.DETECTOR_KWARGS, max_items=None,
+                                                           capture_mean_cov=True, capture_all=with_features)
+    mu, sigma = stats.get_mean_cov(ddof=reference_stats.COVARIANCE_DDOF["dinov2"])
+    fields = dict(_detector_fields(opts, "dinov2"), dinov2_mu=mu, dinov2_sigma=sigma)
+    if with_features:
+        fields.update(dinov2_features=stats.get_all())
+    return fields

@@ -1,10 +1,13 @@
-"""Shared machinery of the metrics: options, feature detectors, feature statistics and their disk cache.
+"""Shared machinery of the metrics: options, feature statistics and their disk cache (detectors: detectors.py).
 
 The numbers follow the StyleGAN2-ADA metric code: the same TorchScript detectors, fed uint8 NCHW
 images at the data's own size (the detectors resize internally, so 2:1 images are not cropped),
 statistics accumulated in float64, TF32 off while the generator and the detectors run, and
-generated images made with `noise_mode='random'` at truncation 1.
+generated images made with `noise_mode='random'` at truncation 1. DINOv2 (metrics/dinov2.py) takes the
+same uint8 images and resizes them as EDM2 does; `--resize=clean` resizes for both Inception-v3 and DINOv2
+beforehand (metrics/image_resize.py).
 """
+import collections
 import contextlib
 import copy
 import hashlib
@@ -23,25 +26,11 @@ import tqdm
 import dnnlib
 from torch_utils import misc
 from training.dataset import open_dataset
+from . import image_resize
 from . import reference_stats
-
-# ----------------------------------------------------------------------------
-# Detectors: the standard files, and the option / environment variable that point at a local copy.
-
-DETECTORS = {
-    "inception": dnnlib.EasyDict(
-        title="Inception-v3",
-        url="https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt",
-        option="--detector",
-        env="SG2_INCEPTION_DETECTOR",
-    ),
-    "vgg16": dnnlib.EasyDict(
-        title="VGG16",
-        url="https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt",
-        option="--vgg16",
-        env="SG2_VGG16_DETECTOR",
-    ),
-}
+from .dataset_fingerprint import dataset_fingerprint
+from .detectors import (DETECTORS, detector_identity, detector_images, detector_sha256, detector_spec,
+                        get_feature_detector, run_detector)
 
 # ----------------------------------------------------------------------------
 
@@ -67,6 +56,9 @@ class MetricOptions:
         batch_gen       = None,     # Images per generator call; None = min(batch_size, 4) as in the original.
         num_workers     = None,     # DataLoader worker processes; None = 3 on CUDA, 0 on the CPU.
         ref_stats       = None,     # Reference statistics file (metrics/reference_stats.py) in place of the real images.
+        resize          = "original",  # How images reach the detectors' input size: original, clean (image_resize.py).
+        shared_generation = None,   # A SharedGeneration of a call of several metrics (shared_generation.py), or None.
+        should_stop     = None,     # Callable: True once the caller wants the metric abandoned (MetricsStopped).
     ):
         assert 0 <= rank < num_gpus
         if device is None:
@@ -88,6 +80,9 @@ class MetricOptions:
         self.batch_gen = batch_gen if batch_gen is not None else min(batch_size, 4)
         self.num_workers = num_workers if num_workers is not None else (3 if self.device.type == "cuda" else 0)
         self.ref_stats = ref_stats
+        self.resize = image_resize.check_resize_mode(resize)
+        self.shared_generation = shared_generation
+        self.should_stop = should_stop
 
 
 def capped(count, cap):
@@ -101,10 +96,16 @@ def capped(count, cap):
 # Progress reporting.
 
 
+class MetricsStopped(Exception):
+    """The caller's should_stop() said so (e.g. training got SIGINT): the metric was abandoned part-way."""
+
+
 class Progress:
-    """A tqdm bar on rank 0 (when verbose) plus the caller's progress(done, total) callback."""
+    """A tqdm bar on rank 0 (when verbose) plus the caller's progress(done, total) callback; each update also asks
+    opts.should_stop, every rank agreeing (every rank updates once per batch), and raises MetricsStopped."""
 
     def __init__(self, opts, tag, total):
+        self.opts = opts
         self.total = total
         self.callback = opts.progress if opts.rank == 0 else None
         self.bar = tqdm.tqdm(total=total, desc=tag, unit="img", file=sys.stderr, dynamic_ncols=True,
@@ -115,6 +116,9 @@ class Progress:
         self.bar.update(done - self.bar.n)
         if self.callback is not None:
             self.callback(done, self.total)
+        if self.opts.should_stop is not None and _any_rank(self.opts, self.opts.should_stop()):
+            self.bar.close()
+            raise MetricsStopped()
 
     def close(self):
         self.bar.close()
@@ -177,93 +181,6 @@ def latents_and_labels(indices, z_dim, dataset, seed):
 def images_to_uint8(img):
     """Generator output in [-1, 1] to the uint8 pixels the detectors see (the original rounding: truncation)."""
     return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-
-
-# ----------------------------------------------------------------------------
-# Detector loading.
-
-_detector_cache = dict()  # (spec, device) -> loaded TorchScript module
-
-
-def detector_spec(opts, kind):
-    """(path or URL, where it was named): the explicit option, then the environment variable, then the standard URL."""
-    info = DETECTORS[kind]
-    if opts.detectors.get(kind):
-        return str(opts.detectors[kind]), info.option
-    if os.environ.get(info.env):
-        return os.environ[info.env], f"${info.env}"
-    return info.url, None
-
-
-def detector_identity(spec):
-    """What the real-data cache is keyed by: the URL, or a local file's path, size and modification time."""
-    path = spec[len("file://"):] if spec.startswith("file://") else spec
-    if dnnlib.util.is_url(spec) or not os.path.isfile(path):
-        return spec
-    st = os.stat(path)
-    return dict(path=os.path.abspath(path), size=st.st_size, mtime_ns=st.st_mtime_ns)
-
-
-def load_detector(spec, kind, named_by=None, device="cpu", verbose=False):
-    """Load a TorchScript detector. Pickled detectors are refused: unpickling a file can run arbitrary code."""
-    info = DETECTORS[kind]
-    where = named_by or f"{info.title} detector"
-    how_to = f"pass {info.option}=PATH or set {info.env}=PATH to a local copy of {os.path.basename(info.url)}"
-    if spec.lower().endswith(".pkl"):
-        raise dnnlib.util.UserError(f"{where}: {spec} is a pickle, which is not loaded because unpickling can run "
-                                    f"arbitrary code; use the TorchScript file {info.url}")
-    try:
-        path = dnnlib.util.open_url(spec, num_attempts=3, verbose=verbose, return_filename=True)
-    except (dnnlib.util.UserError, OSError) as err:
-        if spec == info.url:
-            raise dnnlib.util.UserError(
-                f"{where}: cannot download {spec}; without network access put the file at "
-                f"{dnnlib.util.url_cache_path(spec)}, or {how_to} [{err}]") from err
-        raise dnnlib.util.UserError(f"{where}: cannot open {spec} ({err}); {how_to}") from err
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch calls TorchScript deprecated; the files are TorchScript
-            module = torch.jit.load(path, map_location=device)
-    except Exception as err:  # torch reports a wrong file format as RuntimeError, ValueError or zip errors
-        raise dnnlib.util.UserError(f"{where}: {spec} is not a TorchScript detector ({type(err).__name__}); "
-                                    f"use {os.path.basename(info.url)}, or {how_to}") from err
-    return module.eval()
-
-
-def get_feature_detector(opts, kind):
-    """The detector of `kind` on opts.device, loaded once per process; rank 0 downloads before the others read."""
-    spec, named_by = detector_spec(opts, kind)
-    key = (spec, str(opts.device))
-    if key not in _detector_cache:
-        distributed = opts.num_gpus > 1 and torch.distributed.is_initialized()
-        if distributed and opts.rank != 0:
-            torch.distributed.barrier()
-        _detector_cache[key] = load_detector(spec, kind, named_by, opts.device, verbose=opts.verbose and opts.rank == 0)
-        if distributed and opts.rank == 0:
-            torch.distributed.barrier()
-    return _detector_cache[key]
-
-
-_detector_sha256 = dict()  # (path, size, mtime_ns) -> hex digest
-
-
-def detector_sha256(opts, kind):
-    """SHA-256 of the detector file of `kind` this run uses: what reference statistics files record."""
-    get_feature_detector(opts, kind)  # fetched, and checked to be a detector, first
-    spec, _ = detector_spec(opts, kind)
-    path = dnnlib.util.open_url(spec, num_attempts=3, verbose=False, return_filename=True)
-    st = os.stat(path)
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-    if key not in _detector_sha256:
-        _detector_sha256[key] = dnnlib.download.file_sha256(path)
-    return _detector_sha256[key]
-
-
-def run_detector(detector, images, detector_kwargs):
-    """Grayscale images are repeated to RGB, as the detectors expect three channels."""
-    if images.shape[1] == 1:
-        images = images.repeat([1, 3, 1, 1])
-    return detector(images, **detector_kwargs)
 
 
 # ----------------------------------------------------------------------------
@@ -332,12 +249,13 @@ class FeatureStats:
     def get_all_torch(self):
         return torch.from_numpy(self.get_all())
 
-    def get_mean_cov(self):
-        """Mean and (population, 1/N) covariance, as the original FID code computes them."""
-        assert self.capture_mean_cov and self.num_items > 0
+    def get_mean_cov(self, ddof=0):
+        """Mean and covariance: ddof=0 divides by N, as the original FID code does; ddof=1 by N - 1, as EDM2's."""
+        assert self.capture_mean_cov and self.num_items > ddof
         mean = self.raw_mean / self.num_items
-        cov = self.raw_cov / self.num_items - np.outer(mean, mean)
-        return mean, cov
+        if ddof == 0:  # the original's exact arithmetic, so that published numbers are reproduced to the bit
+            return mean, self.raw_cov / self.num_items - np.outer(mean, mean)
+        return mean, (self.raw_cov - np.outer(mean, mean) * self.num_items) / (self.num_items - ddof)
 
     def save(self, path):
         """Write atomically as .npz (no pickles: a cache file must not be able to run code)."""
@@ -396,11 +314,22 @@ def stats_cache_path(opts, kind, detector_kwargs, stats_kwargs):
         dataset_kwargs["path"] = os.path.abspath(dataset_kwargs["path"])  # the same data from any working folder
     key = dict(dataset_kwargs=dataset_kwargs, dataset=dataset_identity(opts.dataset_kwargs),
                detector=detector_identity(spec), detector_kwargs=detector_kwargs, stats_kwargs=stats_kwargs, format=1)
+    if opts.resize != "original":  # only then: the caches of the original resizing stay valid
+        key["resize"] = opts.resize
     digest = hashlib.md5(json.dumps(key, sort_keys=True, default=repr).encode("utf-8")).hexdigest()
     path = opts.dataset_kwargs.get("path")
     dataset_name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] if isinstance(path, str) else "data"
     name = re.sub(r"[^0-9A-Za-z._-]", "_", f"{dataset_name}-{kind}-{digest}.npz")
     return dnnlib.util.make_cache_dir_path("gan-metrics", name)
+
+
+def _any_rank(opts, flag):
+    """True on every rank when `flag` is true on any of them."""
+    if opts.num_gpus > 1 and torch.distributed.is_initialized():
+        t = torch.as_tensor(float(flag), dtype=torch.float32, device=opts.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        flag = bool(t.item())
+    return flag
 
 
 def _rank0_flag(opts, flag):
@@ -428,8 +357,11 @@ def reference_feature_stats(opts, kind, max_items):
     ref = reference_stats.cached_reference_stats(opts.ref_stats)
     spec, _ = detector_spec(opts, kind)
     image_shape = reference_stats.generator_image_shape(opts.G) if opts.G is not None else None
+    path = opts.dataset_kwargs.get("path")  # training passes its dataset along with the file: they must agree
+    dataset = (path, dataset_fingerprint(path)) if isinstance(path, str) and os.path.exists(path) else None
     reference_stats.check_compatible(ref, kind, detector_sha256(opts, kind), f"{DETECTORS[kind].title} detector "
-                                     f"({spec})", xflip=opts.dataset_kwargs.get("xflip", False), image_shape=image_shape)
+                                     f"({spec})", xflip=opts.dataset_kwargs.get("xflip", False),
+                                     image_shape=image_shape, resize=opts.resize, dataset=dataset)
     return reference_stats.FileStats(ref, kind, max_items)
 
 
@@ -462,7 +394,8 @@ def compute_feature_stats_for_dataset(opts, detector, detector_kwargs, max_items
     progress = Progress(opts, "real images", num_items)
     with no_tf32(), torch.no_grad():
         for images, _labels in loader:
-            features = run_detector(detector_net, images.to(opts.device), detector_kwargs)
+            features = run_detector(detector_net, detector_images(opts, detector, images.to(opts.device)),
+                                    detector_kwargs)
             stats.append_torch(features, num_gpus=opts.num_gpus, rank=opts.rank)
             progress.update(stats.num_items)
     progress.close()
@@ -557,18 +490,33 @@ def cpu_thread_split(device):
     return total, total
 
 
+# One detector output a metric reads from generated images: which detector, its call options, what to keep.
+FeatureRequest = collections.namedtuple("FeatureRequest", ["detector", "detector_kwargs", "stats_kwargs"])
+
+
 def compute_feature_stats_for_generator(opts, detector, detector_kwargs, max_items, **stats_kwargs):
     """Features of max_items generated images: z ~ N(0, I), c drawn from the real labels, noise_mode='random'.
 
-    The generator makes the next batch in a background thread while the detector reads the current one.
+    In a call of several metrics (opts.shared_generation), the images are made once for all of them.
     """
     max_items = capped(max_items, opts.max_gen)
+    request = FeatureRequest(detector, dict(detector_kwargs), dict(stats_kwargs))
+    if opts.shared_generation is not None:
+        return opts.shared_generation.stats_for(opts, request, max_items)
+    return generated_feature_stats(opts, [request], max_items)[0]
+
+
+def generated_feature_stats(opts, requests, max_items):
+    """A FeatureStats for each FeatureRequest, all from one pass over max_items generated images.
+
+    The generator makes the next batch in a background thread while the detectors read the current one.
+    """
     G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
     G_kwargs = dict(truncation_psi=1, noise_mode="random")
     G_kwargs.update(opts.G_kwargs)
     dataset = label_source(opts)
-    stats = FeatureStats(max_items=max_items, **stats_kwargs)
-    detector_net = get_feature_detector(opts, detector)
+    stats = [FeatureStats(max_items=max_items, **request.stats_kwargs) for request in requests]
+    detector_nets = {request.detector: get_feature_detector(opts, request.detector) for request in requests}
 
     split = cpu_thread_split(opts.device)
 
@@ -591,8 +539,15 @@ def compute_feature_stats_for_generator(opts, detector, detector_kwargs, max_ite
     threads = intra_op_threads(split[1]) if split else contextlib.nullcontext()
     with seeded_global_rng(mix_seed(opts.seed, opts.rank), opts.device), no_tf32(), torch.no_grad(), threads:
         for images in prefetched(generated_batches):
-            features = run_detector(detector_net, images, detector_kwargs)
-            stats.append_torch(features, num_gpus=opts.num_gpus, rank=opts.rank)
-            progress.update(stats.num_items)
+            inputs, outputs = {}, {}  # each detector resizes and runs once per batch, whatever reads it
+            for request, request_stats in zip(requests, stats):
+                call = (request.detector, json.dumps(request.detector_kwargs, sort_keys=True))
+                if call not in outputs:
+                    if request.detector not in inputs:
+                        inputs[request.detector] = detector_images(opts, request.detector, images)
+                    outputs[call] = run_detector(detector_nets[request.detector], inputs[request.detector],
+                                                 request.detector_kwargs)
+                request_stats.append_torch(outputs[call], num_gpus=opts.num_gpus, rank=opts.rank)
+            progress.update(stats[0].num_items)
     progress.close()
     return stats

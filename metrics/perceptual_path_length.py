@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 import dnnlib
+from . import detectors
 from . import metric_utils
 
 
@@ -76,7 +77,7 @@ def compute_ppl(opts, num_samples, epsilon, space, sampling, crop, batch_size):
     assert space in ("z", "w") and sampling in ("full", "end")
     num_samples = metric_utils.capped(num_samples, opts.max_gen)
     dataset = metric_utils.label_source(opts)
-    vgg16 = metric_utils.get_feature_detector(opts, "vgg16")
+    vgg16 = detectors.get_feature_detector(opts, "vgg16")
     G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)  # its noise buffers get overwritten
     noise_bufs = [buf for name, buf in G.named_buffers() if name.endswith(".noise_const")]
     gen = torch.Generator().manual_seed(metric_utils.mix_seed(opts.seed, opts.rank))

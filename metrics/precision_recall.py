@@ -40,15 +40,21 @@ def compute_distances(row_features, col_features, num_gpus=1, rank=0, col_batch_
     return torch.cat(dist_batches, dim=1)[:, :num_cols] if rank == 0 else None
 
 
-# k-NN radii of a manifold and the share of probes inside it (Kynkäänniemi et al. 2019, eq. 1-4).
-def manifold_coverage(manifold, probes, nhood_size=3, row_batch_size=10000, col_batch_size=10000, num_gpus=1, rank=0):
-    """Share of `probes` within the k-NN ball of some `manifold` point; NaN on ranks other than 0."""
+# k-NN radii of a point set (Kynkäänniemi et al. 2019, eq. 1).
+def knn_radii(points, nhood_size, row_batch_size=10000, col_batch_size=10000, num_gpus=1, rank=0):
+    """Distance from each point to its k-th nearest other point; on rank 0 (None elsewhere)."""
     kth = []
-    for manifold_batch in manifold.split(row_batch_size):
-        dist = compute_distances(manifold_batch, manifold, num_gpus, rank, col_batch_size)
+    for points_batch in points.split(row_batch_size):
+        dist = compute_distances(points_batch, points, num_gpus, rank, col_batch_size)
         # Each point is its own nearest neighbour at distance 0, hence the (k + 1)-th smallest value.
         kth.append(dist.to(torch.float32).kthvalue(nhood_size + 1).values.to(dist.dtype) if rank == 0 else None)
-    kth = torch.cat(kth) if rank == 0 else None
+    return torch.cat(kth) if rank == 0 else None
+
+
+# The share of probes inside a k-NN manifold (Kynkäänniemi et al. 2019, eq. 2-4).
+def manifold_coverage(manifold, probes, nhood_size=3, row_batch_size=10000, col_batch_size=10000, num_gpus=1, rank=0):
+    """Share of `probes` within the k-NN ball of some `manifold` point; NaN on ranks other than 0."""
+    kth = knn_radii(manifold, nhood_size, row_batch_size, col_batch_size, num_gpus, rank)
     inside = []
     for probes_batch in probes.split(row_batch_size):
         dist = compute_distances(probes_batch, manifold, num_gpus, rank, col_batch_size)

@@ -6,16 +6,22 @@ A reference statistics file is an .npz (read with allow_pickle=False) holding:
 | --- | --- |
 | `mu`, `sigma` | float64 mean [F] and covariance [F, F] of the Inception-v3 features (the names other FID tools use) |
 | `num_images` | how many real images (items: with x-flips, each image counts twice) |
-| `detector_sha256` | SHA-256 of the Inception-v3 detector file the features came from |
+| `detector_sha256`, `detector_name` | SHA-256 and file name of the Inception-v3 detector the features came from |
 | `image_shape` | [C, H, W] of the real images |
 | `xflip` | whether x-flipped copies were added |
+| `resize` | how images reached the detectors' input size: `original` or `clean` (metrics/image_resize.py) |
+| `dataset_name`, `dataset_fingerprint` | the dataset's file name, and SHA-256 of its image names and sizes |
 | `package_version`, `format_version` | what wrote the file |
 | `labels` | (optional) float32 [num_images, L], the class labels, for conditional networks |
 | `inception_features` | (optional, --with-features) float32 [num_images, F], for KID |
 | `vgg16_features`, `vgg16_sha256` | (optional, --with-features) VGG16 features and detector, for precision/recall |
+| `dinov2_mu`, `dinov2_sigma`, `dinov2_sha256`, `dinov2_name` | (optional, --with-dinov2) DINOv2 statistics (covariance over N - 1, as EDM2) and detector |
+| `dinov2_features` | (optional, --with-dinov2 --with-features) float32 [num_images, F], for precision/recall/density/coverage |
 
 The statistics are exactly what the metrics compute from the dataset, so FID against the file equals
-FID against the dataset. A file made with another detector, image size or flip setting is refused.
+FID against the dataset. A file made with another detector, image size, flip setting, resize mode or
+(when the metric also has the dataset, as in training) another dataset is refused, naming both values.
+Files of format 1 (before `resize` and the dataset fields) count as `original` with no dataset check.
 """
 import os
 
@@ -24,10 +30,14 @@ import torch
 
 import dnnlib
 
-FORMAT_VERSION = 1
-MAX_FEATURES = 1 << 14          # bound on the feature width (Inception-v3: 2048, VGG16: 4096)
+FORMAT_VERSION = 2
+MAX_FEATURES = 1 << 14          # bound on the feature width (Inception-v3: 2048, VGG16: 4096, DINOv2: 1024)
 MAX_LABEL_DIM = 1 << 16
-SHA_KEYS = {"inception": "detector_sha256", "vgg16": "vgg16_sha256"}  # detector kind -> its SHA-256 in the file
+SHA_KEYS = {"inception": "detector_sha256", "vgg16": "vgg16_sha256", "dinov2": "dinov2_sha256"}  # kind -> SHA-256
+NAME_KEYS = {"inception": "detector_name", "vgg16": "vgg16_name", "dinov2": "dinov2_name"}  # kind -> file name
+MEAN_COV_KEYS = {"inception": ("mu", "sigma"), "dinov2": ("dinov2_mu", "dinov2_sigma")}
+COVARIANCE_DDOF = {"inception": 0, "dinov2": 1}  # the original FID divides by N, EDM2's FD-DINOv2 by N - 1
+WITH_OPTION = {"vgg16": "--with-features", "dinov2": "--with-dinov2"}
 
 # ----------------------------------------------------------------------------
 # Writing.
@@ -39,17 +49,21 @@ def dataset_labels(dataset):
     return np.stack([np.asarray(dataset.get_label(i), dtype=np.float32) for i in range(len(dataset))])
 
 
-def save_reference_stats(path, mu, sigma, num_images, detector_sha256, image_shape, xflip, labels=None, extra=None):
-    """Write a reference statistics file atomically; `extra` holds the optional feature arrays. Returns a summary."""
+def save_reference_stats(path, mu, sigma, num_images, detector_sha256, image_shape, xflip, labels=None, extra=None,
+                         resize="original", dataset_name="", dataset_fingerprint="", detector_name=""):
+    """Write a reference statistics file atomically; `extra` holds the optional arrays. Returns a summary."""
     arrays = dict(mu=np.asarray(mu, dtype=np.float64), sigma=np.asarray(sigma, dtype=np.float64),
                   num_images=np.int64(num_images), detector_sha256=np.str_(detector_sha256),
-                  image_shape=np.array(image_shape, dtype=np.int64), xflip=np.bool_(xflip),
+                  detector_name=np.str_(detector_name), image_shape=np.array(image_shape, dtype=np.int64),
+                  xflip=np.bool_(xflip), resize=np.str_(resize), dataset_name=np.str_(dataset_name),
+                  dataset_fingerprint=np.str_(dataset_fingerprint),
                   package_version=np.str_(dnnlib.util.package_version()), format_version=np.int64(FORMAT_VERSION))
     if labels is not None:
         arrays["labels"] = np.asarray(labels, dtype=np.float32)
     arrays.update(extra or {})
     dnnlib.util.atomic_write(os.fspath(path), lambda f: np.savez(f, **arrays))
     return dict(path=os.fspath(path), num_images=int(num_images), image_shape=list(image_shape), xflip=bool(xflip),
+                resize=resize, detectors=sorted(kind for kind, key in SHA_KEYS.items() if key in arrays),
                 features=sorted(k for k in arrays if k.endswith("_features")))
 
 
@@ -78,15 +92,20 @@ def _check_layout(npz, path):
                                     f"{', '.join(missing)}); write one with calc_metrics.py --export-stats")
     headers = {key: _array_header(npz, key) for key in names}
     num_images = int(npz["num_images"]) if headers["num_images"] == ((), np.dtype("i8")) else -1
-    mu_shape = headers["mu"][0]
-    width = mu_shape[0] if len(mu_shape) == 1 else -1
-    expected = dict(mu=((width,), "f8"), sigma=((width, width), "f8"))
-    for key in ("labels", "inception_features", "vgg16_features"):
+    expected = dict()
+    for mu_key, sigma_key in MEAN_COV_KEYS.values():
+        if mu_key in names or sigma_key in names:
+            mu_shape = headers[mu_key][0] if mu_key in names else ()
+            width = mu_shape[0] if len(mu_shape) == 1 else -1
+            expected.update({mu_key: ((width,), "f8"), sigma_key: ((width, width), "f8")})
+    for key in ("labels", "inception_features", "vgg16_features", "dinov2_features"):
         if key in names:
             shape = headers[key][0]
             expected[key] = ((num_images, shape[1] if len(shape) == 2 else -1), "f4")
     for key, (shape, dtype) in expected.items():
         limit = MAX_LABEL_DIM if key == "labels" else MAX_FEATURES
+        if key not in headers:
+            raise dnnlib.util.UserError(f"--ref-stats: {path}: array '{key}' is missing; the file is damaged")
         if headers[key] != (shape, np.dtype(dtype)) or num_images < 2 or not 0 < shape[-1] <= limit:
             got_shape, got_dtype = headers[key]
             raise dnnlib.util.UserError(f"--ref-stats: {path}: array '{key}' is {got_dtype} {list(got_shape)}, "
@@ -111,8 +130,12 @@ def load_reference_stats(path):
                                   xflip=_scalar(npz, "xflip", "b", path),
                                   format_version=_scalar(npz, "format_version", "i", path),
                                   image_shape=[int(v) for v in npz["image_shape"]])
-            if "vgg16_sha256" in npz.files:
-                ref.vgg16_sha256 = _scalar(npz, "vgg16_sha256", "U", path)
+            for key in ("vgg16_sha256", "dinov2_sha256", "resize", "dataset_name", "dataset_fingerprint",
+                        *NAME_KEYS.values()):
+                if key in npz.files:
+                    ref[key] = _scalar(npz, key, "U", path)
+            if "dinov2_sha256" in ref and "dinov2_mu" not in npz.files:
+                raise dnnlib.util.UserError(f"--ref-stats: {path}: has dinov2_sha256 but no dinov2_mu; damaged")
     except (OSError, ValueError, KeyError, EOFError) as err:  # not a zip, or a damaged npz member
         raise dnnlib.util.UserError(f"--ref-stats: {path} is not a readable .npz file ({err})") from None
     if ref.format_version > FORMAT_VERSION:
@@ -120,6 +143,9 @@ def load_reference_stats(path):
                                     f"reads up to {FORMAT_VERSION}, update it")
     if len(ref.image_shape) != 3:
         raise dnnlib.util.UserError(f"--ref-stats: {path}: image_shape {ref.image_shape} is not [C, H, W]")
+    ref.setdefault("resize", "original")  # format 1 files were all made with the original resizing
+    if ref.resize not in ("original", "clean"):
+        raise dnnlib.util.UserError(f"--ref-stats: {path}: resize {ref.resize!r} is not original or clean")
     return ref
 
 
@@ -147,16 +173,26 @@ def generator_image_shape(G):
             int(getattr(G, "img_width", G.img_resolution))]
 
 
-def check_compatible(ref, kind, detector_sha256, detector_name, xflip, image_shape=None):
-    """Refuse a file made with another detector, flip setting or image size than this metric run uses."""
+def check_compatible(ref, kind, detector_sha256, detector_name, xflip, image_shape=None, resize="original",
+                     dataset=None):
+    """Refuse a file made with another detector, flip setting, image size, resize mode or dataset than this metric
+    run uses. `dataset` is (path, fingerprint) of the real images when the run has them (training), else None."""
     where = f"--ref-stats: {ref.path}"
     theirs = ref.get(SHA_KEYS[kind])
     if theirs is None and kind != "inception":
-        raise dnnlib.util.UserError(f"{where} holds no {kind} features; precision/recall need them: write the file "
-                                    "with calc_metrics.py --export-stats --with-features")
+        raise dnnlib.util.UserError(f"{where} holds no {kind} statistics; this metric needs them: write the file "
+                                    f"with calc_metrics.py --export-stats {WITH_OPTION[kind]}")
     if theirs != detector_sha256:
-        raise dnnlib.util.UserError(f"{where} was made with a detector of SHA-256 {theirs}, but this run's "
-                                    f"{detector_name} has SHA-256 {detector_sha256}; use the same detector file")
+        their_name = f" ({ref[NAME_KEYS[kind]]})" if ref.get(NAME_KEYS[kind]) else ""
+        raise dnnlib.util.UserError(f"{where} was made with a detector of SHA-256 {theirs}{their_name}, but this "
+                                    f"run's {detector_name} has SHA-256 {detector_sha256}; use the same detector file")
+    if kind != "vgg16" and ref.resize != resize:  # VGG16 always resizes inside its file
+        raise dnnlib.util.UserError(f"{where} holds statistics of --resize={ref.resize}, but this run uses "
+                                    f"--resize={resize}; export statistics with --resize={resize}")
+    if dataset is not None and ref.get("dataset_fingerprint") and ref.dataset_fingerprint != dataset[1]:
+        raise dnnlib.util.UserError(f"{where} describes dataset '{ref.get('dataset_name')}' (fingerprint "
+                                    f"{ref.dataset_fingerprint[:16]}), but the real images here are {dataset[0]} "
+                                    f"(fingerprint {dataset[1][:16]}); use statistics of this dataset")
     if ref.xflip != bool(xflip):
         raise dnnlib.util.UserError(f"{where} holds statistics with xflip={ref.xflip}, but this metric needs "
                                     f"xflip={bool(xflip)}; export statistics with --mirror={int(bool(xflip))}")
@@ -173,12 +209,14 @@ class FileStats:
         self.kind = kind
         self.num_items = ref.num_images if max_items is None else min(ref.num_images, max_items)
 
-    def get_mean_cov(self):
+    def get_mean_cov(self, ddof=0):
         if self.num_items != self.ref.num_images:
             raise dnnlib.util.UserError(
                 f"--ref-stats: this metric uses the first {self.num_items} real images, but {self.ref.path} holds "
                 f"the statistics of {self.ref.num_images}; use the *_full metric with this file")
-        return read_array(self.ref, "mu"), read_array(self.ref, "sigma")
+        assert ddof == COVARIANCE_DDOF[self.kind], "the file holds the covariance its metric uses"
+        mu_key, sigma_key = MEAN_COV_KEYS[self.kind]
+        return read_array(self.ref, mu_key), read_array(self.ref, sigma_key)
 
     def get_all(self):
         key = f"{self.kind}_features"

@@ -6,11 +6,21 @@ It has the real detectors' call signature, so every metric runs end to end witho
 probabilities (softmax, like the real Inception file), `return_lpips=True` -> features whose
 squared differences play the LPIPS distance. Numbers computed with it mean nothing beyond tests.
 
-    python -m metrics.stand_in_detector STANDIN.pt
-"""
-import sys
+For DINOv2, `save_stand_in_dinov2` writes a small state dict with the official file's key names (a ViT with
+one thin block and random weights), which loads through the real path (metrics/dinov2.py).
 
+    python -m metrics.stand_in_detector STANDIN.pt
+    python -m metrics.stand_in_detector --dinov2 STANDIN_DINOV2.pth
+"""
+import warnings
+
+import click
 import torch
+
+import dnnlib
+from dnnlib.errors import describe_error
+
+from . import dinov2
 
 
 class StandInDetector(torch.nn.Module):
@@ -48,15 +58,45 @@ class StandInDetector(torch.nn.Module):
 
 
 def save_stand_in_detector(path, **kwargs):
-    """Write a scripted StandInDetector(**kwargs) to `path` (a TorchScript .pt file)."""
-    import warnings
+    """Write a scripted StandInDetector(**kwargs) to `path` (a TorchScript .pt file), atomically."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch calls TorchScript deprecated; the real files are TorchScript
-        torch.jit.save(torch.jit.script(StandInDetector(**kwargs)), path)
+        scripted = torch.jit.script(StandInDetector(**kwargs))
+        dnnlib.util.atomic_write(path, lambda f: torch.jit.save(scripted, f))
     return path
 
 
+def save_stand_in_dinov2(path, embed_dim=16, depth=1, pos_grid=4, seed=0):
+    """Write the state dict of a small DINOv2-shaped ViT (patch 14, random weights) to `path` (torch.save),
+    atomically."""
+    torch.manual_seed(seed)
+    vit = dinov2.VisionTransformer(embed_dim=embed_dim, depth=depth, num_heads=max(1, embed_dim // dinov2.HEAD_DIM),
+                                   patch_size=14, pos_grid=pos_grid)
+    with torch.no_grad():
+        for name, param in vit.named_parameters():
+            if name.endswith(".weight") and param.ndim >= 2:  # variance-preserving, so features vary with the image
+                param.normal_(0, param[0].numel() ** -0.5)
+            elif name in ("cls_token", "pos_embed"):
+                param.normal_(0, 1)
+    state = vit.state_dict()
+    dnnlib.util.atomic_write(path, lambda f: torch.save(state, f))
+    return path
+
+
+@click.command()
+@click.argument("out", metavar="OUT", type=click.Path(dir_okay=False))
+@click.option("--dinov2", "as_dinov2", is_flag=True, help="Write the DINOv2 stand-in (a state dict, for --dinov2)")
+def main(out, as_dinov2):
+    """Write a stand-in detector to OUT: TorchScript for --detector, --vgg16 or make demo; with --dinov2 a
+    DINOv2 state dict."""
+    try:
+        if as_dinov2:
+            save_stand_in_dinov2(out)
+        else:
+            save_stand_in_detector(out)
+    except OSError as err:  # one line, as the tools show it (click prints 'Error: ...' and exits 1)
+        raise click.ClickException(describe_error(err)) from None
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m metrics.stand_in_detector OUT.pt")
-    save_stand_in_detector(sys.argv[1])
+    main()  # click's standalone mode: --help prints the usage, a usage error is one line

@@ -2,19 +2,21 @@
 
 By default the reals are the synthetic standing figures of the CPU demo (make_demo_data.py), at
 128x64; --data takes a dataset folder or zip instead. The default writes the README's picture:
-  python scripts/augment_grid.py --out docs/images/augment-body.png
+  python scripts/augment_grid.py --out docs/images/augment-body.png --force
 """
 import os
 import sys
 
 import click
 import numpy as np
-import PIL.Image
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # Run from anywhere.
 import dnnlib  # noqa: E402
+from dnnlib.image_grid import save_png  # noqa: E402
 from make_demo_data import draw_figure  # noqa: E402  (this script's folder is on sys.path)
+from sg2_cli import outputs, runner  # noqa: E402
+from sg2_cli.options import Number, shared  # noqa: E402
 from training import augment  # noqa: E402
 
 
@@ -55,25 +57,27 @@ def augment_grid(reals, augpipe='body', p=1.0, num_augmented=7, seed=0, gap=2):
 
 
 @click.command()
-@click.option('--out', help='Output PNG', metavar='PNG', default='docs/images/augment-body.png', show_default=True)
-@click.option('--data', help='Dataset folder or zip [default: synthetic figures]', metavar='PATH')
+@shared('--out', default='docs/images/augment-body.png', required=False, show_default=True, detail='a PNG')
+@shared('--data', note='synthetic figures')
 @click.option('--augpipe', help='Pipeline name', type=click.Choice(list(augment.augpipe_specs)), default='body',
               show_default=True)
-@click.option('--p', 'p', help='Augmentation probability', type=click.FloatRange(0, 1), default=1.0, show_default=True)
-@click.option('--rows', help='Number of real images', type=click.IntRange(min=1), default=4, show_default=True)
-@click.option('--cols', help='Augmented versions of each', type=click.IntRange(min=1), default=7, show_default=True)
-@click.option('--height', help='Synthetic image height (width is half)', type=click.IntRange(min=16), default=128,
+@click.option('--p', 'p', help='Augmentation probability', type=Number(0, 1), default=1.0, show_default=True)
+@click.option('--rows', help='Number of real images', type=click.IntRange(1, 256), default=4, show_default=True)
+@click.option('--cols', help='Augmented versions of each', type=click.IntRange(1, 256), default=7, show_default=True)
+@click.option('--height', help='Synthetic image height (width is half)', type=click.IntRange(16, 1024), default=128,
               show_default=True)
-@click.option('--seed', help='Random seed', type=int, default=0, show_default=True)
-def main(out, data, augpipe, p, rows, cols, height, seed):
+@shared('--seed')
+@shared('--force')
+@shared('--verbose')
+def main(out_path, data, augpipe, p, rows, cols, height, seed, force):
     """Write a grid of augmented real images."""
+    outputs.check_new([out_path], force, '--out')
     reals = dataset_reals(data, rows, seed) if data else synthetic_reals(rows, height, height // 2, seed)
     grid = augment_grid(reals, augpipe=augpipe, p=p, num_augmented=cols, seed=seed)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    PIL.Image.fromarray(grid.squeeze(2) if grid.shape[2] == 1 else grid).save(out)
-    print(f'Wrote {out}: {rows} reals, each followed by {cols} augmentations ({augpipe}, p={p})')
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    save_png(grid, out_path)  # atomically: a failed run keeps an older grid whole
+    print(f'Wrote {out_path}: {rows} reals, each followed by {cols} augmentations ({augpipe}, p={p})')
 
 
 if __name__ == '__main__':
-    import dnnlib.cli
-    dnnlib.cli.run(main)
+    runner.run(main)

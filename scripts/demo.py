@@ -19,7 +19,8 @@ import click
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import dnnlib  # noqa: E402
-import dnnlib.cli  # noqa: E402
+from sg2_cli import runner  # noqa: E402
+from sg2_cli.options import shared  # noqa: E402
 
 # Thin networks: two CPU processes (one thread each, gloo; two threads in one process stall each other on a
 # busy machine) with 16 images each per step. channel_base 1024 and batch 32 train about twice as many
@@ -44,7 +45,7 @@ def demo_env(threads=1):
 
 
 def make_data(dest, env):
-    run([sys.executable, os.path.join("scripts", "make_demo_data.py"), f"--dest={dest}", "--num=2000", "--seed=0"],
+    run([sys.executable, os.path.join("scripts", "make_demo_data.py"), f"--out={dest}", "--num=2000", "--seed=0"],
         env)
 
 
@@ -60,8 +61,8 @@ def train(runs, data, kimg, minutes, env, procs=None, quiet=False):
 
 
 @click.command()
-@click.option("--outdir", help="Where the dataset and the run folder go", default=os.path.join(ROOT, "demo-runs"),
-              show_default=True)
+@shared("--outdir", required=False, default=os.path.join(ROOT, "demo-runs"), show_default=True,
+        detail="the dataset and the run folders")
 @click.option("--kimg", help="Training length in thousands of images", type=float, default=24, show_default=True)
 @click.option("--minutes", help="Stop training after this many minutes at the latest", type=float, default=9.5,
               show_default=True)
@@ -101,4 +102,4 @@ def main(outdir, kimg, minutes, procs, threads, copy_to):
 
 
 if __name__ == "__main__":
-    dnnlib.cli.run(main)
+    runner.run(main)

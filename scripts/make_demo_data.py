@@ -17,6 +17,8 @@ import PIL.ImageDraw
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # Run from anywhere.
 import dnnlib  # noqa: E402
+from sg2_cli import outputs, runner  # noqa: E402
+from sg2_cli.options import shared  # noqa: E402
 
 SUPERSAMPLE = 4  # Figures are drawn at 4x and downsampled, which anti-aliases the edges.
 
@@ -105,10 +107,10 @@ def draw_figure(rnd: np.random.RandomState, height: int = 64, width: int = 32) -
     return np.asarray(img, dtype=np.uint8)
 
 
-def make_demo_dataset(dest: str, num_images: int = 2000, seed: int = 0, height: int = 64, width: int = 32) -> str:
-    """Write `num_images` figures to the zip `dest`; returns `dest`."""
-    if os.path.exists(dest):
-        raise dnnlib.util.UserError(f"{dest}: already exists; remove it or choose another --dest")
+def make_demo_dataset(dest: str, num_images: int = 2000, seed: int = 0, height: int = 64, width: int = 32,
+                      force: bool = False) -> str:
+    """Write `num_images` figures to the zip `dest` (an existing one only with `force`); returns `dest`."""
+    outputs.check_new([dest], force, "--out")
     rnd = np.random.RandomState(seed)
 
     def write_zip(f):
@@ -126,17 +128,18 @@ def make_demo_dataset(dest: str, num_images: int = 2000, seed: int = 0, height: 
 
 
 @click.command()
-@click.option("--dest", help="Output zip", metavar="ZIP", required=True)
-@click.option("--num", help="Number of images", type=click.IntRange(min=1), default=2000, show_default=True)
-@click.option("--seed", help="Random seed", type=int, default=0, show_default=True)
-@click.option("--height", help="Image height", type=click.IntRange(min=8), default=64, show_default=True)
-@click.option("--width", help="Image width", type=click.IntRange(min=4), default=32, show_default=True)
-def main(dest, num, seed, height, width):
+@shared("--out", old=("--dest",), detail="the dataset zip")
+@click.option("--num", help="Number of images", type=click.IntRange(1, 1_000_000), default=2000, show_default=True)
+@shared("--seed")
+@click.option("--height", help="Image height", type=click.IntRange(8, 4096), default=64, show_default=True)
+@click.option("--width", help="Image width", type=click.IntRange(4, 4096), default=32, show_default=True)
+@shared("--force")
+@shared("--verbose")
+def main(out_path, num, seed, height, width, force):
     """Draw the synthetic figure dataset used by the CPU demo."""
-    make_demo_dataset(dest, num_images=num, seed=seed, height=height, width=width)
-    print(f"Wrote {num} images of {height}x{width} to {dest}")
+    make_demo_dataset(out_path, num_images=num, seed=seed, height=height, width=width, force=force)
+    print(f"Wrote {num} images of {height}x{width} to {out_path}")
 
 
 if __name__ == "__main__":
-    import dnnlib.cli
-    dnnlib.cli.run(main)
+    runner.run(main)

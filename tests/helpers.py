@@ -26,6 +26,32 @@ def require_compat_dir(folder=COMPAT_DIR):
     return folder
 
 
+_MEASURED = ("import json, resource, subprocess, sys, time\n"
+             "start = time.time()\n"
+             "proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+             "print(json.dumps(dict(status=proc.returncode, output=proc.stdout + proc.stderr, seconds=time.time() - start,"
+             " peak_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)))\n")
+
+
+def run_tool(script, args, env=None, timeout=600, file_size_limit=None):
+    """Run a command-line tool of the repository (e.g. 'generate.py') as a fresh child of a fresh wrapper process,
+    whose RUSAGE_CHILDREN then holds the tool's own peak memory. Returns dict(status, output, seconds, peak_mb).
+    `file_size_limit` (bytes, RLIMIT_FSIZE) stands in for a full disk: writes past it fail with EFBIG."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit():
+        if file_size_limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT, **(env or {}))
+    env.pop("SG2_VERBOSE", None)
+    proc = subprocess.run([sys.executable, "-c", _MEASURED, sys.executable, os.path.join(ROOT, script), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, preexec_fn=limit)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
 def write_image_folder(folder, images, labels=None):
     """Save {relative name: HWC uint8 array} as image files under `folder` (sub-folders as the names say),
     with a dataset.json of `labels` when given; returns the folder."""

@@ -14,14 +14,15 @@ class Route:
     """What one path answers: a status, headers and a body; optionally cut off once, optionally honouring Range."""
 
     def __init__(self, body=b"", status=200, content_type="application/octet-stream", headers=None,
-                 drop_after=None, ranges=True):
+                 drop_after=None, ranges=True, custom=None, etag=True):
         self.body = body
         self.status = status
         self.content_type = content_type
         self.headers = dict(headers or {})
         self.drop_after = drop_after  # the first GET sends this many bytes, then closes the connection
         self.ranges = ranges          # honour 'Range: bytes=N-' with 206?
-        self.etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+        self.etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"' if etag else None  # etag=False: none sent
+        self.custom = custom          # custom(handler, request entry): writes the whole answer itself (hostile hosts)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -43,6 +44,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.server.requests.append(entry)
         if route is None:
             route = Route(b"not found", status=404, content_type="text/plain")
+        if route.custom is not None:
+            self.close_connection = True
+            try:
+                route.custom(self, entry)
+            except OSError:  # the client hung up: what a hostile host expects
+                pass
+            return
         start = 0
         match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
         if_range = self.headers.get("If-Range")
@@ -53,7 +61,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(206 if partial else route.status)
         self.send_header("Content-Type", route.content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("ETag", route.etag)
+        if route.etag is not None:
+            self.send_header("ETag", route.etag)
         if route.ranges:
             self.send_header("Accept-Ranges", "bytes")
         if partial:

@@ -52,10 +52,11 @@ def tiny_options(data, **overrides):
 
 def train_in_process(outdir, **opts):
     """One training run in this process through the same path as train.py; returns (exit status, run dir)."""
+    from metrics.snapshot_metrics import SnapshotMetrics
     from training import launch, presets
-    c, desc = presets.make_training_options(**opts)
+    c, desc = presets.make_training_options(snapshot_metrics=SnapshotMetrics(), **opts)
     before = set(os.listdir(outdir)) if os.path.isdir(outdir) else set()
-    status = launch.launch(c, outdir=str(outdir), desc=desc)
+    status = launch.launch(c, outdir=str(outdir), desc=desc, snapshot_metrics=SnapshotMetrics())
     (run_name,) = set(os.listdir(outdir)) - before
     return status, os.path.join(str(outdir), run_name)
 

@@ -1,20 +1,19 @@
-"""Hostile and broken files for the tests: pickles assembled opcode by opcode, crafted checkpoints, images, zips.
-
-Run as a script it loads each checkpoint given on the command line with legacy.load_network_pkl and
-prints one JSON line per file: the error (or "loaded"), the seconds taken and the peak memory.
-"""
+"""Hostile and broken files for the tests: pickles assembled opcode by opcode, crafted checkpoints, images, zips,
+and what loading them gives (run in a child process by helpers_bounds.measure)."""
 import functools
 import io
-import json
 import os
 import pickle
 import struct
 import sys
-import time
 import zipfile
 import zlib
 
 import numpy as np
+
+import dnnlib
+import legacy
+from training.dataset import ImageFolderDataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PERSISTENT = ("torch_utils.persistence", "_reconstruct_persistent_obj")
@@ -330,41 +329,104 @@ def deep_json(depth=100_000):
 
 
 # ----------------------------------------------------------------------------
-# Loading files in a separate process, with time and peak memory per file.
+# What loading gives (the targets that helpers_bounds.measure runs in a child process, with time and memory).
 
-def _peak_rss_mb():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak_rss():
+def load_outcome(path):
+    """'loaded', or the CheckpointError of legacy.load_network_pkl on the file."""
     try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # Resets VmHWM to the current RSS (Linux 4.0+).
-    except OSError:
-        pass
+        with open(path, "rb") as f:
+            legacy.load_network_pkl(f)
+    except legacy.CheckpointError as err:
+        return "CheckpointError: " + str(err)
+    return "loaded"
 
 
-def main(paths):
-    sys.path.insert(0, ROOT)
-    import legacy
-    for path in paths:
-        _reset_peak_rss()
-        start = time.time()
-        try:
-            with open(path, "rb") as f:
-                legacy.load_network_pkl(f)
-            outcome = "loaded"
-        except legacy.CheckpointError as err:
-            outcome = "CheckpointError: " + str(err)
-        except BaseException as err:  # Anything else is a finding: report it, keep going.
-            outcome = f"{type(err).__name__} (not a CheckpointError): {err}"[:2000]
-        print(json.dumps(dict(path=path, outcome=outcome, seconds=time.time() - start, peak_mb=_peak_rss_mb())),
-              flush=True)
+def dataset_outcome(folder, use_labels=False):
+    """'N images' for a dataset folder that opens, or its one-line UserError."""
+    try:
+        return f"{len(ImageFolderDataset(folder, use_labels=use_labels))} images"
+    except dnnlib.util.UserError as err:
+        return "UserError: " + str(err)
 
 
-if __name__ == "__main__":
-    main(sys.argv[1:])
+# ----------------------------------------------------------------------------
+# Small files that expand: deflate streams of zeros made from one compressed MiB repeated, zips assembled by hand.
+
+def deflated_zeros(mib, prefix=b""):
+    """(raw deflate data, CRC-32, size) of `prefix` followed by `mib` MiB of zeros. A full flush after each part
+    makes the compressed MiB independent of what came before, so repeating its bytes repeats the MiB."""
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = comp.compress(prefix) + comp.flush(zlib.Z_FULL_FLUSH)
+    block = comp.compress(bytes(1 << 20)) + comp.flush(zlib.Z_FULL_FLUSH)
+    crc = zlib.crc32(prefix)
+    zero = bytes(1 << 20)
+    for _ in range(mib):
+        crc = zlib.crc32(zero, crc)
+    return head + block * mib + comp.flush(), crc, len(prefix) + (mib << 20)
+
+
+def stored(data):
+    """A member kept as it is: (data, CRC-32, size, method 0)."""
+    return data, zlib.crc32(data), len(data), 0
+
+
+def write_zip(path, members):
+    """A zip of {name: (data, CRC-32, uncompressed size[, method])} (method 8, deflate, by default), written by
+    hand so that a member may be a deflate stream that was never expanded here."""
+    local, central = bytearray(), bytearray()
+    for name, member in members.items():
+        data, crc, size, method = (*member, 8)[:4]
+        encoded = name.encode("utf-8")
+        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, method, 0, 0x21, crc, len(data), size,
+                               len(encoded), 0, 0, 0, 0, 0, len(local)) + encoded
+        local += struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 0x21, crc, len(data), size, len(encoded),
+                             0) + encoded + data
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(members), len(members), len(central), len(local), 0)
+    with open(path, "wb") as f:
+        f.write(bytes(local + central + end))
+    return str(path)
+
+
+def npy_header(shape, descr="<f4"):
+    """The bytes of an .npy header declaring `shape` (the data that should follow is not included)."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, dict(descr=descr, fortran_order=False, shape=tuple(shape)))
+    return buffer.getvalue()
+
+
+def npy_bytes(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+class _StorageRef:
+    """Pickles as the persistent id torch.save gives a storage: ('storage', type, key, location, numel)."""
+
+    def __init__(self, numel):
+        self.numel = numel
+
+
+def torch_pt_declaring(numel, record):
+    """Bytes of a torch .pt (zip format) holding one float32 tensor of `numel` elements whose storage record is
+    `record` ((data, crc, size[, method]), e.g. deflated_zeros): the pickle is written here, as torch writes it."""
+    import collections
+    import torch
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.FloatStorage, "0", "cpu", obj.numel) if isinstance(obj, _StorageRef) else None
+
+    class Tensor:
+        def __reduce__(self):
+            return torch._utils._rebuild_tensor_v2, (_StorageRef(numel), 0, (numel,), (1,), False,
+                                                     collections.OrderedDict())
+    buffer = io.BytesIO()
+    Pickler(buffer, protocol=2).dump(Tensor())
+    return {"archive/data.pkl": stored(buffer.getvalue()), "archive/byteorder": stored(b"little"),
+            "archive/version": stored(b"3\n"), "archive/data/0": record}
+
+
+def safetensors_bytes(header):
+    """A safetensors file made of a JSON header (bytes) and no data."""
+    return struct.pack("<Q", len(header)) + header

@@ -1,5 +1,5 @@
-"""The web app without a browser: latent.session against the command-line tools' references, the page's
-error handling and event modes (latent.webapp), and app.py's command line (tests/test_app_browser.py drives
+"""The web app without a browser: webapp.session against the command-line tools' references, the page's
+error handling and event modes (webapp.page), and app.py's command line (tests/test_app_browser.py drives
 the page itself)."""
 import os
 import socket
@@ -10,14 +10,14 @@ import PIL.Image
 import pytest
 import torch
 
-import app
-import generate
+from sg2_cli import app
 from dnnlib.util import UserError
 from helpers_latent import reference_image, reference_ws, run_tool, save_generator, tiny_generator
-from latent import directions, projection, space, webapp
-from latent.session import Session
+from latent import directions, generation, projection, space, stylespace
 from metrics.stand_in_detector import save_stand_in_detector
 from training import networks
+from webapp import page
+from webapp.session import Session
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def _conditional_generator(c_dim=3):
 
 @pytest.mark.parametrize("psi,noise_mode", [(1.0, "const"), (0.6, "none")])
 def test_sample_is_what_generate_writes(session, psi, noise_mode):
-    expected = dict(generate.generate_images(session.G, [0, 7], psi, noise_mode=noise_mode, batch_size=1))
+    expected = dict(generation.generate_images(session.G, [0, 7], psi, noise_mode=noise_mode, batch_size=1))
     for seed in (0, 7):
         assert np.array_equal(session.sample(seed, psi, noise_mode)["image"], expected[seed])
     assert not np.array_equal(expected[0], expected[7])
@@ -51,7 +51,7 @@ def test_conditional_sample_uses_the_class(one_torch_thread):
     session = Session(G, verbose=False)
     images = [session.sample(4, class_idx=k)["image"] for k in range(3)]
     for k in range(3):
-        assert np.array_equal(images[k], dict(generate.generate_images(G, [4], class_idx=k))[4])
+        assert np.array_equal(images[k], dict(generation.generate_images(G, [4], class_idx=k))[4])
     assert not np.array_equal(images[0], images[1])
     with pytest.raises(UserError, match="0-2"):
         session.sample(4, class_idx=3)
@@ -136,6 +136,28 @@ def test_direction_files_load_safely(session, tmp_path):
         session.directions_file(str(tmp_path / "none.npy"))
 
 
+def test_a_zip_of_style_vectors_edits_the_styles(session, tmp_path):
+    import pickle
+    import zipfile
+    G = session.G
+    channels = [conv.in_channels for _, conv in stylespace.style_layers(G)]
+    rng = np.random.RandomState(0)
+    vectors = {layer: rng.randn(c).astype(np.float32) for layer, c in enumerate(channels)}
+    with zipfile.ZipFile(tmp_path / "upper_length.zip", "w") as archive:
+        for layer, vector in vectors.items():
+            archive.writestr(f"upper_length/style_vect_mean_{layer}.pkl", pickle.dumps(vector, protocol=4))
+    loaded, layers = session.style_direction(str(tmp_path / "upper_length.zip"))
+    assert layers == list(range(len(channels)))
+    ws = session.seed_ws(4)
+    image, _ = session.edit_styles(ws, loaded, layers, 1.5)
+    assert np.array_equal(image, stylespace.edit_strip(G, ws, vectors, layers, [1.5]))
+    assert not np.array_equal(image, reference_image(G, ws))
+    with zipfile.ZipFile(tmp_path / "bad.zip", "w") as archive:
+        archive.writestr("style_vect_mean_0.pkl", pickle.dumps(np.zeros(channels[0] + 1, np.float32)))
+    with pytest.raises(UserError, match="style layer 0 .* has"):
+        session.style_direction(str(tmp_path / "bad.zip"))
+
+
 # ----------------------------------------------------------------------------
 # Projection and downloads.
 
@@ -182,7 +204,7 @@ def test_downloads_render_again_with_generate(session):
     sample = session.sample(6, 0.8)
     png, npz = session.export("seed0006", sample["image"], sample["ws"])
     assert np.array_equal(np.array(PIL.Image.open(png)), sample["image"])
-    assert np.array_equal(generate.render_projected(session.G, npz)[0], sample["image"])
+    assert np.array_equal(generation.render_projected(session.G, npz)[0], sample["image"])
 
 
 # ----------------------------------------------------------------------------
@@ -192,24 +214,46 @@ def test_downloads_render_again_with_generate(session):
 def test_missing_gradio_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "gradio", None)
     with pytest.raises(UserError, match=r"pip install \.\[app\]"):
-        webapp.import_gradio()
+        page.import_gradio()
     with pytest.raises(UserError, match=r"pip install \.\[app\]"):
-        webapp.check_gradio()
+        page.check_gradio()
 
 
 def test_callback_errors_become_a_message():
     status = object()
 
-    @webapp.guarded(status)
+    @page.guarded(status)
     def fails_for_the_user():
         raise UserError("photo.jpg: not a readable image")
 
-    @webapp.guarded(status)
+    @page.guarded(status)
     def breaks():
         raise RuntimeError("boom")
 
     assert fails_for_the_user() == {status: "**Error:** photo\\.jpg: not a readable image"}
     assert "RuntimeError: boom" in breaks()[status]
+
+
+def test_callback_errors_are_one_log_line_in_the_terminal(capsys, monkeypatch):
+    status = object()
+
+    @page.guarded(status)
+    def upload(name):
+        raise UserError(f"{name}: not a readable image")
+
+    @page.guarded(status)
+    def breaks():
+        raise RuntimeError("boom")
+
+    monkeypatch.delenv("SG2_VERBOSE", raising=False)
+    upload("photo\x1b[31m.jpg")
+    breaks()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["app: upload: photo\\x1b[31m.jpg: not a readable image", "app: breaks failed: RuntimeError: boom"]
+    monkeypatch.setenv("SG2_VERBOSE", "1")  # the traceback of an unexpected error only when asked for
+    breaks()
+    err = capsys.readouterr().err
+    assert err.startswith("app: breaks failed: RuntimeError: boom\n") and "Traceback" in err
 
 
 def test_loopback_hosts():
@@ -222,7 +266,7 @@ def test_slider_work_made_stale_is_dropped(session):
     """Direction sliders and settings run in gradio's always_last mode: while an image is being made, newer
     values replace the waiting one, so no stale value is ever rendered."""
     pytest.importorskip("gradio")
-    demo = webapp.build_app(session)
+    demo = page.build_app(session)
     ids = {block.elem_id: block_id for block_id, block in demo.blocks.items() if getattr(block, "elem_id", None)}
     watched = {ids["direction-0"], ids["psi"], ids["seed"]}
     modes = [fn.trigger_mode for fn in demo.fns.values() if any(target in watched for target, _ in fn.targets)]

@@ -19,7 +19,7 @@ import legacy
 from helpers_browser import (AppServer, click, missing_browser, open_browser, open_tab, read_pixels, set_number,
                              upload, wait_for_new_image, wait_for_text, image_src)
 from helpers_latent import reference_image, reference_ws, run_tool, save_generator, tiny_generator
-from latent import directions
+from latent import directions, stylespace
 from metrics.stand_in_detector import save_stand_in_detector
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(missing_browser() is not None, reason=str(missing_browser()))]
@@ -94,6 +94,25 @@ def test_edit_tab_sefa_slider(app):
     direction = directions.sefa(G, list(range(G.num_ws)), 1)[0][0]
     assert np.array_equal(edited, reference_image(G, reference_ws(G, 0) + 6 * direction))
     assert _screenshot(app, "edit.png").stat().st_size > 0
+
+
+def test_edit_tab_style_space_zip(app):
+    import pickle
+    import zipfile
+    G = app.G
+    channels = [conv.in_channels for _, conv in stylespace.style_layers(G)]
+    vectors = {layer: np.random.RandomState(layer).randn(c).astype(np.float32) for layer, c in enumerate(channels)}
+    archive = app.tmp / "upper_length.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for layer, vector in vectors.items():
+            z.writestr(f"upper_length/style_vect_mean_{layer}.pkl", pickle.dumps(vector, protocol=4))
+    upload(app.driver, "direction-file", archive)
+    wait_for_text(app.driver, "edit-status", "upper_length.zip")  # drawn at 0 in the same response
+    start = image_src(app.driver, "edit-image")
+    set_number(app.driver, "direction-0", 2)
+    edited = read_pixels(wait_for_new_image(app.driver, "edit-image", start))
+    layers = list(range(len(channels)))
+    assert np.array_equal(edited, stylespace.edit_strip(G, reference_ws(G, 0), vectors, layers, [2.0]))
 
 
 def test_bad_uploads_show_a_message(app):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import generate
 import legacy
+from latent import generation, space
 from training import networks
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -23,7 +23,7 @@ def fixture_G(compat_dir):
 
 
 def seed_z(seeds):
-    return torch.from_numpy(np.concatenate([generate.seed_to_z(seed, 512) for seed in seeds]))
+    return torch.from_numpy(np.concatenate([space.seed_to_z(seed, 512) for seed in seeds]))
 
 
 def images_of(G, seeds, **kwargs):
@@ -52,6 +52,26 @@ def test_each_image_of_a_batch_is_the_original_form_at_batch_one(fixture_G):
     batch = images_of(fixture_G, [0, 5, 3])
     for seed in (0, 5, 3):
         assert torch.equal(batch[seed], images_of(fixture_G, [seed], **ORIGINAL_FORM)[seed])
+
+
+def test_per_sample_style_offsets_are_each_images_own(fixture_G):
+    # S-space edits: an [N, C] offset gives image i its row i, a [C] offset is shared by every image; each image
+    # is the one its own offsets give at batch 1.
+    synthesis = fixture_G.synthesis
+    channels = [getattr(synthesis, f"b{res}").conv1.in_channels if name == "conv1" else
+                getattr(synthesis, f"b{res}").conv0.in_channels
+                for res in synthesis.block_resolutions for name in ("conv0", "conv1")
+                if hasattr(getattr(synthesis, f"b{res}"), name)]
+    generator = torch.Generator().manual_seed(2)
+    offsets = [torch.randn([2, c], generator=generator) if i % 2 else torch.randn([c], generator=generator)
+               for i, c in enumerate(channels)]
+    ws = fixture_G.mapping(seed_z([0, 5]), torch.zeros(2, 0))
+    with torch.no_grad():
+        batch = synthesis(ws, offsets, noise_mode="const")
+        for i in range(2):
+            own = [t[i:i + 1] if t.ndim == 2 else t for t in offsets]
+            assert torch.equal(batch[i], synthesis(ws[i:i + 1], own, noise_mode="const")[0])
+    assert not torch.equal(batch[0], batch[1])
 
 
 def test_mapping_rows_do_not_depend_on_the_batch(fixture_G):
@@ -106,12 +126,12 @@ def test_explicit_form_still_runs_the_batch_at_once(fixture_G):
 
 
 def test_generate_images_do_not_depend_on_the_batch_size(fixture_G):
-    one = dict(generate.generate_images(fixture_G, [3, 4, 5], truncation_psi=0.7, batch_size=1))
-    three = dict(generate.generate_images(fixture_G, [5, 3, 4], truncation_psi=0.7, batch_size=3))
+    one = dict(generation.generate_images(fixture_G, [3, 4, 5], truncation_psi=0.7, batch_size=1))
+    three = dict(generation.generate_images(fixture_G, [5, 3, 4], truncation_psi=0.7, batch_size=3))
     assert all(np.array_equal(one[seed], three[seed]) for seed in one)
 
 
 def test_tools_default_to_batch_one_on_the_cpu():
     # Every batch size costs the same per image on the CPU (each sample runs alone), so the least memory wins.
-    assert networks.default_batch(CPU) == 1 and networks.default_batch("cpu") == 1
-    assert networks.default_batch(CUDA) == 16
+    assert generation.default_batch(CPU) == 1 and generation.default_batch("cpu") == 1
+    assert generation.default_batch(CUDA) == 16

@@ -7,7 +7,7 @@ import pytest
 import scipy.ndimage
 from click.testing import CliRunner
 
-import bg_white
+from sg2_cli import bg_white
 import dnnlib
 
 H, W = 64, 32

@@ -65,7 +65,7 @@ def test_cli_errors_are_one_line_without_traceback(files, tmp_path):
 
 @pytest.mark.slow
 def test_cli_in_a_run_folder_appends_jsonl_using_two_processes(files, tmp_path, monkeypatch, capfd):
-    import calc_metrics
+    from sg2_cli import calc_metrics
     run_dir = tmp_path / "00000-shhq"
     run_dir.mkdir()
     snapshot = run_dir / "network-snapshot-000000.pkl"
@@ -84,7 +84,7 @@ def test_cli_in_a_run_folder_appends_jsonl_using_two_processes(files, tmp_path, 
 
 
 def test_unknown_metric_lists_the_valid_ones(files):
-    import calc_metrics
+    from sg2_cli import calc_metrics
     with pytest.raises(dnnlib.util.UserError, match="--metrics: unknown metric fid1k; choose from .*fid50k_full"):
         calc_metrics.main.main(["--metrics=fid1k", f"--network={files.network}"], standalone_mode=False)
 

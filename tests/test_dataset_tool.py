@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import dnnlib
-import dataset_tool
+from sg2_cli import dataset_tool
 from helpers import write_image_folder
 from training.dataset import ImageFolderDataset
 

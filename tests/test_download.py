@@ -178,6 +178,7 @@ def test_sha256_fragment_and_option(tmp_path, payload):
 
 def test_wrong_sha256_is_refused_before_unpickling(tmp_path, compat_dir, monkeypatch):
     import legacy
+    from training.checkpoint import unpickler
     fixture = os.path.join(compat_dir, "tiny_64x32.pkl")
     with open(fixture, "rb") as f:
         body = f.read()
@@ -189,7 +190,7 @@ def test_wrong_sha256_is_refused_before_unpickling(tmp_path, compat_dir, monkeyp
     with serve({"/tiny.pkl": Route(body)}) as server:
         url = server.base_url + "/tiny.pkl"
         with monkeypatch.context() as patch:
-            patch.setattr(legacy, "_RestrictedUnpickler", refuse)
+            patch.setattr(unpickler, "RestrictedUnpickler", refuse)
             patch.setattr(pickle, "load", refuse)
             with pytest.raises(dnnlib.util.UserError, match="SHA-256"):
                 legacy.load_network(f"{url}#sha256={wrong}")

@@ -182,8 +182,19 @@ def test_exact_resume_of_a_freezed_fine_tuning_run(tmp_path, figures):
     _, resumed = train_in_process(tmp_path / "b", kimg=0.048, resume=snapshots(first)[-1], **opts)
     options = json.load(open(os.path.join(resumed, "training_options.json")))
     assert options["fine_tune"] is True and options["ema_rampup"] is None and options["ada_kimg"] == 100
+    # The second part did resume (a run that ignored --resume would start from the file again, as `full` did,
+    # and end equal to it too)...
+    half = load(snapshots(first)[-1])
+    progress = half["progress"]
+    assert progress["cur_nimg"] == 24
+    log = open(os.path.join(resumed, "log.txt")).read()
+    assert f"Resumed at kimg 0.024 (tick {progress['cur_tick']}, step {progress['batch_idx']})" in log
+    # ...and after more steps it equals the uninterrupted run, whose weights moved on from the halfway point.
     a, b = load(snapshots(full)[-1]), load(snapshots(resumed)[-1])
+    assert a["progress"]["cur_nimg"] == b["progress"]["cur_nimg"] == 48
     assert_networks_bitwise_equal(a, b)
+    th, tb = state_tensors(half), state_tensors(b)
+    assert any(not torch.equal(th[name], tb[name]) for name in th)
 
 
 # ----------------------------------------------------------------------------
@@ -276,7 +287,7 @@ def test_options_of_an_original_checkpoint(compat_dir, tmp_path):
 
 def dry_run(*args):
     """train.py's options for a command line, through the click command (no training)."""
-    import train
+    from sg2_cli import train
     result = CliRunner().invoke(train.main, ["--outdir=unused", "--dry-run", "--workers=0", "--device=cpu", *args])
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
@@ -311,7 +322,7 @@ def test_original_options_this_package_lacks(figures):
 
 
 def test_generate_version_alias(tmp_path):
-    import generate
+    from sg2_cli import generate
     pkl = save_checkpoint(tmp_path / "g.pkl", G_ema=make_G())
     runner = CliRunner()
     plain = runner.invoke(generate.main, [f"--network={pkl}", "--seeds=0-1", f"--outdir={tmp_path}/a", "--device=cpu"])
@@ -329,7 +340,7 @@ def test_generate_version_alias(tmp_path):
 
 
 def test_bg_white_alias(tmp_path):
-    import bg_white
+    from sg2_cli import bg_white
     rnd = np.random.RandomState(0)
     for folder, array in [("img", rnd.randint(0, 200, (32, 16, 3), dtype=np.uint8)),
                           ("seg", (rnd.rand(32, 16) > 0.5).astype(np.uint8) * 255)]:

@@ -7,7 +7,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-import generate
+from dnnlib.image_grid import parse_grid
+from latent import space
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -85,7 +86,7 @@ def test_bad_input_is_one_line_error(compat_dir, tmp_path, args, message):
 
 
 def test_parse_range():
-    assert generate.parse_range("0-2,42") == [0, 1, 2, 42]
-    assert generate.parse_grid("4x8") == (4, 8)
+    assert space.parse_range("0-2,42") == [0, 1, 2, 42]
+    assert parse_grid("4x8") == (4, 8)
     with pytest.raises(ValueError):
-        generate.parse_range("5-2")
+        space.parse_range("5-2")

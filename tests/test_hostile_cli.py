@@ -1,25 +1,26 @@
 """The command-line tools against hostile files and careless options: one-line errors, nothing executed or destroyed.
 
-Each tool runs in-process through dnnlib.cli.run, exactly as its __main__ block runs it, with the
+Each tool runs in-process through sg2_cli.runner.run, exactly as its __main__ block runs it, with the
 arguments in sys.argv; the exit status and stderr are what a user would see.
 """
 import os
 import sys
 import threading
 import time
+import types
 
 import numpy as np
 import PIL.Image
 import pytest
 
-import bg_white
-import calc_metrics
-import dataset_tool
+from sg2_cli import bg_white
+from sg2_cli import calc_metrics
+from sg2_cli import dataset_tool
 import dnnlib
-import dnnlib.cli
-import generate
+import sg2_cli.runner
+from sg2_cli import generate
 import hostile_files as hf
-import train
+from sg2_cli import train
 from training import launch
 
 
@@ -29,7 +30,7 @@ def run_cli(command, args, capsys, monkeypatch):
     monkeypatch.delenv("SG2_VERBOSE", raising=False)
     capsys.readouterr()
     try:
-        dnnlib.cli.run(command)
+        sg2_cli.runner.run(command)
         status = 0
     except SystemExit as exit_:
         status = exit_.code
@@ -121,15 +122,22 @@ def test_train_resume_from_a_hash_bomb(tmp_path, figures, capsys, monkeypatch):
     assert_one_line_error(status, stderr, "bomb.pkl", "dict key is a tuple")
 
 
-def test_run_numbers_are_claimed_one_at_a_time(tmp_path):
+def test_run_numbers_are_claimed_one_at_a_time(tmp_path, monkeypatch):
     # Run A holds the lock while it chooses its number; run B, starting meanwhile, must wait and take the next.
     outdir = str(tmp_path)
     result = {}
+    b_is_waiting = threading.Event()
+
+    def wait_a_moment(seconds):  # B found the lock taken and waits to try again.
+        b_is_waiting.set()
+        time.sleep(seconds)
+    monkeypatch.setattr(launch, "time", types.SimpleNamespace(time=time.time, sleep=wait_a_moment))
     with launch.run_number_lock(outdir):
         thread = threading.Thread(target=lambda: result.setdefault("b", launch.make_run_dir(outdir, "b")))
         thread.start()
-        time.sleep(0.3)
-        assert "b" not in result  # B waits instead of reading a listing that is about to change.
+        while not b_is_waiting.wait(timeout=0.01) and thread.is_alive():
+            pass
+        assert b_is_waiting.is_set() and "b" not in result  # B waits instead of reading a changing listing.
         os.makedirs(os.path.join(outdir, "00000-a"))
     thread.join(timeout=30)
     assert os.path.basename(result["b"]) == "00001-b"
@@ -191,9 +199,7 @@ def test_calc_metrics_never_runs_a_class_named_by_the_checkpoint(tmp_path, capsy
 def test_calc_metrics_refuses_an_expanding_training_set_kwargs(tmp_path, capsys, monkeypatch):
     path = tmp_path / "bomb.pkl"
     path.write_bytes(hf.shared_list_bomb(60, marker=str(tmp_path)))
-    start = time.time()
     status, stderr = run_cli(calc_metrics.main, [f"--network={path}", "--device=cpu"], capsys, monkeypatch)
-    print(f"refused in {time.time() - start:.3f} s")
     assert_one_line_error(status, stderr, "bomb.pkl", "expand to more than")
 
 

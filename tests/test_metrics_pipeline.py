@@ -14,8 +14,7 @@ import torch
 import dnnlib
 import legacy
 from helpers import quick_every
-from metrics import metric_main
-from metrics import metric_utils
+from metrics import detectors, metric_main, metric_utils
 from metrics import stand_in_detector
 from training import dataset as dataset_module
 
@@ -60,7 +59,7 @@ def files(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DNNLIB_CACHE_DIR", str(tmp_path / "cache"))
-    for kind in metric_utils.DETECTORS.values():
+    for kind in detectors.DETECTORS.values():
         monkeypatch.delenv(kind.env, raising=False)
 
 
@@ -275,7 +274,7 @@ def test_two_processes_split_the_work_and_match_one_process(G, files, compat_dir
 def loopback_url(monkeypatch):
     """Point the standard Inception URL at a closed local port: a download that fails at once, as offline."""
     url = "http://127.0.0.1:9/metrics/inception-2015-12-05.pt"
-    monkeypatch.setitem(metric_utils.DETECTORS["inception"], "url", url)
+    monkeypatch.setitem(detectors.DETECTORS["inception"], "url", url)
     monkeypatch.setattr(dnnlib.download.time, "sleep", lambda _seconds: None)  # skip the retry back-off
     return url
 
@@ -284,7 +283,7 @@ def test_missing_detector_without_network_says_where_to_put_it(monkeypatch):
     url = loopback_url(monkeypatch)
     opts = metric_utils.MetricOptions(device="cpu")
     with pytest.raises(dnnlib.util.UserError) as err:
-        metric_utils.get_feature_detector(opts, "inception")
+        detectors.get_feature_detector(opts, "inception")
     message = str(err.value)
     assert dnnlib.util.url_cache_path(url) in message
     assert "--detector=PATH" in message and "SG2_INCEPTION_DETECTOR=PATH" in message
@@ -297,19 +296,39 @@ def test_detector_placed_at_the_cache_path_is_used_offline(files, monkeypatch):
     os.makedirs(os.path.dirname(cache_path), exist_ok=True)
     with open(files.detector, "rb") as src, open(cache_path, "wb") as dst:
         dst.write(src.read())
-    detector = metric_utils.get_feature_detector(metric_utils.MetricOptions(device="cpu"), "inception")
+    detector = detectors.get_feature_detector(metric_utils.MetricOptions(device="cpu"), "inception")
     assert detector(torch.zeros([2, 3, 64, 32], dtype=torch.uint8), return_features=True).shape == (2, 16)
 
 
 def test_option_overrides_environment_variable(files, monkeypatch, tmp_path):
     monkeypatch.setenv("SG2_VGG16_DETECTOR", files.detector24)
-    assert metric_utils.detector_spec(metric_utils.MetricOptions(device="cpu"), "vgg16")[0] == files.detector24
+    assert detectors.detector_spec(metric_utils.MetricOptions(device="cpu"), "vgg16")[0] == files.detector24
     opts = metric_utils.MetricOptions(device="cpu", detectors=dict(vgg16=files.detector))
-    assert metric_utils.detector_spec(opts, "vgg16") == (files.detector, "--vgg16")
+    assert detectors.detector_spec(opts, "vgg16") == (files.detector, "--vgg16")
     missing = str(tmp_path / "nowhere.pt")
     with pytest.raises(dnnlib.util.UserError, match="--vgg16.*nowhere.pt"):
-        metric_utils.get_feature_detector(metric_utils.MetricOptions(device="cpu", detectors=dict(vgg16=missing)),
-                                          "vgg16")
+        detectors.get_feature_detector(metric_utils.MetricOptions(device="cpu", detectors=dict(vgg16=missing)),
+                                       "vgg16")
+
+
+def test_a_new_detector_is_one_entry_of_the_table(files, monkeypatch):
+    # A kind with its own loader: its environment variable (open_detector, as the projector and the app load) and
+    # its option (the metrics' get_feature_detector) both reach that loader.
+    loaded = []
+
+    def load_toy(path, device):
+        loaded.append(path)
+        return detectors.load_torchscript(path, device)
+
+    monkeypatch.setitem(detectors.DETECTORS, "toy", dnnlib.EasyDict(
+        title="Toy", url="http://127.0.0.1:9/toy.pt", option="--toy", env="SG2_TOY_DETECTOR",
+        file_format="TorchScript", load=load_toy))
+    monkeypatch.setenv("SG2_TOY_DETECTOR", files.detector)
+    images = torch.zeros([2, 3, 64, 32], dtype=torch.uint8)
+    assert detectors.open_detector("toy")(images, return_features=True).shape == (2, 16)
+    opts = metric_utils.MetricOptions(device="cpu", detectors=dict(toy=files.detector24))
+    assert detectors.get_feature_detector(opts, "toy")(images, return_features=True).shape == (2, 24)
+    assert loaded == [files.detector, files.detector24]
 
 
 class _Sentinel:
@@ -328,7 +347,7 @@ def test_pickled_detectors_are_never_unpickled(tmp_path, name):
     with open(tmp_path / name, "wb") as f:
         pickle.dump(_Sentinel(sentinel), f)
     with pytest.raises(dnnlib.util.UserError, match="--detector"):
-        metric_utils.get_feature_detector(
+        detectors.get_feature_detector(
             metric_utils.MetricOptions(device="cpu", detectors=dict(inception=str(tmp_path / name))), "inception")
     assert not os.path.exists(sentinel)
 

@@ -8,6 +8,7 @@ import torch
 
 from metrics import metric_main
 from metrics import metric_utils
+from training import networks
 from test_calc_metrics import metric_files, run_cli
 from test_metrics_pipeline import DATASET_CLASS, load_fixture_generator
 
@@ -106,14 +107,38 @@ def test_intra_op_threads_restores_the_setting():
 # bf16 generation is marked in the result.
 
 
-def test_bf16_result_is_marked_and_close_to_fp32(files):
+class SynthesisLayerInputs:
+    """Records the dtype of every activation that enters a SynthesisLayer while active (a global forward hook, so
+    that it also sees the copy of G that the metric makes and runs in its own thread)."""
+
+    def __enter__(self):
+        self.dtypes = set()
+
+        def record(module, args, _output):
+            if isinstance(module, networks.SynthesisLayer):
+                self.dtypes.add(args[0].dtype)
+        self.handle = torch.nn.modules.module.register_module_forward_hook(record)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def test_bf16_runs_the_synthesis_in_bf16_is_marked_and_close_to_fp32(files):
     G = load_fixture_generator(os.path.dirname(files.network))
     opts = dict(G=G, dataset_kwargs=dict(class_name=DATASET_CLASS, path=files.data), device="cpu",
                 detectors=dict(inception=files.detector), max_gen=16, batch_size=8, batch_gen=8)
-    fp32 = metric_main.calc_metric("fid50k_full", **opts)
-    bf16 = metric_main.calc_metric("fid50k_full", G_kwargs=dict(dtype=torch.bfloat16), **opts)
+    with SynthesisLayerInputs() as fp32_ran:
+        fp32 = metric_main.calc_metric("fid50k_full", **opts)
+    with SynthesisLayerInputs() as bf16_ran:
+        bf16 = metric_main.calc_metric("fid50k_full", G_kwargs=dict(dtype=torch.bfloat16), **opts)
+    assert fp32_ran.dtypes == {torch.float32} and bf16_ran.dtypes == {torch.bfloat16}  # what ran, not the options
     assert "dtype" not in fp32 and bf16.dtype == "bfloat16"
-    assert bf16.results.fid50k_full == pytest.approx(fp32.results.fid50k_full, rel=0.05)
+    # bf16 rounding must show in the number, and stay small: on this fixture it moves FID by 0.09% on the 2-core
+    # AVX2 VM (issue 26 measured 0.16% elsewhere); 1% is 6-10x that, room for other CPUs' bf16 kernels, and far
+    # below what a broken bf16 path (garbage images, FID x2 or more) would give.
+    assert bf16.results.fid50k_full != fp32.results.fid50k_full
+    assert bf16.results.fid50k_full == pytest.approx(fp32.results.fid50k_full, rel=0.01)
 
 
 def test_cli_dtype_bf16_is_in_the_json_line(files, tmp_path):

@@ -10,6 +10,7 @@ import torch
 import legacy
 from helpers import quick_every
 from training import networks
+from training.checkpoint import unpickler
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RATIOS = [(1, 1), (2, 1), (1, 2), (4, 1)]
@@ -63,8 +64,28 @@ def test_conditional_nets_use_labels():
     c = torch.eye(3)[[0, 0, 1, 1]]
     img = G(z, c, noise_mode="const")
     assert not torch.allclose(img[0], img[2])
-    logits = D(img, c)
+    # D: the same image under each label gives three different logits; the label alone changes them (the
+    # minibatch std layer mixes a group's images, so every group is made of one image repeated).
+    same = img[:1].detach().repeat([4, 1, 1, 1])
+    logits = D(same, torch.eye(3)[[0, 1, 2, 0]])
     assert logits.shape == (4, 1)
+    assert len(set(logits[:3].flatten().tolist())) == 3 and logits[0] == logits[3]
+    torch.testing.assert_close(D(same, torch.eye(3)[[1, 1, 1, 1]]), logits[1:2].repeat([4, 1]))
+
+
+def test_w_avg_is_a_moving_average_of_the_mapping_outputs_in_training_only():
+    # StyleGAN2-ADA's MappingNetwork: w_avg <- lerp(mean of this batch's w, w_avg, beta) per training call.
+    G, _ = _tiny_nets((2, 1))
+    G.mapping.w_avg.normal_()
+    before = G.mapping.w_avg.clone()
+    z, c = torch.randn([8, G.z_dim]), torch.zeros([8, 0])
+    ws = G.mapping(z, c)
+    beta = G.mapping.w_avg_beta
+    torch.testing.assert_close(G.mapping.w_avg, beta * before + (1 - beta) * ws[:, 0].mean(0))
+    G.eval()
+    after_training_call = G.mapping.w_avg.clone()
+    G.mapping(z, c)
+    assert torch.equal(G.mapping.w_avg, after_training_call)
 
 
 def _outputs(G, D):
@@ -133,4 +154,4 @@ def test_checkpoint_names_only_admitted_globals(tmp_path):
     with open(path, "rb") as f:
         Recorder(f).load()
     assert ("torch_utils.persistence", "_reconstruct_persistent_obj") in names
-    assert names <= set(legacy._ALLOWED_GLOBALS), names - set(legacy._ALLOWED_GLOBALS)
+    assert names <= set(unpickler.ALLOWED_GLOBALS), names - set(unpickler.ALLOWED_GLOBALS)

@@ -62,7 +62,7 @@ def test_options_file_round_trip(options, tmp_path):
 
 
 def test_names_stay_the_same_from_the_command_line_to_the_loop(figures):
-    import train
+    from sg2_cli import train
     args = ["--outdir=unused", "--dry-run", f"--data={figures}", "--device=cpu", "--grid=2x4", "--workers=0",
             "--metrics=none", "--max-minutes=5"]
     result = CliRunner().invoke(train.main, args)
@@ -72,3 +72,17 @@ def test_names_stay_the_same_from_the_command_line_to_the_loop(figures):
     assert printed["grid"] == [2, 4] and "grid_size" not in printed  # --grid=ROWSxCOLS, stored as [rows, cols].
     assert printed["max_minutes"] == 5
     assert set(printed) == set(TrainingOptions.field_names())
+
+
+def test_metrics_are_handed_in_or_refused_before_any_work(figures, options, tmp_path):
+    # training/ does not import the metrics: without the SnapshotMetrics that train.py hands in, metric names
+    # cannot be checked and metrics cannot run; both are refused at once, naming what to pass.
+    from metrics.snapshot_metrics import SnapshotMetrics
+    with pytest.raises(ValueError, match="--metrics needs the metrics: pass snapshot_metrics="):
+        presets.make_training_options(**tiny_options(figures, metrics="kid50k_full"))
+    with pytest.raises(dnnlib.util.UserError, match="--metrics: unknown metric fid1k"):
+        presets.make_training_options(snapshot_metrics=SnapshotMetrics(), **tiny_options(figures, metrics="fid1k"))
+    listed = options.replace(metrics=["kid50k_full"], run_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="list the metrics kid50k_full but no snapshot_metrics"):
+        training_loop.training_loop(listed)
+    assert list(tmp_path.iterdir()) == []

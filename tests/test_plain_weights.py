@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import convert
+from sg2_cli import convert
 import dnnlib
 import legacy
-import plain_weights
+from training.checkpoint import plain_weights, rebuild, unpickler
 
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
@@ -36,7 +36,7 @@ def _refuse(*args, **kwargs):
 @pytest.mark.slow
 def test_loading_never_unpickles_and_gives_the_expected_outputs(exported, compat_dir, monkeypatch):
     for module, name in [(pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (pickle, "_Unpickler"),
-                         (torch, "load"), (legacy, "_RestrictedUnpickler")]:
+                         (torch, "load"), (unpickler, "RestrictedUnpickler")]:
         monkeypatch.setattr(module, name, _refuse)
     G = legacy.load_network(exported)
     expected = np.load(os.path.join(compat_dir, "tiny_64x32_expected.npz"))
@@ -59,7 +59,7 @@ def test_same_dict_shape_tensors_and_arguments_as_the_pickle(exported, from_pick
     assert data["training_set_kwargs"] == from_pickle["training_set_kwargs"]
     assert isinstance(data["training_set_kwargs"], dnnlib.EasyDict)
     for key in ("G", "D", "G_ema"):
-        ours, theirs = plain_weights.network_tensors(data[key]), plain_weights.network_tensors(from_pickle[key])
+        ours, theirs = rebuild.network_tensors(data[key]), rebuild.network_tensors(from_pickle[key])
         assert sorted(ours) == sorted(theirs)
         for name in ours:
             assert torch.equal(ours[name], theirs[name]), f"{key}.{name}"
@@ -80,7 +80,7 @@ def test_config_is_plain_json_in_the_metadata(exported, from_pickle):
     assert config["networks"]["G_ema"]["init_kwargs"]["img_resolution"] == 64
     assert config["networks"]["G_ema"]["init_kwargs"]["square"] is False
     assert "G_ema.mapping.fc0.weight" in names and "D.b4.out.weight" in names
-    assert len(names) == sum(len(plain_weights.network_tensors(from_pickle[k])) for k in ("G", "D", "G_ema"))
+    assert len(names) == sum(len(rebuild.network_tensors(from_pickle[k])) for k in ("G", "D", "G_ema"))
 
 
 def _rewrite(exported, tmp_path, edit_config=None, edit_tensors=None, metadata=None):
@@ -144,14 +144,14 @@ def test_convert_cli_writes_and_refuses_clearly(compat_dir, tmp_path, capsys):
     convert.main.main([f"--network={os.path.join(compat_dir, 'tiny_64x32.pkl')}", f"--out={out}"],
                       standalone_mode=False)
     assert "Wrote G, D, G_ema to" in capsys.readouterr().out and out.is_file()
-    with pytest.raises(dnnlib.util.UserError, match="--out: .* should end in .safetensors"):
-        convert.main.main([f"--network={out}", f"--out={tmp_path / 'net.pkl'}"], standalone_mode=False)
+    with pytest.raises(dnnlib.util.UserError, match="--out: .* should end in .pkl, .safetensors, .onnx, or .pt"):
+        convert.main.main([f"--network={out}", f"--out={tmp_path / 'net.txt'}"], standalone_mode=False)
     with pytest.raises(dnnlib.util.UserError, match="--out: .* is the input file"):
         convert.main.main([f"--network={out}", f"--out={out}"], standalone_mode=False)
 
 
 def test_generate_gives_the_same_images_from_both_formats(compat_dir, exported, tmp_path, one_torch_thread):
-    import generate
+    from sg2_cli import generate
     import PIL.Image
     for name, network in [("pkl", os.path.join(compat_dir, "tiny_64x32.pkl")), ("st", exported)]:
         generate.main.main([f"--network={network}", "--seeds=0-1", "--device=cpu", f"--outdir={tmp_path / name}"],

@@ -32,7 +32,7 @@ def files(tmp_path_factory, compat_dir):
 
 def calc_metrics(args, capsys):
     """Run calc_metrics.py in this process; the JSON lines it printed."""
-    import calc_metrics
+    from sg2_cli import calc_metrics
     capsys.readouterr()
     calc_metrics.main.main(args, standalone_mode=False)
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -125,25 +125,42 @@ def test_image_size_and_flip_mismatches_name_both_values(files, stats_file, comp
         metric_main.calc_metric("fid50k", **_options(files, stats_file, G, max_real=4))
 
 
-def test_training_loop_metric_with_ref_stats_equals_the_dataset(files, stats_file, compat_dir, one_torch_thread):
-    """What training/training_loop.py calls: the training set's kwargs, plus metric_kwargs.ref_stats."""
+def test_training_loop_metric_with_ref_stats_equals_the_dataset(files, stats_file, compat_dir, tmp_path,
+                                                                one_torch_thread):
+    """What training/training_loop.py calls: the training set's kwargs, plus metric_kwargs.ref_stats.
+
+    The file stands in for the real images: with it, FID equals the dataset's. A second file of the same
+    dataset whose mean is moved must move the result, so a loop that ignored ref_stats (and measured against
+    the training set instead) fails. The training set must be the file's own: another one is refused, since
+    statistics files record their dataset.
+    """
     G = load_fixture_generator(compat_dir)
-    training_set_kwargs = dict(class_name=DATASET_CLASS, path=files.data, use_labels=False, xflip=True, max_size=40)
-    # More generated images than features: a regular covariance. Default batch size, as in training.
     kwargs = dict(G=G, device="cpu", max_gen=24, detectors=dict(inception=files.detector))
-    with_data = metric_main.calc_metric("fid50k_full", dataset_kwargs=training_set_kwargs, **kwargs)
-    with_file = metric_main.calc_metric("fid50k_full", dataset_kwargs=training_set_kwargs, ref_stats=stats_file,
-                                        **kwargs)
-    assert with_file.results == with_data.results
+    # More generated images than features: a regular covariance. Default batch size, as in training.
+    training_set_kwargs = dict(class_name=DATASET_CLASS, path=files.data, use_labels=False, xflip=True, max_size=40)
+
+    def fid(**extra):
+        return metric_main.calc_metric("fid50k_full", dataset_kwargs=training_set_kwargs, **kwargs, **extra).results
+
+    with np.load(stats_file, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    moved_file = str(tmp_path / "moved.npz")
+    np.savez(moved_file, **dict(arrays, mu=arrays["mu"] + 0.5))
+    with_data = fid()
+    assert fid(ref_stats=stats_file) == with_data
+    assert fid(ref_stats=moved_file) != with_data  # the file, not the training set, is what the metric measured
 
 
 def test_train_option_reaches_the_metric_kwargs(files, stats_file):
     from training import presets
     from helpers_training import tiny_options
-    c, _ = presets.make_training_options(**tiny_options(files.data, metrics="fid50k_full", ref_stats=stats_file))
+    from metrics.snapshot_metrics import SnapshotMetrics
+    c, _ = presets.make_training_options(snapshot_metrics=SnapshotMetrics(),
+                                         **tiny_options(files.data, metrics="fid50k_full", ref_stats=stats_file))
     assert c.metric_kwargs.ref_stats == os.path.abspath(stats_file)
     with pytest.raises(dnnlib.util.UserError, match="^--ref-stats: .*missing.npz: no such file"):
-        presets.make_training_options(**tiny_options(files.data, ref_stats=str(files.root / "missing.npz")))
+        presets.make_training_options(snapshot_metrics=SnapshotMetrics(),
+                                      **tiny_options(files.data, ref_stats=str(files.root / "missing.npz")))
 
 
 @pytest.mark.parametrize("edit,message", [
@@ -151,7 +168,7 @@ def test_train_option_reaches_the_metric_kwargs(files, stats_file):
     (dict(mu=np.zeros([16], dtype=np.float32)), "array 'mu' is float32"),
     (dict(inception_features=np.zeros([39, 16], dtype=np.float32)), "array 'inception_features'"),
     (dict(xflip=np.array([1, 2])), "'xflip' is not a single"),
-    (dict(format_version=np.int64(7)), "format_version 7; this package reads up to 1"),
+    (dict(format_version=np.int64(7)), "format_version 7; this package reads up to 2"),
 ])
 def test_damaged_files_are_refused(stats_file, tmp_path, edit, message):
     with pytest.raises(dnnlib.util.UserError, match=message):

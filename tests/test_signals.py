@@ -11,8 +11,10 @@ import sys
 import time
 
 import pytest
+import torch
 
-from helpers_training import ROOT, TINY_ARGS, assert_same_training_state, load, make_figures, snapshots
+from helpers_training import (ROOT, TINY_ARGS, assert_same_training_state, load, make_figures, snapshots,
+                              state_tensors)
 
 pytestmark = pytest.mark.slow
 
@@ -78,9 +80,15 @@ def test_sigterm_to_the_process_group_keeps_the_run(tmp_path, figures, procs):
     kimg = f"--kimg={(stopped_nimg + MORE_KIMG * 1000) / 1000:g}"
     status, output = run(train_cmd(tmp_path / "resumed", figures, kimg, f"--resume={stop_snapshot}", *procs))
     assert status == 0, output
+    # It did resume from the stop (a run that ignored --resume would also end equal to the straight one).
+    progress = stopped["progress"]
+    assert (f"Resumed at kimg {stopped_nimg / 1000:.3f} (tick {progress['cur_tick']}, step {progress['batch_idx']})"
+            in output), output
     status, output = run(train_cmd(tmp_path / "straight", figures, kimg, *procs))
     assert status == 0, output
     resumed = load(snapshots(only_run_dir(tmp_path / "resumed"))[-1])
     straight = load(snapshots(only_run_dir(tmp_path / "straight"))[-1])
     assert resumed["progress"]["cur_nimg"] == straight["progress"]["cur_nimg"] > stopped_nimg
     assert_same_training_state(resumed, straight)
+    ts, tr = state_tensors(stopped), state_tensors(resumed)  # the steps after the stop changed the weights
+    assert any(not torch.equal(ts[name], tr[name]) for name in ts)

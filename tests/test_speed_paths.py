@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import legacy
 from benchmarks import flops
+from torch_utils import precision
 from torch_utils.ops import bias_act
 from training import networks
 
@@ -168,7 +169,7 @@ def test_bf16_images_within_lsb_bound_of_fp32(batch):
     with torch.no_grad():
         fp32 = G(z, None, noise_mode="const")
         bf16 = G(z, None, noise_mode="const", dtype=torch.bfloat16)
-        by_name = G.synthesis(G.mapping(z, None), noise_mode="const", dtype="bf16")
+        by_name = G.synthesis(G.mapping(z, None), noise_mode="const", dtype=precision.as_dtype("bf16"))
     assert bf16.dtype == torch.float32 and torch.equal(bf16, by_name)
     diff = (to_uint8(bf16) - to_uint8(fp32)).abs()
     assert diff.max() <= BF16_MAX_LSB and diff.float().mean() <= BF16_MEAN_LSB

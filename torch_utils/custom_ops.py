@@ -31,6 +31,7 @@ import glob
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import re
 import shutil
@@ -40,6 +41,8 @@ import time
 import warnings
 
 import torch
+
+from dnnlib.util import make_cache_dir_path
 
 OPS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'ops')
 FAILURE_TTL = 600  # seconds a recorded build failure is reused by other processes
@@ -186,12 +189,7 @@ def _arch_list():
 def cache_root():
     if os.environ.get('TORCH_EXTENSIONS_DIR'):
         return os.environ['TORCH_EXTENSIONS_DIR']
-    try:
-        import dnnlib
-        return dnnlib.util.make_cache_dir_path('torch_extensions')
-    except Exception:  # dnnlib missing or older: same default location
-        base = os.environ.get('DNNLIB_CACHE_DIR') or os.path.join(os.path.expanduser('~'), '.cache', 'dnnlib')
-        return os.path.join(base, 'torch_extensions')
+    return make_cache_dir_path('torch_extensions')
 
 
 # ----------------------------------------------------------------------------
@@ -219,12 +217,11 @@ def _file_lock(path, what):
 @contextlib.contextmanager
 def _patched_env(cuda_home, arch_list, ninja_dir):
     """Points torch.utils.cpp_extension at our toolkit and ninja for the duration of a build."""
-    import logging
     cpp_logger = logging.getLogger('torch.utils.cpp_extension')
     level = cpp_logger.level
     cpp_logger.setLevel(logging.ERROR)  # its import guesses a CUDA_HOME and logs it; we set our own
     try:
-        import torch.utils.cpp_extension as cpp
+        import torch.utils.cpp_extension as cpp  # here, not at the top: a slow import that only a build needs
     finally:
         cpp_logger.setLevel(level)
     saved_env = {k: os.environ.get(k) for k in ('CUDA_HOME', 'TORCH_CUDA_ARCH_LIST', 'PATH')}

@@ -13,7 +13,9 @@ import sys
 import tempfile
 
 import torch
+import torch.multiprocessing as mp
 
+from dnnlib.errors import describe_error
 from dnnlib.util import UserError
 
 
@@ -105,16 +107,16 @@ def close_process_group():
 
 
 def _spawned_entry(rank, worker, world_size, temp_dir, args):
-    """Run worker(rank, world_size, init_method, *args) in a spawned process; a UserError prints one line.
+    """Run worker(rank, world_size, init_method, *args) in a spawned process; a UserError or OSError prints one line.
 
     Every process exits 0 unless it fails (the parent stops the others at the first nonzero exit);
     rank 0 leaves its worker's exit status in temp_dir for the parent to return.
     """
     try:
         status = worker(rank, world_size, "file://" + os.path.join(temp_dir, "init"), *args)
-    except UserError as err:
+    except (UserError, OSError, MemoryError) as err:  # as sg2_cli.runner shows them: one line
         where = "" if rank == 0 else f" (process {rank})"
-        print(f"Error{where}: {err}", file=sys.stderr, flush=True)
+        print(f"Error{where}: {describe_error(err)}", file=sys.stderr, flush=True)
         sys.exit(1)
     if rank == 0 and status:
         with open(os.path.join(temp_dir, "status"), "w") as f:
@@ -123,7 +125,6 @@ def _spawned_entry(rank, worker, world_size, temp_dir, args):
 
 def _join(context):
     """Wait for the spawned processes; the first nonzero exit status (stopping the others), else 0."""
-    import torch.multiprocessing as mp
     while True:
         try:
             if context.join():
@@ -142,7 +143,6 @@ def spawn(worker, world_size, args=(), device_name=None):
     failing process's exit status. SIGINT and SIGTERM are passed on to the processes, which decide
     how to stop.
     """
-    import torch.multiprocessing as mp
     backend = "NCCL" if uses_cuda(device_name) and torch.cuda.is_available() else "gloo"
     print(f"Running {world_size} {'CUDA' if backend == 'NCCL' else 'CPU'} processes ({backend}).", file=sys.stderr,
           flush=True)

@@ -1,8 +1,11 @@
 """Tensor and module utilities used across the package (names and signatures of the ecosystem)."""
+import atexit
 import contextlib
+import multiprocessing
 import re
 import signal
 import warnings
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -15,7 +18,9 @@ from dnnlib.util import EasyDict
 _constant_cache = dict()
 
 
-def constant(value, shape=None, dtype=None, device=None, memory_format=None):
+def constant(value, shape: Optional[Sequence[int]] = None, dtype: Optional[torch.dtype] = None,
+             device: Optional[torch.device] = None, memory_format: Optional[torch.memory_format] = None) -> torch.Tensor:
+    """A cached constant tensor of `value` (broadcast to `shape`), one per value, shape, dtype and device."""
     value = np.asarray(value)
     if shape is not None:
         shape = tuple(shape)
@@ -50,6 +55,36 @@ def ignore_stop_signals(_worker_id=None):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+WORKER_EXIT_SECONDS = 5  # a worker finishing its item after being asked to stop (torch's own join timeout)
+
+
+def close_data_loader(iterator):
+    """Stop the worker processes of a DataLoader iterator now, whatever state it is in.
+
+    torch's own shutdown asks each worker to finish its item and exit; one still running after that is
+    killed: workers ignore SIGTERM (ignore_stop_signals), so torch's terminate() would leave them, and
+    whoever waits for them, running.
+    """
+    shutdown = getattr(iterator, "_shutdown_workers", None)  # torch's clean shutdown, as its __del__ calls it
+    if shutdown is not None:
+        shutdown()
+    for worker in getattr(iterator, "_workers", None) or []:
+        if worker.is_alive():
+            worker.kill()
+            worker.join(timeout=WORKER_EXIT_SECONDS)
+
+
+@atexit.register
+def _kill_leftover_workers():
+    """At exit, kill daemon worker processes still alive (e.g. a DataLoader held by an error's traceback). Python
+    would send them SIGTERM and wait for them for ever: they ignore it. Runs before multiprocessing's own exit
+    handler (atexit runs handlers in reverse order, and multiprocessing registered its handler first)."""
+    for process in multiprocessing.active_children():
+        if process.daemon:
+            process.kill()
+            process.join(timeout=WORKER_EXIT_SECONDS)
+
+
 # ----------------------------------------------------------------------------
 # Shape checks that also work while tracing.
 
@@ -61,7 +96,7 @@ def suppress_tracer_warnings():
         yield
 
 
-def assert_shape(tensor, ref_shape):
+def assert_shape(tensor: torch.Tensor, ref_shape: Sequence[Optional[int]]) -> None:
     """Check tensor.shape against ref_shape, where None matches any size."""
     if tensor.ndim != len(ref_shape):
         raise AssertionError(f"Wrong number of dimensions: got {tensor.ndim}, expected {len(ref_shape)}")
@@ -131,18 +166,20 @@ class InfiniteSampler(torch.utils.data.Sampler):
 # ----------------------------------------------------------------------------
 # Parameters and buffers.
 
-def params_and_buffers(module):
+def params_and_buffers(module: torch.nn.Module) -> List[torch.Tensor]:
+    """Every parameter and buffer of `module`, parameters first."""
     assert isinstance(module, torch.nn.Module)
     return list(module.parameters()) + list(module.buffers())
 
 
-def named_params_and_buffers(module):
+def named_params_and_buffers(module: torch.nn.Module) -> List[Tuple[str, torch.Tensor]]:
+    """(name, tensor) of every parameter and buffer of `module`, parameters first."""
     assert isinstance(module, torch.nn.Module)
     return list(module.named_parameters()) + list(module.named_buffers())
 
 
 @torch.no_grad()
-def copy_params_and_buffers(src_module, dst_module, require_all=False):
+def copy_params_and_buffers(src_module: torch.nn.Module, dst_module: torch.nn.Module, require_all: bool = False) -> None:
     """Copy tensors by name from src to dst (e.g. G -> G_ema, or a resumed checkpoint into a new network)."""
     assert isinstance(src_module, torch.nn.Module) and isinstance(dst_module, torch.nn.Module)
     src_tensors = dict(named_params_and_buffers(src_module))
@@ -154,7 +191,7 @@ def copy_params_and_buffers(src_module, dst_module, require_all=False):
 
 
 @contextlib.contextmanager
-def ddp_sync(module, sync):
+def ddp_sync(module: torch.nn.Module, sync: bool):
     """Skip DDP's gradient all-reduce for this backward pass unless `sync` (gradient accumulation).
 
     Unused here (the training loop averages gradients itself); kept because compat/API.md lists it:
@@ -168,7 +205,7 @@ def ddp_sync(module, sync):
             yield
 
 
-def check_ddp_consistency(module, ignore_regex=None):
+def check_ddp_consistency(module: torch.nn.Module, ignore_regex: Optional[str] = None) -> None:
     """Assert every rank holds the same parameters and buffers (catches silent divergence in multi-GPU runs)."""
     assert isinstance(module, torch.nn.Module)
     for name, tensor in named_params_and_buffers(module):
@@ -186,7 +223,10 @@ def check_ddp_consistency(module, ignore_regex=None):
 # ----------------------------------------------------------------------------
 # A printed table of a module's submodules, parameter counts and output shapes.
 
-def print_module_summary(module, inputs, max_nesting=3, skip_redundant=True):
+def print_module_summary(module: torch.nn.Module, inputs: Sequence, max_nesting: int = 3,
+                         skip_redundant: bool = True):
+    """Run `module` on `inputs` and print a table of its submodules: parameters, buffers, output shapes.
+    Returns the module's outputs."""
     assert isinstance(module, torch.nn.Module)
     assert not isinstance(module, torch.jit.ScriptModule)
     assert isinstance(inputs, (tuple, list))

@@ -5,6 +5,7 @@
 processes when torch.distributed is initialised, so rank 0 logs the statistics of the whole run.
 """
 import re
+from typing import Sequence, Union
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ def init_multiprocessing(rank, sync_device):
     _sync_device = sync_device
 
 
-def report(name, value):
+def report(name: str, value: Union[float, torch.Tensor, Sequence[float]]):
     """Record one scalar or a tensor of values under `name`; returns `value` unchanged."""
     if name not in _counters:
         _counters[name] = dict()
@@ -47,7 +48,7 @@ def report(name, value):
     return value
 
 
-def report0(name, value):
+def report0(name: str, value: Union[float, torch.Tensor, Sequence[float]]):
     """Like report(), but only rank 0's value counts (for values every rank computes identically)."""
     report(name, value if _rank == 0 else [])
     return value

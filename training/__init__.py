@@ -1,1 +1,1 @@
-"""Networks, losses, datasets and the training loop."""
+"""Networks, losses, datasets and the training loop; checkpoint files in checkpoint/."""

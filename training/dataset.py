@@ -4,10 +4,12 @@ Images may have any power-of-two aspect ratio (height:width), e.g. 2:1 for SHHQ 
 Only 8-bit RGB and grayscale (L) images are read directly; `dataset_tool.py` converts anything
 else (RGBA is flattened onto white there), so a dataset never depends on a silent conversion.
 
-Files are distrusted: an image is decoded only as the format its extension names (PNG or JPEG),
-within PIL's decompression-bomb limit; zip members are read whole, so their CRC is checked;
-anything that is not a regular file (a FIFO, a device) is refused instead of blocking; labels
-must be finite and class indices below MAX_CLASSES. Dataset options read from a checkpoint are
+Files are distrusted (dnnlib/image_files.py): an image is decoded only as the format its extension
+names (PNG or JPEG), within PIL's decompression-bomb limit; its format and size come from its header
+alone, and a file far larger than such an image (data appended) is refused before it is read; zip
+members are then read whole, so their CRC is checked; anything that is not a regular file (a FIFO, a
+device) is refused instead of blocking; labels must be finite numbers (not booleans) and class
+indices below MAX_CLASSES. Dataset options read from a checkpoint are
 checked by `dataset_kwargs_from_checkpoint`, and `open_dataset` is the one way to build a
 dataset from such options: it never imports a class named in them.
 """
@@ -17,7 +19,6 @@ import json
 import math
 import numbers
 import os
-import stat
 import zipfile
 from typing import IO, List, Optional
 
@@ -26,6 +27,7 @@ import torch
 
 import dnnlib
 from dnnlib import image_files
+from training.checkpoint import plain_data
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 CHANNELS_BY_MODE = {"L": 1, "RGB": 3}  # PIL image mode -> channels in the CHW array
@@ -34,7 +36,9 @@ CLASS_NAME = "training.dataset.ImageFolderDataset"
 MIN_SIDE, MAX_SIDE, MAX_ASPECT = 8, 4096, 4  # Trainable sizes: larger side 8..4096, at most 4:1 (networks.py).
 MAX_CLASSES = 4096                  # Class labels 0..4095 (the networks' c_dim is at most 4096).
 MAX_MEMBER_BYTES = 1 << 30          # A zip member is read whole (CRC checked), so its size is bounded.
-MAX_LABELS_BYTES = 1 << 30
+# dataset.json is parsed whole (Python objects take up to ~8x its text): 16 MB plus 4 KB per image (class labels take
+# ~40 bytes an image, 100 float values ~1 KB), checked before it is read.
+LABELS_BASE_BYTES, LABELS_BYTES_PER_IMAGE = 16 << 20, 4 << 10
 
 
 def is_image_name(name: str) -> bool:
@@ -86,16 +90,24 @@ class ImageSource:
             self._zip_pid = os.getpid()
         return self._zip
 
-    def open(self, name: str) -> IO[bytes]:
-        """The file's bytes. Only regular files are opened (a FIFO would block); zip members are read whole,
-        so a bad CRC is an error here rather than silently wrong pixels."""
+    def open_stream(self, name: str) -> IO[bytes]:
+        """The file's bytes as a stream, read only as far as the reader goes (for headers). Only regular files are
+        opened (a FIFO would block)."""
         if self.kind == "dir":
-            fd = os.open(os.path.join(self.path, name), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                os.close(fd)
-                raise dnnlib.util.UserError(f"{self.describe(name)}: not a regular file (a FIFO, device or socket); "
-                                            "remove it from the dataset")
-            return os.fdopen(fd, "rb")
+            return image_files.open_regular_file(os.path.join(self.path, name), self.describe(name))
+        return self._get_zip().open(self._get_zip().getinfo(name), "r")
+
+    def size(self, name: str) -> int:
+        """The file's size in bytes (a zip member's uncompressed size)."""
+        if self.kind == "dir":
+            return os.path.getsize(os.path.join(self.path, name))
+        return self._get_zip().getinfo(name).file_size
+
+    def open(self, name: str) -> IO[bytes]:
+        """The file's bytes. Zip members are read whole, so a bad CRC is an error here rather than silently wrong
+        pixels (their size was checked against their image's by read_header)."""
+        if self.kind == "dir":
+            return self.open_stream(name)
         info = self._get_zip().getinfo(name)
         if info.file_size > MAX_MEMBER_BYTES:
             raise dnnlib.util.UserError(f"{self.describe(name)}: {info.file_size} bytes uncompressed, more than "
@@ -122,9 +134,9 @@ def open_image(source: ImageSource, name: str):
 
 
 def read_header(source: ImageSource, name: str) -> tuple:
-    """(height, width, PIL mode) of one image, reading only its header (no pixel decoding)."""
-    with open_image(source, name) as img:
-        return img.height, img.width, img.mode
+    """(height, width, PIL mode) of one image from its header alone (no pixel decoding, at most
+    image_files.HEADER_BYTES read); a file far larger than its image can take is refused."""
+    return image_files.read_header(lambda: source.open_stream(name), name, source.describe(name), source.size(name))
 
 
 def read_labels_json(source: ImageSource) -> Optional[dict]:
@@ -134,11 +146,15 @@ def read_labels_json(source: ImageSource) -> Optional[dict]:
     where = source.describe(LABELS_FILE)
     expected = ('expected {"labels": [["00000/img00000000.png", 6], ...]} or {"labels": null}; fix or remove '
                 "the file")
+    limit = LABELS_BASE_BYTES + LABELS_BYTES_PER_IMAGE * sum(map(is_image_name, source.names))
     try:
-        with source.open(LABELS_FILE) as f:
-            text = f.read(MAX_LABELS_BYTES + 1)
-        if len(text) > MAX_LABELS_BYTES:
-            raise dnnlib.util.UserError(f"{where}: larger than {MAX_LABELS_BYTES} bytes; {expected}")
+        if source.size(LABELS_FILE) > limit:
+            raise dnnlib.util.UserError(f"{where}: {source.size(LABELS_FILE)} bytes, more than the {limit} labels of "
+                                        f"this many images may take; {expected}")
+        with source.open_stream(LABELS_FILE) as f:
+            text = f.read(limit + 1)
+        if len(text) > limit:
+            raise dnnlib.util.UserError(f"{where}: larger than {limit} bytes; {expected}")
         labels = json.loads(text).get("labels")
         if labels is None:
             return None
@@ -154,7 +170,15 @@ def read_labels_json(source: ImageSource) -> Optional[dict]:
 
 def labels_to_array(labels: list, where: str) -> np.ndarray:
     """Integer class labels (0 .. MAX_CLASSES-1) become one-hot float32 rows; lists of finite numbers become
-    float32 rows (at most MAX_CLASSES values each)."""
+    float32 rows (at most MAX_CLASSES values each). Booleans are refused, not read as 0 and 1."""
+    stack = list(labels)
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bool):
+            raise dnnlib.util.UserError(f"{where}: labels hold the boolean {str(item).lower()}; use class integers or "
+                                        "lists of numbers (e.g. 0 and 1), fix the labels")
+        if isinstance(item, list):
+            stack.extend(item)
     if all(isinstance(x, int) and not isinstance(x, bool) for x in labels):
         bad = [x for x in labels if not 0 <= x < MAX_CLASSES]
         if bad:
@@ -331,7 +355,6 @@ def _option_checks():
 def check_dataset_kwargs(kwargs, where: str) -> dnnlib.EasyDict:
     """A clean copy of dataset options: class_name (if any) must be ImageFolderDataset, every known key of the
     right type and range; keys ImageFolderDataset does not take are dropped. UserError naming `where` otherwise."""
-    from dnnlib import plain_data
     try:
         kwargs = plain_data.plain_copy(kwargs, where, allowed_class_names=[CLASS_NAME], max_items=10_000)
     except plain_data.PlainDataError as err:

@@ -18,6 +18,9 @@ import torch
 
 import dnnlib
 from torch_utils import distributed
+from torch_utils import training_stats
+from training import training_loop
+from training.run_outputs import check_metrics_handed_in
 
 # Exit statuses of a run stopped by a signal: 128 + the signal number, the shell convention.
 EXIT_STATUS = {"SIGINT": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}
@@ -105,18 +108,15 @@ class _TeeStream:
         return getattr(self.stream, name)
 
 
-def run_process(options, rank, world_size, local_rank, init_method=None):
+def run_process(options, rank, world_size, local_rank, init_method=None, snapshot_metrics=None):
     """Set up this process (device, process group, log, stats) and train; returns training_loop's result."""
-    from torch_utils import training_stats
-    from training import training_loop
-
     device = distributed.resolve_device(options.device, local_rank)
     distributed.init_process(rank, world_size, device, init_method)
     if world_size > 1:
         training_stats.init_multiprocessing(rank=rank, sync_device=device)
     tee = Tee(os.path.join(options.run_dir, "log.txt")) if rank == 0 else None
     try:
-        result = training_loop.training_loop(options, rank=rank, device=device)
+        result = training_loop.training_loop(options, rank=rank, device=device, snapshot_metrics=snapshot_metrics)
         if world_size > 1:
             # Nobody leaves before rank 0 has written its last snapshot: launchers stop the
             # remaining processes as soon as one exits with a nonzero status.
@@ -134,16 +134,17 @@ def exit_status(result):
     return EXIT_STATUS.get(result["stopped_by"], 0)
 
 
-def _spawned_process(rank, world_size, init_method, options):
+def _spawned_process(rank, world_size, init_method, options, snapshot_metrics):
     """A process of `--gpus=N` (see distributed.spawn); returns its exit status."""
     return exit_status(run_process(options, rank=rank, world_size=world_size, local_rank=rank,
-                                   init_method=init_method))
+                                   init_method=init_method, snapshot_metrics=snapshot_metrics))
 
 
-def launch(options, outdir, desc, dry_run=False):
+def launch(options, outdir, desc, dry_run=False, snapshot_metrics=None):
     """Create the run folder (rank 0), write training_options.json and train in 1..N processes.
 
-    Returns the exit status: 0 when training finished, 130/143 when SIGINT/SIGTERM stopped it
+    `snapshot_metrics` computes options.metrics after each snapshot (train.py passes the metrics package's
+    SnapshotMetrics). Returns the exit status: 0 when training finished, 130/143 when SIGINT/SIGTERM stopped it
     (after writing a snapshot).
     """
     env = distributed.torchrun_env()
@@ -155,6 +156,9 @@ def launch(options, outdir, desc, dry_run=False):
     if dry_run:
         print("Dry run; exiting.")
         return 0
+    check_metrics_handed_in(options, snapshot_metrics)
+    if rank == 0 and options.metrics:  # a detector that cannot be fetched fails now, not after the first tick
+        snapshot_metrics.check_detectors(options)
 
     if env is not None:
         rank, world_size, local_rank = env
@@ -162,18 +166,20 @@ def launch(options, outdir, desc, dry_run=False):
             raise dnnlib.util.UserError(f"--gpus: {options.num_gpus} disagrees with torchrun's WORLD_SIZE "
                                         f"{world_size}; leave --gpus out under torchrun")
         options = options.replace(run_dir=_make_run_dir_rank0(outdir, desc, options) if rank == 0 else None)
-        return exit_status(run_process(options, rank=rank, world_size=world_size, local_rank=local_rank))
+        return exit_status(run_process(options, rank=rank, world_size=world_size, local_rank=local_rank,
+                                       snapshot_metrics=snapshot_metrics))
 
     distributed.check_process_count(options.num_gpus, options.device)
     options = options.replace(run_dir=_make_run_dir_rank0(outdir, desc, options))
     if options.num_gpus == 1:
-        return exit_status(run_process(options, rank=0, world_size=1, local_rank=0))
-    return distributed.spawn(_spawned_process, options.num_gpus, args=(options,), device_name=options.device)
+        return exit_status(run_process(options, rank=0, world_size=1, local_rank=0, snapshot_metrics=snapshot_metrics))
+    return distributed.spawn(_spawned_process, options.num_gpus, args=(options, snapshot_metrics),
+                             device_name=options.device)
 
 
 def _make_run_dir_rank0(outdir, desc, options):
     run_dir = make_run_dir(outdir, desc)
     print(f"Output directory: {run_dir}")
-    with open(os.path.join(run_dir, "training_options.json"), "wt") as f:
-        f.write(options.replace(run_dir=run_dir).to_json())
+    text = options.replace(run_dir=run_dir).to_json()
+    dnnlib.util.atomic_write(os.path.join(run_dir, "training_options.json"), lambda f: f.write(text.encode("utf-8")))
     return run_dir

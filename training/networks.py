@@ -324,7 +324,10 @@ class MappingNetwork(torch.nn.Module):
         if num_ws is not None and w_avg_beta is not None:
             self.register_buffer("w_avg", torch.zeros([w_dim]))
 
-    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, skip_w_avg_update=False):
+    def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1,
+                truncation_cutoff: "int | None" = None, skip_w_avg_update: bool = False) -> torch.Tensor:
+        """ws [N, num_ws, w_dim] of z [N, z_dim] and labels c [N, c_dim]; truncation_psi < 1 pulls the first
+        truncation_cutoff ws (None: all) towards w_avg, which training updates unless skip_w_avg_update."""
         # Embed, normalize, and concatenate inputs.
         x = None
         with torch.autograd.profiler.record_function("input"):
@@ -408,12 +411,15 @@ class SynthesisLayer(torch.nn.Module):
             self.noise_strength = torch.nn.Parameter(torch.zeros([]))
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
 
-    def forward(self, x, w, noise_mode="random", fused_modconv=True, gain=1, random_noise=None):
+    def forward(self, x, w, noise_mode="random", fused_modconv=True, gain=1, style_offset=None, random_noise=None):
+        # style_offset: None, or [in_channels] / [N, in_channels] added to the styles (S-space edits).
         # random_noise: N(0, 1) maps [N, 1, H, W] for noise_mode='random' drawn by the caller; None = drawn here.
         assert noise_mode in ["random", "const", "none"]
         out_h, out_w = shape_at(self.resolution, self.aspect_ratio)
         misc.assert_shape(x, [None, self.in_channels, out_h // self.up, out_w // self.up])
         styles = self.affine(w)
+        if style_offset is not None:
+            styles = styles + style_offset.to(styles.dtype)
 
         noise = None
         if self.use_noise and noise_mode == "random":
@@ -510,14 +516,11 @@ def _block_dtype(use_fp16, force_fp32, device, dtype=None):
 
 
 def _as_dtype(dtype):
-    # 'bf16' / 'bfloat16' / torch.bfloat16, and the same for float32.
-    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
-    if isinstance(dtype, str):
-        if dtype not in names:
-            raise ValueError(f"dtype={dtype!r}: expected one of {sorted(names)} or a torch.dtype")
-        return names[dtype]
+    # A torch dtype only: precision names ('bf16') are turned into dtypes at the command line
+    # (torch_utils/precision.py), which this module cannot import (its source is embedded in checkpoints).
     if dtype not in (torch.bfloat16, torch.float32, torch.float16):
-        raise ValueError(f"dtype={dtype!r}: expected torch.float32, torch.bfloat16 or torch.float16")
+        raise ValueError(f"dtype={dtype!r}: expected torch.float32, torch.bfloat16 or torch.float16 "
+                         "(names such as 'bf16' go through torch_utils.precision.as_dtype)")
     return dtype
 
 
@@ -528,18 +531,25 @@ def runs_per_sample(device, training, batch_size):
     with the modulated weight), so an image costs the same at any batch size, its pixels are bitwise those
     of batch 1 whatever batch computed them, and the working set is one image's, whatever the allocator.
     Measured against the grouped and the activation-scaling forms in benchmarks/RESULTS.md (issue 22).
+    A graph being traced or exported (ONNX, torch.compile) keeps the batched form: a loop over a symbolic
+    batch size cannot be recorded.
     """
-    return device.type == "cpu" and not training and int(batch_size) > 1
+    return device.type == "cpu" and not training and not _recording_graph() and int(batch_size) > 1
 
 
-def default_batch(device):
-    """Images per generator call that the tools use unless told otherwise: the fastest per image on `device`.
+def _recording_graph():
+    # torch.compiler.is_compiling() is newer than some torch versions the original code runs on.
+    compiler = getattr(torch, "compiler", None)
+    compiling = getattr(compiler, "is_compiling", None)
+    return torch.jit.is_tracing() or bool(compiling is not None and compiling())
 
-    CPU: 1. A batch runs one sample at a time there (runs_per_sample), so every batch size costs the same per
-    image (benchmarks/RESULTS.md, issue 22) and batch 1 holds the least memory. CUDA: 16, where a batch fills
-    the GPU (the tools' earlier default; not yet measured against other sizes here).
-    """
-    return 1 if torch.device(device).type == "cpu" else 16
+
+def _sample_of(style_offsets, index, batch_size):
+    # Sample `index`'s entries of per-convolution style offsets: [N, C] rows are sliced, [C] ones shared.
+    if style_offsets is None:
+        return None
+    return [t[index:index + 1] if t is not None and t.ndim == 2 and t.shape[0] == batch_size else t
+            for t in style_offsets]
 
 
 # Where channels_last is faster for float32 on the CPU (measured per synthesis block by `benchmarks/cpu.py
@@ -622,12 +632,14 @@ class SynthesisBlock(torch.nn.Module):
                                     resample_filter=resample_filter, channels_last=self.channels_last)
 
     def forward(self, x, img, ws, force_fp32=False, fused_modconv=None, channels_last=None, dtype=None,
-                random_noise=None, **layer_kwargs):
+                style_offsets=None, random_noise=None, **layer_kwargs):
         # fused_modconv, channels_last: None = as modconv_plan() picks for this device, batch and shape.
         # dtype: None = float16 in use_fp16 blocks on CUDA, else float32; or torch.bfloat16 for every block.
+        # style_offsets: None, or one entry (None or a tensor) per convolution of the block (S-space edits).
         # random_noise: {layer name: N(0, 1) maps} for noise_mode='random' drawn by the caller; None = here.
         misc.assert_shape(ws, [None, self.num_conv + self.num_torgb, self.w_dim])
         w_iter = iter(ws.unbind(dim=1))
+        offsets = iter(style_offsets if style_offsets is not None else [None] * self.num_conv)
         dtype = _block_dtype(self.use_fp16, force_fp32, ws.device, dtype)
         height, width = shape_at(self.resolution, self.aspect_ratio)
         if fused_modconv is None or channels_last is None:
@@ -650,18 +662,20 @@ class SynthesisBlock(torch.nn.Module):
 
         # Main layers.
         random_noise = random_noise or {}
-        conv0_kwargs = dict(layer_kwargs, fused_modconv=fused_modconv, random_noise=random_noise.get("conv0"))
-        conv1_kwargs = dict(layer_kwargs, fused_modconv=fused_modconv, random_noise=random_noise.get("conv1"))
+
+        def conv_kwargs(name):  # called in convolution order, so the offsets pair up with conv0, conv1
+            return dict(layer_kwargs, fused_modconv=fused_modconv, style_offset=next(offsets),
+                        random_noise=random_noise.get(name))
         if self.in_channels == 0:
-            x = self.conv1(x, next(w_iter), **conv1_kwargs)
+            x = self.conv1(x, next(w_iter), **conv_kwargs("conv1"))
         elif self.architecture == "resnet":
             y = self.skip(x, gain=np.sqrt(0.5))
-            x = self.conv0(x, next(w_iter), **conv0_kwargs)
-            x = self.conv1(x, next(w_iter), gain=np.sqrt(0.5), **conv1_kwargs)
+            x = self.conv0(x, next(w_iter), **conv_kwargs("conv0"))
+            x = self.conv1(x, next(w_iter), gain=np.sqrt(0.5), **conv_kwargs("conv1"))
             x = y.add_(x)
         else:
-            x = self.conv0(x, next(w_iter), **conv0_kwargs)
-            x = self.conv1(x, next(w_iter), **conv1_kwargs)
+            x = self.conv0(x, next(w_iter), **conv_kwargs("conv0"))
+            x = self.conv1(x, next(w_iter), **conv_kwargs("conv1"))
 
         # ToRGB, summed over resolutions in the skip architecture.
         if img is not None:
@@ -724,18 +738,25 @@ class SynthesisNetwork(torch.nn.Module):
                 self.num_ws += block.num_torgb
             setattr(self, f"b{res}", block)
 
-    def forward(self, ws, random_noise=None, **block_kwargs):
-        # random_noise: {block resolution: {layer name: N(0, 1) maps}} for noise_mode='random'; None = drawn
-        # by the layers. A batch on the CPU runs one image at a time (runs_per_sample) unless the caller
-        # chooses the form (fused_modconv or channels_last).
+    def forward(self, ws: torch.Tensor, style_offsets=None, random_noise=None, **block_kwargs) -> torch.Tensor:
+        """Images [N, img_channels, img_height, img_width], roughly in [-1, 1], of ws [N, num_ws, w_dim].
+
+        block_kwargs: noise_mode ('random', 'const', 'none'), force_fp32, and dtype (a torch.dtype, e.g.
+        torch.bfloat16 for every block; torch_utils.precision turns --dtype names into it).
+        style_offsets: None, or one entry (None or [C] / [N, C]) per modulated convolution in synthesis order,
+        toRGB excluded (b4.conv1, b8.conv0, b8.conv1, ...), added to that convolution's styles (S-space edits).
+        random_noise: {block resolution: {layer name: N(0, 1) maps}} for noise_mode='random'; None = drawn
+        by the layers. A batch on the CPU runs one image at a time (runs_per_sample) unless the caller
+        chooses the form (fused_modconv or channels_last)."""
         if ws.device.type == "cpu" and not self.training and cpu_tuning is not None:
             cpu_tuning.reuse_freed_memory_once()  # what the tools set on the CPU (README, Speed), once per process
         form_open = block_kwargs.get("fused_modconv") is None and block_kwargs.get("channels_last") is None
         if form_open and random_noise is None and runs_per_sample(ws.device, self.training, ws.shape[0]):
-            return self._forward_per_sample(ws, **block_kwargs)
+            return self._forward_per_sample(ws, style_offsets, **block_kwargs)
         noise = random_noise or {}
 
         # Consecutive blocks share one w: block i's toRGB uses the same w as block i+1's first conv.
+        block_offsets = self._split_style_offsets(style_offsets)
         block_ws = []
         with torch.autograd.profiler.record_function("split_ws"):
             misc.assert_shape(ws, [None, self.num_ws, self.w_dim])
@@ -747,12 +768,23 @@ class SynthesisNetwork(torch.nn.Module):
                 w_idx += block.num_conv
 
         x = img = None
-        for res, cur_ws in zip(self.block_resolutions, block_ws):
+        for res, cur_ws, offsets in zip(self.block_resolutions, block_ws, block_offsets):
             block = getattr(self, f"b{res}")
-            x, img = block(x, img, cur_ws, random_noise=noise.get(res), **block_kwargs)
+            x, img = block(x, img, cur_ws, style_offsets=offsets, random_noise=noise.get(res), **block_kwargs)
         return img
 
-    def _forward_per_sample(self, ws, noise_mode="random", **block_kwargs):
+    def _split_style_offsets(self, style_offsets):
+        # One tuple of offsets per block (None per block when there are none), checked for length.
+        num_convs = [getattr(self, f"b{res}").num_conv for res in self.block_resolutions]
+        if style_offsets is None:
+            return [None] * len(num_convs)
+        if len(style_offsets) != sum(num_convs):
+            raise ValueError(f"style_offsets: {len(style_offsets)} entries; this network has {sum(num_convs)} "
+                             "modulated convolutions (toRGB excluded)")
+        bounds = np.cumsum([0] + num_convs)
+        return [tuple(style_offsets[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+    def _forward_per_sample(self, ws, style_offsets, noise_mode="random", **block_kwargs):
         # Each image as at batch 1, so its pixels do not depend on the batch and only one image's feature maps
         # are held at a time. Random noise is drawn first, in the order and shapes of the batched pass, so the
         # images are also those of the batched pass with the same random state.
@@ -761,7 +793,8 @@ class SynthesisNetwork(torch.nn.Module):
         images = []
         for i in range(batch_size):
             noise = {res: {name: maps[i:i + 1] for name, maps in layers.items()} for res, layers in drawn.items()}
-            images.append(self(ws[i:i + 1], noise_mode=noise_mode, random_noise=noise, **block_kwargs))
+            offsets = _sample_of(style_offsets, i, batch_size)
+            images.append(self(ws[i:i + 1], offsets, noise_mode=noise_mode, random_noise=noise, **block_kwargs))
         return torch.cat(images)
 
     def _draw_random_noise(self, batch_size, device):
@@ -812,7 +845,10 @@ class Generator(torch.nn.Module):
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs)
 
-    def forward(self, z, c, truncation_psi=1, truncation_cutoff=None, skip_w_avg_update=False, **synthesis_kwargs):
+    def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1,
+                truncation_cutoff: "int | None" = None, skip_w_avg_update: bool = False,
+                **synthesis_kwargs) -> torch.Tensor:
+        """G(z, c): self.synthesis(self.mapping(z, c, ...), **synthesis_kwargs), images NCHW in about [-1, 1]."""
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                           skip_w_avg_update=skip_w_avg_update)
         return self.synthesis(ws, **synthesis_kwargs)
@@ -1077,7 +1113,8 @@ class Discriminator(torch.nn.Module):
         self.b4 = DiscriminatorEpilogue(channels_dict[4], cmap_dim=cmap_dim, resolution=4,
                                         **epilogue_kwargs, **common_kwargs)
 
-    def forward(self, img, c, **block_kwargs):
+    def forward(self, img: torch.Tensor, c: torch.Tensor, **block_kwargs) -> torch.Tensor:
+        """Logits [N, 1] of images NCHW and labels c [N, c_dim]; block_kwargs: force_fp32."""
         x = None
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")

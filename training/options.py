@@ -92,50 +92,81 @@ class _Options:
 # ----------------------------------------------------------------------------
 # What train.py fills: its options, under their command-line names.
 
+DEFAULT_METRICS = "fid50k_full"  # Also calc_metrics.py's default.
+AUG_MODES = ("noaug", "ada", "fixed")
+
+
+def option(default=dataclasses.MISSING, help=None, **cli):
+    """A TrainCommand field that train.py offers as --NAME (underscores as dashes), with its default.
+
+    `help` and `cli` describe the option; sg2_cli/train.py builds the click options from them, so each
+    default is written once, here. cli: min, max (bounds, with min_open), choices, metavar, decls (more
+    spellings), hidden, note ([default: ...] text), or shared='--opt' to take a tools-wide option's help
+    and checks from sg2_cli/options.py.
+    """
+    return dataclasses.field(default=default, metadata=dict(help=help, **cli))
+
 
 @dataclasses.dataclass
 class TrainCommand(_Options):
-    data:        str                      # Training data: folder or zip (dataset_tool.py format).
-    gpus:        int = 1                  # Number of processes (GPUs; CPU processes without CUDA).
-    cfg:         str = "auto"             # Preset name, see presets.CONFIG_SPECS.
-    batch:       Optional[int] = None     # Total batch size over all GPUs; None = preset.
-    batch_gpu:   Optional[int] = None     # Images per GPU per pass (accumulation below batch/gpus); None = preset.
-    gamma:       Optional[float] = None   # R1 weight; None = preset.
-    kimg:        Optional[float] = None   # Training length in thousands of real images; None = preset.
-    tick:        float = 4                # Progress line every this many kimg.
-    snap:        int = 50                 # Snapshot (network pickle and image grid) every this many ticks.
-    seed:        int = 0                  # Random seed.
-    mirror:      bool = False             # Add x-flipped copies of the images.
-    cond:        bool = False             # Train a class-conditional model from dataset.json labels.
-    subset:      Optional[int] = None     # Train on a random subset of this many images.
-    cbase:       Optional[int] = None     # Channel base (channels = min(cbase / res, cmax)); None = preset.
-    cmax:        Optional[int] = None     # Maximum channels; None = 512.
-    map:         Optional[int] = None     # Mapping network depth; None = preset.
-    mbstd_group: Optional[int] = None     # Minibatch-stddev group size; None = preset.
-    glr:         Optional[float] = None   # G learning rate; None = preset.
-    dlr:         Optional[float] = None   # D learning rate; None = preset.
-    aspect:      Optional[str] = None     # 'H:W'; None = from the dataset (which must then match).
-    square:      Optional[bool] = None    # StyleGAN-Human's --square: False = 2:1, True = 1:1 (an alias of aspect).
-    aug:         Optional[str] = None     # noaug | ada | fixed; None = noaug for shhq, ada otherwise.
-    p:           Optional[float] = None   # Augmentation probability for --aug=fixed (0.2 default when fixed).
-    target:      Optional[float] = None   # ADA target for the sign of D(real) (default 0.6).
-    ada_kimg:    Optional[float] = None   # ADA speed: kimg for p to go from 0 to 1; None = 500, 100 when fine-tuning.
-    augpipe:     str = "bgc"              # Augmentation pipeline name (training/augment.py).
-    resume:      Optional[str] = None     # Snapshot to continue (exact resume) or checkpoint to fine-tune (weights).
-    freezed:     Optional[int] = None     # Freeze-D: keep the first N layers of D fixed; None = 0 or the file's.
-    fp32:        bool = False             # Disable mixed precision.
-    nhwc:        bool = False             # Channels-last memory format in the FP16 layers.
-    nobench:     bool = False             # Disable cuDNN benchmarking.
-    allow_tf32:  bool = False             # Allow TF32 for matmul and convolutions.
-    workers:     int = 3                  # DataLoader worker processes.
-    metrics:     Union[str, list, None] = None  # Comma list or list of names; None = fid50k_full; 'none' = none.
-    grid:        Optional[tuple] = None   # (rows, cols) of the image grids; None = what fits in 7680x4320.
-    max_minutes: Optional[float] = None   # Stop (with a snapshot) at the first tick after this long; None = no limit.
-    detector:    Optional[str] = None     # Inception detector file/URL for metrics; None = $SG2_INCEPTION_DETECTOR.
-    vgg16:       Optional[str] = None     # VGG16 detector file/URL (pr50k3, ppl2_wend); None = $SG2_VGG16_DETECTOR.
-    device:      Optional[str] = None     # 'cpu' or 'cuda'; None = CUDA when available.
+    data:        str = option(shared="--data", required=True)
+    gpus:        Optional[int] = option(None, shared="--gpus", note="1, WORLD_SIZE under torchrun")
+    cfg:         str = option("auto", "Preset: auto, shhq, stylegan2, paper256, paper512 or paper1024 (README: Training)")
+    batch:       Optional[int] = option(None, "Total batch size over all GPUs", min=1, max=1 << 16, note="preset")
+    batch_gpu:   Optional[int] = option(None, "Images per GPU per pass (gradient accumulation below batch/gpus)",
+                                        min=1, max=1 << 16, note="preset")
+    gamma:       Optional[float] = option(None, "R1 regularisation weight", min=0, note="preset")
+    kimg:        Optional[float] = option(None, "Training length in thousands of images", min=0, min_open=True,
+                                          note="preset, 25000")
+    tick:        float = option(4, "Progress line every this many kimg", min=0, min_open=True)
+    snap:        int = option(50, "Snapshot (network pickle and image grid) every this many ticks", min=1)
+    seed:        int = option(0, shared="--seed")
+    mirror:      bool = option(False, shared="--mirror")
+    cond:        bool = option(False, "Class-conditional training from dataset.json labels")
+    subset:      Optional[int] = option(None, "Train on a random subset of this many images", min=1)
+    cbase:       Optional[int] = option(None, "Channel base (channels = min(cbase / res, cmax))", min=1,
+                                        max=1 << 24, note="preset; with --resume, the file's")
+    cmax:        Optional[int] = option(None, "Maximum channels", min=1, max=4096, note="512; with --resume, the "
+                                        "file's")
+    map:         Optional[int] = option(None, "Mapping network depth", min=1, max=64,
+                                        note="preset; with --resume, the file's")
+    mbstd_group: Optional[int] = option(None, "Minibatch-stddev group size", min=1, max=1 << 16, note="preset")
+    glr:         Optional[float] = option(None, "G learning rate", min=0, min_open=True, note="preset")
+    dlr:         Optional[float] = option(None, "D learning rate", min=0, min_open=True, note="preset")
+    aspect:      Optional[str] = option(None, "Image height:width, e.g. 2:1", metavar="H:W", note="from the dataset")
+    square:      Optional[bool] = option(None, "StyleGAN-Human's spelling of --aspect: False = 2:1, True = 1:1",
+                                         hidden=True)
+    aug:         Optional[str] = option(None, "Augmentation mode", choices=AUG_MODES,
+                                        note="noaug for --cfg=shhq, else ada")
+    p:           Optional[float] = option(None, "Augmentation probability for --aug=fixed; under torchrun write "
+                                          "--aug-p (torchrun reads --p as one of its own options)", min=0, max=1,
+                                          decls=("--aug-p",), note="0.2")
+    target:      Optional[float] = option(None, "ADA target for --aug=ada", min=0, max=1, note="0.6")
+    ada_kimg:    Optional[float] = option(None, "ADA speed: kimg for p to go from 0 to 1", min=0, min_open=True,
+                                          note="500, fine-tuning 100")
+    augpipe:     str = option("bgc", "Augmentation pipeline (training/augment.py; 'body' keeps figures upright)")
+    resume:      Optional[str] = option(None, "Continue from a snapshot or run folder (exact: counters, optimizers, "
+                                        "RNG), or fine-tune a checkpoint without training state (e.g. a released "
+                                        "one); the networks are built as the file says", metavar="PKL|DIR|URL")
+    freezed:     Optional[int] = option(None, "Freeze-D: the first N layers of D (from the image side) are not "
+                                        "trained", min=0, max=4096, metavar="N", note="0")
+    fp32:        bool = option(False, "Disable mixed precision")
+    nhwc:        bool = option(False, "Channels-last memory format in the FP16 layers")
+    nobench:     bool = option(False, "Disable cuDNN benchmarking")
+    allow_tf32:  bool = option(False, "Allow TF32 matmul and convolutions")
+    workers:     int = option(3, "DataLoader worker processes", min=0, max=256)
+    metrics:     Union[str, list] = option(DEFAULT_METRICS, shared="--metrics", detail="after each snapshot; or "
+                                           "none")
+    grid:        Optional[tuple] = option(None, shared="--grid", note="what fits in 7680x4320",
+                                          detail="the snapshots' grids of fakes")
+    max_minutes: Optional[float] = option(None, "Stop with a snapshot at the first tick after this many minutes "
+                                          "(e.g. before a cluster time limit)", min=0, min_open=True)
+    detector:    Optional[str] = option(None, shared="--detector")
+    vgg16:       Optional[str] = option(None, shared="--vgg16")
+    dinov2:      Optional[str] = option(None, shared="--dinov2")
+    device:      Optional[str] = option(None, shared="--device", detail="train.py: cpu or cuda")
     metric_kwargs: Optional[dict] = None  # More metrics.metric_utils.MetricOptions kwargs (library use, e.g. max_gen).
-    ref_stats:   Optional[str] = None     # Real-image statistics file/URL (calc_metrics.py --export-stats).
+    ref_stats:   Optional[str] = option(None, shared="--ref-stats")
 
     @classmethod
     def _what(cls):

@@ -10,8 +10,12 @@ import math
 import re
 
 import dnnlib
+from torch_utils import distributed
+from training import augment
 from training import freeze_d
-from training.options import TrainCommand, TrainingOptions
+from training import resume as resume_lib
+from training.dataset import ImageFolderDataset
+from training.options import AUG_MODES, TrainCommand, TrainingOptions
 
 # Keys: ref_gpus = GPUs the batch was tuned for (-1 = the run's), kimg = default length, mb = batch,
 # mbstd = minibatch-stddev group, fmaps = channel_base / 32768, lrate = Adam lr (G and D), gamma = R1
@@ -33,8 +37,6 @@ ORIGINAL_ONLY_CFGS = {
     "stylegan3-r": "a StyleGAN3 preset (StyleGAN-Human trains SG3 with it)",
 }
 
-AUG_MODES = ("noaug", "ada", "fixed")
-DEFAULT_METRICS = ("fid50k_full",)
 
 
 def derive_auto_spec(spec: dict, resolution: int, gpus: int) -> dict:
@@ -87,14 +89,19 @@ def check_cfg(cfg):
         raise dnnlib.util.UserError(f"--cfg: unknown preset '{cfg}'; choose one of {', '.join(CONFIG_SPECS)}")
 
 
-def parse_metrics(text) -> list:
-    """--metrics of train.py: None = the default metrics, 'none' = none, else names checked by metric_main."""
-    if text is None:
-        return list(DEFAULT_METRICS)
+def _metrics_for(option, snapshot_metrics):
+    """The metrics' side of the options (training does not import the metrics; train.py hands them in)."""
+    if snapshot_metrics is None:
+        raise ValueError(f"{option} needs the metrics: pass snapshot_metrics=metrics.snapshot_metrics."
+                         "SnapshotMetrics() as train.py does")
+    return snapshot_metrics
+
+
+def parse_metrics(text, snapshot_metrics=None) -> list:
+    """--metrics of train.py: 'none' (or nothing) = none, else names checked by `snapshot_metrics`."""
     if isinstance(text, str) and text.strip() in ("", "none"):
         return []
-    from metrics import metric_main
-    return metric_main.parse_metrics(text, allow_none=True)
+    return _metrics_for("--metrics", snapshot_metrics).parse(text)
 
 
 def _start_from_checkpoint(c, path, shape, explicit, fp32, nhwc, freezed, mbstd_group, batch_gpu):
@@ -103,7 +110,6 @@ def _start_from_checkpoint(c, path, shape, explicit, fp32, nhwc, freezed, mbstd_
 
     A run fine-tunes unless the file continues a run exactly (or continues a run that fine-tuned).
     """
-    from training import resume as resume_lib
     data = resume_lib.read_checkpoint(path)
     c.G_kwargs, c.D_kwargs = resume_lib.network_options(path, data, shape, explicit, c.G_kwargs, c.D_kwargs,
                                                         fp32=fp32, nhwc=nhwc)
@@ -133,7 +139,6 @@ def _start_from_checkpoint(c, path, shape, explicit, fp32, nhwc, freezed, mbstd_
 
 def describe_dataset(cmd):
     """Open the dataset once to learn its shape (and to fail early on bad files): its options and what it holds."""
-    from training.dataset import ImageFolderDataset
     kwargs = dnnlib.EasyDict(class_name="training.dataset.ImageFolderDataset", path=cmd.data, use_labels=bool(cmd.cond),
                              max_size=cmd.subset, xflip=bool(cmd.mirror), random_seed=cmd.seed)
     dataset = ImageFolderDataset(**{k: v for k, v in kwargs.items() if k != "class_name"})
@@ -220,16 +225,16 @@ def optimizer_options(cmd, spec):
                 D_reg_interval=16)
 
 
-def metric_options(cmd):
+def metric_options(cmd, snapshot_metrics):
     """The metrics after each snapshot and their options (detectors, reference statistics)."""
     metric_kwargs = dnnlib.EasyDict(cmd.metric_kwargs or {})
-    detectors = {kind: path for kind, path in [("inception", cmd.detector), ("vgg16", cmd.vgg16)] if path}
+    detectors = {kind: path for kind, path in [("inception", cmd.detector), ("vgg16", cmd.vgg16),
+                                               ("dinov2", cmd.dinov2)] if path}
     if detectors:
         metric_kwargs.detectors = detectors
-    metrics = parse_metrics(cmd.metrics)
+    metrics = parse_metrics(cmd.metrics, snapshot_metrics)
     if cmd.ref_stats is not None:
-        from metrics import reference_stats
-        metric_kwargs.ref_stats = reference_stats.resolve(cmd.ref_stats)
+        metric_kwargs.ref_stats = _metrics_for("--ref-stats", snapshot_metrics).resolve_ref_stats(cmd.ref_stats)
     return dict(metrics=metrics, metric_kwargs=metric_kwargs)
 
 
@@ -249,7 +254,6 @@ def augment_options(cmd, aug, fine_tune):
     """Augmentation (ADA paper): --aug=ada adapts p towards the target, --aug=fixed keeps --p."""
     if aug == "noaug":
         return dict(augment_kwargs=None, augment_p=0.0, ada_target=None)
-    from training import augment
     values = dict(augment_kwargs=augment.augpipe_kwargs(cmd.augpipe), augment_p=0.0, ada_target=None)
     if aug == "fixed":
         values["augment_p"] = 0.2 if cmd.p is None else float(cmd.p)
@@ -279,13 +283,18 @@ def describe_run(cmd, dataset_name, options, gamma, aug):
     return desc
 
 
-def make_training_options(command: TrainCommand = None, **fields) -> tuple:
+def make_training_options(command: TrainCommand = None, snapshot_metrics=None, **fields) -> tuple:
     """The loop's TrainingOptions for train.py's options, and a short run description for the run folder name.
 
-    Pass a TrainCommand, or its fields as keywords (a misspelt one is an error naming it).
+    Pass a TrainCommand, or its fields as keywords (a misspelt one is an error naming it). `snapshot_metrics`
+    (metrics.snapshot_metrics.SnapshotMetrics, as train.py passes it) checks the metric names and --ref-stats;
+    without it, only --metrics=none and the default metrics are accepted.
     """
     cmd = command if command is not None else TrainCommand.from_dict(fields)
     check_cfg(cmd.cfg)
+    if cmd.gpus is None:  # One process, or as many as torchrun started.
+        env = distributed.torchrun_env()
+        cmd = cmd.replace(gpus=env[1] if env is not None else 1)
     if cmd.gpus < 1:
         raise dnnlib.util.UserError(f"--gpus: must be at least 1, got {cmd.gpus}")
     dataset = describe_dataset(cmd)
@@ -304,7 +313,7 @@ def make_training_options(command: TrainCommand = None, **fields) -> tuple:
         ema_rampup=None if fine_tune else spec["ramp"], fine_tune=fine_tune,
         kimg_per_tick=cmd.tick, image_snapshot_ticks=cmd.snap, network_snapshot_ticks=cmd.snap,
         random_seed=cmd.seed, num_gpus=cmd.gpus,
-        **metric_options(cmd),
+        **metric_options(cmd, snapshot_metrics),
         grid=list(cmd.grid) if cmd.grid is not None else None,
         data_loader_kwargs=dnnlib.EasyDict(num_workers=cmd.workers, prefetch_factor=2 if cmd.workers > 0 else None),
         cudnn_benchmark=not cmd.nobench, allow_tf32=bool(cmd.allow_tf32))

@@ -17,11 +17,11 @@ import os
 import numpy as np
 
 import dnnlib
-import legacy
 from torch_utils import misc
 from torch_utils import persistence
 from training import freeze_d
 from training import networks
+from training.checkpoint.load import load_checkpoint
 
 NETWORK_KEYS = ("G", "G_ema", "D")
 # Filled in from the dataset by the training loop, so they never come from the file's options.
@@ -53,8 +53,8 @@ def resolve_resume_option(text):
 
 
 def read_checkpoint(path):
-    """The checkpoint dict (legacy.load_network_pkl); a file without G, G_ema or D is an error naming it."""
-    data = legacy.load_checkpoint(path)
+    """The checkpoint dict (training.checkpoint.load); a file without G, G_ema or D is an error naming it."""
+    data = load_checkpoint(path)
     if all(data.get(key) is None for key in NETWORK_KEYS):
         raise UserError(f"--resume: {path} holds none of G, G_ema, D (nothing to start from); give a network "
                         "checkpoint")

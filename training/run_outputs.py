@@ -2,7 +2,8 @@
 
 Rank 0 writes every file. Metrics run on every rank (each computes a share of the images), right
 after the snapshot they evaluate; their results go to metric-<name>.jsonl at once and into TensorBoard
-with the statistics of the same tick.
+with the statistics of the same tick. The metrics themselves are handed in (`snapshot_metrics`, the metrics
+package's SnapshotMetrics, which train.py passes): training does not import the metrics, which sit above it.
 """
 import copy
 import json
@@ -11,10 +12,10 @@ import os
 import numpy as np
 import torch
 
-import legacy
 from dnnlib import image_grid
 from torch_utils import misc
 from training import training_state
+from training.checkpoint.pickle_format import save_network_pkl
 
 # ----------------------------------------------------------------------------
 # Image grids.
@@ -74,6 +75,14 @@ def generate_grid(G_ema, grid_z, grid_c, batch_gpu):
 # The run folder.
 
 
+def check_metrics_handed_in(options, snapshot_metrics):
+    """Options that list metrics need the object that computes them (training does not import the metrics)."""
+    if options.metrics and snapshot_metrics is None:
+        raise ValueError(f"the options list the metrics {', '.join(options.metrics)} but no snapshot_metrics computes "
+                         "them: pass snapshot_metrics=metrics.snapshot_metrics.SnapshotMetrics() as train.py does, or "
+                         "set metrics=[]")
+
+
 class RunOutputs:
     """Owns one process's share of the run folder: rank 0 writes the files, every rank computes metrics.
 
@@ -81,8 +90,9 @@ class RunOutputs:
     results since the statistics were last written.
     """
 
-    def __init__(self, options, rank, device):
+    def __init__(self, options, rank, device, snapshot_metrics=None):
         self.options = options
+        self.snapshot_metrics = snapshot_metrics
         self.run_dir = options.run_dir if options.run_dir is not None else "."
         self.rank = rank
         self.device = device
@@ -92,6 +102,7 @@ class RunOutputs:
         self.grid = self.grid_z = self.grid_c = None
         self._stats_jsonl = None
         self._stats_tfevents = None
+        self.stop_requested = None  # callable: True after SIGINT/SIGTERM; running metrics are then abandoned
 
     # Grids.
 
@@ -130,24 +141,13 @@ class RunOutputs:
                 state=run.state, opts=run.optimizers, loss=run.loss, ada=run.ada, num_gpus=self.options.num_gpus,
                 batch_size=self.options.batch_size, random_seed=self.options.random_seed,
                 fine_tune=self.options.fine_tune)
-            legacy.save_network_pkl(path, data)
+            save_network_pkl(path, data)
         self.snapshot_pkl = path
         self.last_snapshot_nimg = run.state.cur_nimg
         if with_metrics and self.options.metrics:
-            self._evaluate_metrics(data["G_ema"], path)
-
-    def _evaluate_metrics(self, G_ema, snapshot_pkl):
-        from metrics import metric_main
-        if self.rank == 0:
-            print(f"Evaluating metrics: {', '.join(self.options.metrics)}")
-        for metric in self.options.metrics:
-            result_dict = metric_main.calc_metric(metric=metric, G=G_ema,
-                                                  dataset_kwargs=self.options.training_set_kwargs,
-                                                  num_gpus=self.options.num_gpus, rank=self.rank, device=self.device,
-                                                  **self.options.metric_kwargs)
-            if self.rank == 0:
-                metric_main.report_metric(result_dict, run_dir=self.run_dir, snapshot_pkl=snapshot_pkl)
-                self.metric_results.update(result_dict.results)
+            self.metric_results.update(self.snapshot_metrics.evaluate(data["G_ema"], path, self.options, self.rank,
+                                                                      self.device, self.run_dir,
+                                                                      should_stop=self.stop_requested))
 
     # Statistics.
 
@@ -157,7 +157,7 @@ class RunOutputs:
             return
         self._stats_jsonl = open(os.path.join(self.run_dir, "stats.jsonl"), "at")
         try:
-            import torch.utils.tensorboard as tensorboard
+            import torch.utils.tensorboard as tensorboard  # here: optional, and a slow import (0.15 s)
             self._stats_tfevents = tensorboard.SummaryWriter(self.run_dir)
         except ImportError as err:
             print(f"Skipping TensorBoard export: {err}")

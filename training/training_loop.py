@@ -32,9 +32,10 @@ from torch_utils import misc
 from torch_utils import training_stats
 from training import resume
 from training import training_state
+from training.ada import AdaController
 from training.dataset import open_dataset
 from training.options import TrainingOptions
-from training.run_outputs import RunOutputs
+from training.run_outputs import RunOutputs, check_metrics_handed_in
 
 # ----------------------------------------------------------------------------
 # Deterministic randomness per (step, phase, chunk) and the data stream.
@@ -72,7 +73,7 @@ def _memory_gb():
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
     except (OSError, ValueError, IndexError, AttributeError):
-        import resource
+        import resource  # here: POSIX only, and needed only where /proc is missing
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
@@ -184,7 +185,6 @@ def build_ada(options, augment_pipe, loss):
     """The ADA controller that moves the augmentation probability (--aug=ada), or None."""
     if augment_pipe is None or options.ada_target is None:
         return None
-    from training.ada import AdaController
     ada = AdaController(augment_pipe=augment_pipe, batch_size=options.batch_size, target=options.ada_target,
                         interval=options.ada_interval, kimg=options.ada_kimg)
     loss.real_logits_observers.append(ada.accumulate)
@@ -475,6 +475,7 @@ def training_loop(
     handle_signals = True,         # Stop cleanly on SIGINT/SIGTERM (main thread only).
     abort_fn       = None,         # Callback: returns True to stop the run (checked once per tick).
     progress_fn    = None,         # Callback: progress_fn(cur_kimg, total_kimg), once per tick.
+    snapshot_metrics = None,       # What computes options.metrics (metrics.snapshot_metrics.SnapshotMetrics).
 ):
     """Train; returns a dict with cur_nimg, the last snapshot path and `stopped_by`.
 
@@ -483,6 +484,7 @@ def training_loop(
     clock = Clock(start_time=time.time())
     if isinstance(options, dict):
         options = TrainingOptions.from_dict(options)
+    check_metrics_handed_in(options, snapshot_metrics)
     device = torch.device(device) if device is not None else distributed.resolve_device(options.device, rank)
     if device.type == "cpu":
         cpu_tuning.reuse_freed_memory()
@@ -492,13 +494,23 @@ def training_loop(
     log = print if rank == 0 else (lambda *args, **kwargs: None)
 
     run = setup_run(options, rank, device, log)
-    outputs = RunOutputs(options, rank, device)
+    try:
+        return train_run(run, snapshot_metrics, clock, handle_signals, abort_fn, progress_fn, log)
+    finally:  # every way out (an error, a signal) stops the data-loader workers, which ignore SIGTERM
+        misc.close_data_loader(run.data)
+
+
+def train_run(run, snapshot_metrics, clock, handle_signals, abort_fn, progress_fn, log):
+    """Everything after setup: summaries, grids, the ticks, and the closing lines; returns training_loop's dict."""
+    options, rank, device = run.options, run.rank, run.device
+    outputs = RunOutputs(options, rank, device, snapshot_metrics)
     if rank == 0:
         print_summaries(run)
     outputs.start_grids(run)
     collector = training_stats.Collector(regex=".*")
     outputs.open_stats()
     stop = _StopSignals(handle_signals)
+    outputs.stop_requested = lambda: bool(stop.signum)
     try:
         state = run.state
         if state.cur_nimg >= options.total_kimg * 1000:

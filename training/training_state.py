@@ -1,6 +1,6 @@
 """The `progress` entry of a training snapshot: what an exact resume needs beyond the networks.
 
-Snapshots are read back by `legacy.load_network_pkl`, whose unpickler admits only tensors, plain
+Snapshots are read back by training/checkpoint/, whose unpickler admits only tensors, plain
 containers and numbers, so everything here is stored as tensors, dicts, lists, ints, floats and
 strings (no numpy arrays, no custom classes).
 """

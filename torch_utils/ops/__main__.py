@@ -12,6 +12,7 @@ import time
 import torch
 
 from torch_utils import custom_ops
+from torch_utils.ops import bias_act, upfirdn2d
 
 
 def _line(label, value):
@@ -53,7 +54,6 @@ def _toolchain_report():
 
 def _smoke_test():
     """With a GPU: both kernels against the reference path on a small input."""
-    from torch_utils.ops import bias_act, upfirdn2d
     x = torch.randn(2, 8, 32, 16, device='cuda')
     b = torch.randn(8, device='cuda')
     f = upfirdn2d.setup_filter([1, 3, 3, 1], device='cuda')

@@ -2,6 +2,8 @@
 
 import os
 
+from torch_utils import custom_ops
+
 # SG2_OPS_IMPL=ref forces every op onto its reference path (no build is attempted).
 ENV_IMPL = 'SG2_OPS_IMPL'
 # SG2_UPFIRDN2D_TILED=0 disables upfirdn2d's shared-memory fast path (generic kernel only).
@@ -37,7 +39,6 @@ def get_plugin(name):
     if name in test_plugins:
         return test_plugins[name]
     if name not in _plugins:
-        from torch_utils import custom_ops  # local import: the ops work without the build machinery
         _plugins[name] = custom_ops.get_ops_plugin(name)
     return _plugins[name]
 

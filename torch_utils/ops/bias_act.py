@@ -7,6 +7,7 @@ and StyleGAN2-ADA clamps the result (`conv_clamp`) so fp16 layers cannot overflo
 
 import math
 from types import SimpleNamespace
+from typing import Optional
 
 import torch
 
@@ -48,7 +49,8 @@ activation_funcs = ACTIVATIONS  # the ecosystem's name: networks read activation
 activation_funcs = ACTIVATIONS
 
 
-def bias_act(x, b=None, dim=1, act='linear', alpha=None, gain=None, clamp=None, impl='cuda'):
+def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, act: str = 'linear', alpha: Optional[float] = None,
+             gain: Optional[float] = None, clamp: Optional[float] = None, impl: str = 'cuda') -> torch.Tensor:
     """y = clamp(act(x + b) * gain, -clamp, clamp), with b broadcast along dimension `dim`.
 
     x:      input tensor of any shape.
@@ -115,6 +117,91 @@ def _bias_act_ref_inplace(x, b, dim, spec, alpha, gain, clamp):
     if clamp >= 0:
         x = x.clamp_(-clamp, clamp) if own else x.clamp(-clamp, clamp)
     return x
+
+
+# ----------------------------------------------------------------------------
+# CUDA path. The kernel has three modes (see bias_act_kernel.h):
+#   0: y  = clamp(f(x + b) * gain)
+#   1: dx = dy * gain * f'(x + b) * [|y| < clamp]
+#   2: dx = g * dy * gain * f''(x + b) * [|y| < clamp]   (second derivative, smooth f only)
+# For the piecewise linear activations f' is read from the sign of y, so x need not be kept.
+
+def _uses_y_for_slope(act, alpha, gain):
+    # sign(y) == sign(x + b) holds for relu/lrelu/linear only while gain > 0 and alpha >= 0.
+    return not ACTIVATIONS[act].smooth and gain > 0 and alpha >= 0
+
+
+def _is_dense(t):
+    return t.is_contiguous() or (t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last))
+
+
+def _dense_like(t, ref):
+    # The kernel walks memory linearly, so every operand must share one dense layout.
+    if t is None or t.stride() == ref.stride():
+        return t
+    return torch.empty_like(ref).copy_(t)
+
+
+def _run_kernel(mode, v, x, b, y, d, dim, act, alpha, gain, clamp):
+    plugin = _kernels.get_plugin('bias_act')
+    # The first dense operand sets the layout, so a broadcast (stride-0) gradient costs one copy.
+    ref = next((t for t in (v, x, y) if t is not None and _is_dense(t)), None)
+    ref = ref if ref is not None else v.contiguous()
+    v, x, y, d = (_dense_like(t, ref) for t in (v, x, y, d))
+    empty = v.new_empty([0])
+    b = b.to(v.dtype).contiguous() if b is not None else empty
+    return plugin.bias_act(v, b, empty if x is None else x, empty if y is None else y, empty if d is None else d,
+                           mode, dim, ACTIVATIONS[act].kernel_id, alpha, gain, clamp)
+
+
+def _sum_except(t, dim):
+    return t.sum([i for i in range(t.ndim) if i != dim])
+
+
+class _BiasActCuda(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, b, dim, act, alpha, gain, clamp):
+        y = _run_kernel(0, x, None, b, None, None, dim, act, alpha, gain, clamp)
+        # Keep only what the gradient reads, so callers may modify outputs in place where the
+        # original ops allowed it (e.g. the residual `y.add_(x)` after a linear layer).
+        keep_x = not _uses_y_for_slope(act, alpha, gain)
+        keep_y = clamp >= 0 or (not keep_x and act != 'linear')
+        ctx.params = (dim, act, alpha, gain, clamp)
+        ctx.save_for_backward(x if keep_x else None, b if keep_x else None, y if keep_y else None)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, b, y = ctx.saved_tensors
+        dim = ctx.params[0]
+        dx = db = None
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            dx = _BiasActCudaGrad.apply(dy, x, b, y, *ctx.params)
+        if ctx.needs_input_grad[1]:
+            db = _sum_except(dx, dim)
+        return dx, db, None, None, None, None, None
+
+
+class _BiasActCudaGrad(torch.autograd.Function):
+    # dx as a function of (dy, x, b): linear in dy, so its own backward reuses mode 1.
+    @staticmethod
+    def forward(ctx, dy, x, b, y, dim, act, alpha, gain, clamp):
+        ctx.params = (dim, act, alpha, gain, clamp)
+        ctx.save_for_backward(dy, x, b, y)
+        return _run_kernel(1, dy, x, b, y, None, dim, act, alpha, gain, clamp)
+
+    @staticmethod
+    def backward(ctx, g):
+        dy, x, b, y = ctx.saved_tensors
+        dim, act = ctx.params[:2]
+        d_dy = d_x = d_b = None
+        if ctx.needs_input_grad[0]:
+            d_dy = _BiasActCudaGrad.apply(g, x, b, y, *ctx.params)
+        if ACTIVATIONS[act].smooth and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
+            d_x = _run_kernel(2, g, x, b, y, dy, *ctx.params)
+            if ctx.needs_input_grad[2]:
+                d_b = _sum_except(d_x, dim)
+        return d_dy, d_x, d_b, None, None, None, None, None, None
 
 
 # Size of the slices bias_act_() works through: each slice takes its elementwise steps while it is still in a

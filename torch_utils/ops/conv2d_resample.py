@@ -7,6 +7,10 @@ then run a strided convolution. The result equals the naive composition
 does the convolution at the lower resolution.
 """
 
+from typing import Optional, Sequence, Union
+
+import torch
+
 from . import conv2d_gradfix
 from . import upfirdn2d
 
@@ -28,7 +32,9 @@ def _transpose_weight(w, groups):
     return w.reshape(groups * in_per_group, out_ch // groups, kh, kw)
 
 
-def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight=True, flip_filter=False, impl='cuda'):
+def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tensor] = None, up: int = 1, down: int = 1,
+                    padding: Union[int, Sequence[int]] = 0, groups: int = 1, flip_weight: bool = True, flip_filter: bool = False,
+                    impl: str = 'cuda') -> torch.Tensor:
     """Convolve x with w, upsampling or downsampling through the FIR filter f.
 
     x:            [N, C_in, H, W].

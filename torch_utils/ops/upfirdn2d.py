@@ -10,6 +10,8 @@ shift-invariant again"). One op does all three steps:
 Output size per axis: (in * up + pad0 + pad1 - filter_size) // down + 1.
 """
 
+from typing import Optional, Sequence, Union
+
 import torch
 import torch.nn.functional as F
 
@@ -45,7 +47,8 @@ def _get_filter_size(f):
     return int(f.shape[-1]), int(f.shape[0])  # width, height
 
 
-def setup_filter(f, device=torch.device('cpu'), normalize=True, flip_filter=False, gain=1, separable=None):
+def setup_filter(f, device: torch.device = torch.device('cpu'), normalize: bool = True, flip_filter: bool = False,
+                 gain: float = 1, separable: Optional[bool] = None) -> torch.Tensor:
     """Turns a filter given as a list/array/tensor into the float32 tensor the ops take.
 
     f:            None (identity), a scalar, a 1-D or a 2-D filter.
@@ -75,7 +78,8 @@ def setup_filter(f, device=torch.device('cpu'), normalize=True, flip_filter=Fals
     return f.to(device=device)
 
 
-def upfirdn2d(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1, impl='cuda'):
+def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: Union[int, Sequence[int]] = 1, down: Union[int, Sequence[int]] = 1, padding: Union[int, Sequence[int]] = 0,
+              flip_filter: bool = False, gain: float = 1, impl: str = 'cuda') -> torch.Tensor:
     """Upsample, pad, FIR filter and downsample a batch of 2-D images.
 
     x:            [N, C, H, W] (contiguous or channels_last).
@@ -196,7 +200,8 @@ class _Upfirdn2dCuda(torch.autograd.Function):
         return dx, None, None, None, None, None, None
 
 
-def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl='cuda'):
+def filter2d(x: torch.Tensor, f: Optional[torch.Tensor], padding: Union[int, Sequence[int]] = 0, flip_filter: bool = False, gain: float = 1,
+             impl: str = 'cuda') -> torch.Tensor:
     """FIR filter without resampling; the output has the input's size plus the given padding."""
     padx0, padx1, pady0, pady1 = _parse_padding(padding)
     fw, fh = _get_filter_size(f)
@@ -204,7 +209,8 @@ def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl='cuda'):
     return upfirdn2d(x, f, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
 
 
-def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1, impl='cuda'):
+def upsample2d(x: torch.Tensor, f: Optional[torch.Tensor], up: Union[int, Sequence[int]] = 2, padding: Union[int, Sequence[int]] = 0, flip_filter: bool = False,
+               gain: float = 1, impl: str = 'cuda') -> torch.Tensor:
     """Upsample by `up` with filter f; the output is exactly up times the input (plus padding).
 
     The gain is multiplied by up**2 because zero insertion keeps only 1/up**2 of the energy.
@@ -217,7 +223,8 @@ def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1, impl='cuda'):
     return upfirdn2d(x, f, up=up, padding=p, flip_filter=flip_filter, gain=gain * upx * upy, impl=impl)
 
 
-def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1, impl='cuda'):
+def downsample2d(x: torch.Tensor, f: Optional[torch.Tensor], down: Union[int, Sequence[int]] = 2, padding: Union[int, Sequence[int]] = 0, flip_filter: bool = False,
+                 gain: float = 1, impl: str = 'cuda') -> torch.Tensor:
     """Filter with f and downsample by `down`; the output is exactly 1/down of the input (plus padding)."""
     downx, downy = _parse_scaling(down, 'down')
     padx0, padx1, pady0, pady1 = _parse_padding(padding)

@@ -1,4 +1,4 @@
-"""The web app's page (gradio): tabs, their components, and events wired to latent.session.Session.
+"""The web app's page (gradio): tabs, their components, and events wired to webapp.session.Session.
 
 Each callback is a thin adapter: it reads the components' values, calls a Session method (the library the
 command-line tools use) and returns {component: new value}. Errors become a message in the tab's status line
@@ -12,12 +12,13 @@ import importlib.util
 import os
 import random
 import re
+import sys
 import traceback
 
 import dnnlib
 from dnnlib.util import UserError
 
-from . import projection, space
+from latent import projection, space
 from .session import MAX_GRID_IMAGES, MAX_MIX_SEEDS, display_pixels, parse_seeds
 
 NOISE_MODES = ["const", "random", "none"]
@@ -47,7 +48,7 @@ def import_gradio():
     """gradio, or a one-line error saying how to install it (it is an optional dependency)."""
     check_gradio()
     try:
-        import gradio
+        import gradio  # here: an optional extra (pip install .[app]), and a slow import
     except ImportError:
         raise UserError(GRADIO_MISSING) from None
     return gradio
@@ -58,9 +59,15 @@ def markdown_text(text):
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", str(text))
 
 
+def log_line(text):
+    """One line in the app's terminal (control characters escaped: messages may quote uploaded file names)."""
+    print(f"app: {dnnlib.util.escape_text(text)}", file=sys.stderr, flush=True)
+
+
 def guarded(status):
     """Run a callback that returns {component: value}; on any error, show its one-line message in `status`
-    instead (the other outputs keep their values, the server keeps running)."""
+    instead (the other outputs keep their values, the server keeps running) and log it as one line in the
+    terminal. A traceback is printed only for unexpected errors and only with --verbose or $SG2_VERBOSE."""
     def wrap(fn):
         @functools.wraps(fn)
         def run(*args, **kwargs):
@@ -68,9 +75,13 @@ def guarded(status):
                 return fn(*args, **kwargs)
             except UserError as err:
                 message = str(err)
+                log_line(f"{fn.__name__}: {message}")
             except Exception as err:  # noqa: BLE001 -- a page must survive anything a callback meets
-                traceback.print_exc()
-                message = f"{type(err).__name__}: {err} (details in the terminal)"
+                message = f"{type(err).__name__}: {err}"
+                log_line(f"{fn.__name__} failed: {message}")
+                if "--verbose" in sys.argv[1:] or os.environ.get("SG2_VERBOSE"):
+                    traceback.print_exc()
+                message += " (see the terminal)"
             return {status: "**Error:** " + markdown_text(message)}
         return run
     return wrap
@@ -186,7 +197,8 @@ def edit_layout(gr, session):
                              elem_id="edit-seed")
             layers = gr.Dropdown(LAYER_CHOICES, value="all", allow_custom_value=True, elem_id="edit-layers",
                                  label="Layers (SeFa factorises them; the directions are added there)")
-            upload = gr.File(label="Direction file (.npy, .npz, .pt: [w_dim] or [K, w_dim])", type="filepath",
+            upload = gr.File(label="Direction file (.npy, .npz, .pt: [w_dim] or [K, w_dim]; or a .zip of "
+                                   "style_vect_mean_<i>.pkl files, a style-space direction)", type="filepath",
                              height=150, elem_id="direction-file")
             sefa_button = gr.Button("Use SeFa directions", elem_id="use-sefa")
             status = gr.Markdown(elem_id="edit-status")
@@ -220,8 +232,11 @@ def edit_tab(gr, session, shared, project_state):
             ws, noise = v.projected["ws"], v.projected["noise"]
         else:
             ws, noise = session.seed_ws(v.seed, v.psi, v.cls), None
-        vectors = chosen["vectors"]
-        _, pixels, seconds = session.edit(ws, vectors, strengths[:len(vectors)], v.layers, v.noise, noise)
+        if "style" in chosen:  # a style-space direction: one slider, its vectors added to the styles
+            pixels, seconds = session.edit_styles(ws, *chosen["style"], strengths[0], v.noise, noise)
+        else:
+            vectors = chosen["vectors"]
+            _, pixels, seconds = session.edit(ws, vectors, strengths[:len(vectors)], v.layers, v.noise, noise)
         return {image: display_pixels(pixels), status: f"{chosen['source']}: {seconds * 1000:.0f} ms"}
 
     def with_directions(v, chosen, names=None):
@@ -261,8 +276,12 @@ def edit_tab(gr, session, shared, project_state):
     def use_file(path, *args):
         if path is None:
             return {}
-        vectors = session.directions_file(path)[:NUM_SLIDERS]
         name = os.path.basename(path)
+        if name.lower().endswith(".zip"):
+            vectors, layers = session.style_direction(path)
+            label = f"{name} (style layers {', '.join(map(str, layers))})"
+            return with_directions(named(args), dict(source=name, style=(vectors, layers)), [label])
+        vectors = session.directions_file(path)[:NUM_SLIDERS]
         names = [name] if len(vectors) == 1 else [f"{name}:{k}" for k in range(len(vectors))]
         return with_directions(named(args), dict(source=name, vectors=vectors), names)
 

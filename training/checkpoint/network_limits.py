@@ -22,6 +22,8 @@ import numbers
 import numpy as np
 import torch
 
+from torch_utils.ops import bias_act
+
 MAX_RESOLUTION = 4096
 MAX_DIM = 4096
 MAX_LAYERS = 64
@@ -100,7 +102,6 @@ def _aspect_ratio(name, value):
 
 def check_value(name, value, depth=0):
     """One constructor argument (nested *_kwargs dicts included) against its range."""
-    from torch_utils.ops import bias_act
     if name in RESOLUTIONS:
         _resolution(name, value)
     elif name in DIMS:

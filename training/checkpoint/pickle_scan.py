@@ -16,11 +16,18 @@ a memo slot at index 2**32 (a huge allocation). `scan` replays the opcodes on pl
 import pickletools
 from typing import Callable, NamedTuple, Optional
 
-from .util import escape_text
+from dnnlib.util import escape_text
 
 
 class PickleScanError(ValueError):
     """A pickle whose structure was refused; the message says why (without naming the file)."""
+
+
+class ScanSummary(NamedTuple):
+    """What a scan found in a pickle it admitted (the tests check it against the pickle's real contents)."""
+    opcodes: int    # Opcodes replayed, PROTO and STOP included.
+    depth: int      # Nesting of the finished object; a scalar is 1, a list of scalars 2.
+    expanded: int   # Nodes of the finished object, each shared (memoized) reference counted every time it is used.
 
 
 class Limits(NamedTuple):
@@ -353,7 +360,8 @@ _HANDLERS = {
 
 
 def _check_graph(root, limits):
-    """No cycles; depth and expanded size (shared references counted each time) within the limits."""
+    """No cycles; depth and expanded size (shared references counted each time) within the limits. Returns the
+    root's (depth, expanded size)."""
     cap = limits.max_expanded + 1
     done = {}  # id(node) -> (depth, expanded size)
     on_path = set()
@@ -386,6 +394,7 @@ def _check_graph(root, limits):
         for child in node.children:
             if id(child) not in done:
                 work.append((child, False))
+    return done[id(root)]
 
 
 class _BoundedReader:
@@ -415,10 +424,11 @@ class _BoundedReader:
 
 
 def scan(f, size: int, classify: Callable[[str, str], Optional[str]], limits: Limits = Limits(),
-         allow_persistent_ids: bool = False) -> None:
+         allow_persistent_ids: bool = False) -> ScanSummary:
     """Replay one pickle from the binary file `f` (at most `size` bytes; `f` is left after STOP).
 
     Raises PickleScanError saying what is refused; 'truncated' in the message when the data ends early.
+    Returns the ScanSummary of an admitted pickle.
     """
     machine = _Machine(classify, limits, allow_persistent_ids)
     reader = _BoundedReader(f, size)
@@ -433,4 +443,5 @@ def scan(f, size: int, classify: Callable[[str, str], Optional[str]], limits: Li
         raise PickleScanError(f"not a pickle ({err})") from None
     if machine.result is None:
         raise PickleScanError("truncated (unexpected end of data)")
-    _check_graph(machine.result, limits)
+    depth, expanded = _check_graph(machine.result, limits)
+    return ScanSummary(machine.num_ops, depth, expanded)

@@ -8,8 +8,9 @@ from an allow-list of this package's own classes, and returns an unshared copy.
 from collections import OrderedDict
 
 import numpy as np
+import torch
 
-from .util import EasyDict, escape_text
+from dnnlib.util import EasyDict, escape_text
 
 MAX_ITEMS = 1_000_000   # Values visited in one structure, shared ones counted each time.
 MAX_DEPTH = 32
@@ -52,7 +53,7 @@ class _Copier:
             return type(value)(self.copy(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
         if isinstance(value, (set, frozenset)):
             return type(value)(self.copy(item, where, depth + 1) for item in value)
-        if self.allow_tensors and _is_tensor(value):
+        if self.allow_tensors and isinstance(value, torch.Tensor):
             return value
         raise PlainDataError(f"{where}: a {escape_text(type(value).__name__, 60)} is not plain data")
 
@@ -69,11 +70,6 @@ class _Copier:
             raise PlainDataError(f"{where}: class_name '{shown}' is not one of this package's classes "
                                  f"({', '.join(self.allowed_class_names) or 'none allowed here'}); refused")
         return out
-
-
-def _is_tensor(value):
-    import torch
-    return isinstance(value, torch.Tensor)
 
 
 def plain_copy(value, where, allowed_class_names=(), allow_tensors=False, max_items=MAX_ITEMS):

@@ -19,12 +19,11 @@ import PIL.Image
 import torch
 
 import dnnlib
-import legacy
 from dnnlib.image_grid import make_grid
 from dnnlib.util import UserError
-from metrics import metric_utils
-
-from . import directions, projection, space
+from latent import directions, projection, space, stylespace
+from metrics import detectors
+from training.checkpoint.load import load_network
 
 MAX_CACHED_WS = 4096     # Seeds whose ws are kept (a 1024 network's ws: 18 x 512 floats, 36 KB each).
 MAX_GRID_IMAGES = 64     # Images in one seed grid.
@@ -92,8 +91,9 @@ class Session:
 
     @classmethod
     def open(cls, network, device="cpu", sha256=None, **kwargs):
-        """Load G_ema from a path or URL (.pkl or .safetensors) safely; a bad file is a one-line UserError."""
-        G = legacy.load_network(network, key="G_ema", device=device, sha256=sha256)
+        """Load G_ema from a path or URL (.pkl, .safetensors or rosinality's .pt) safely; a bad file is a one-line
+        UserError."""
+        G = load_network(network, key="G_ema", device=device, sha256=sha256)
         return cls(G, device=device, name=str(network), **kwargs)
 
     # ------------------------------------------------------------------------
@@ -197,6 +197,24 @@ class Session:
             raise UserError("direction file: none uploaded")
         return directions.load_directions(path, self.G.w_dim)
 
+    def style_direction(self, path):
+        """(vectors, layers) of a style-space direction (a .zip of StyleGAN-Human's style_vect_mean_<i>.pkl
+        files), read as numpy arrays only and checked against this network's style layers."""
+        if not path:
+            raise UserError("direction file: none uploaded")
+        return stylespace.prepare_edit(self.G, path)
+
+    def edit_styles(self, ws, vectors, layers, strength, noise_mode="const", noise=None):
+        """(image, seconds): ws drawn with strength * vector added to the styles of each style layer."""
+        start = time.perf_counter()
+        with self.lock:
+            offsets = stylespace.style_offsets(self.G, vectors, layers, float(strength), self.device)
+            image = space.synthesize(self.G, ws, noise_mode, noise, self.dtype, style_offsets=offsets)[0]
+        seconds = time.perf_counter() - start
+        if self.verbose:
+            print(f"style edit: {seconds * 1000:.0f} ms per image", flush=True)
+        return image, seconds
+
     def edit(self, ws, found, strengths, layers_text="all", noise_mode="const", noise=None):
         """(edited ws, image, seconds): ws + sum of strength_k * direction_k at the layers."""
         if len(strengths) > len(found):
@@ -215,9 +233,7 @@ class Session:
     def vgg16(self):
         """The VGG16 detector the metrics use (--vgg16, $SG2_VGG16_DETECTOR, or the standard URL), loaded once."""
         if self._vgg16 is None:
-            opts = dnnlib.EasyDict(detectors={"vgg16": self.vgg16_spec})
-            spec, named_by = metric_utils.detector_spec(opts, "vgg16")
-            self._vgg16 = metric_utils.load_detector(spec, "vgg16", named_by, self.device, verbose=self.verbose)
+            self._vgg16 = detectors.open_detector("vgg16", self.vgg16_spec, self.device, verbose=self.verbose)
         return self._vgg16
 
     def target(self, path, fit="pad", pad_color="white"):
