@@ -458,8 +458,9 @@ def _epilogue_in_place(x, *operands):
     # Where a layer adds noise and bias, activates and clamps in place, in one pass (bias_act.bias_act_): CPU
     # tensors without autograd, with this package's torch_utils. The original torch_utils, which runs this
     # module's source when it loads a checkpoint written here, has no bias_act_ and takes the plain path.
+    # A traced or exported graph (ONNX) takes the plain path too: the slices loop over concrete sizes.
     records_graph = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *operands))
-    return x.device.type == "cpu" and not records_graph and hasattr(bias_act, "bias_act_")
+    return x.device.type == "cpu" and not records_graph and not _recording_graph() and hasattr(bias_act, "bias_act_")
 
 
 # ----------------------------------------------------------------------------
