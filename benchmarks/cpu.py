@@ -42,7 +42,7 @@ SECTIONS = ("generator", "tools", "levers", "train", "demo", "fid", "layers")
 DEFAULT_SECTIONS = ("generator", "tools", "levers", "train", "demo", "fid")
 # --quick: small sizes for the options not given on the command line (the generator at 256x128, 4.7x fewer
 # FLOPs than 512x256; training at 128x64; a short demo run; fewer FID images). Batches stay 1, 4, 16.
-QUICK = dict(sizes=[256], repeats=2, budget_s=15.0, train_size=128, train_minutes=0.5, fid_images=32)
+QUICK = dict(sizes=[256], repeats=1, budget_s=10.0, train_size=128, train_minutes=0.25, fid_images=16)
 
 
 def header_lines(clock):
@@ -128,37 +128,41 @@ def main(ctx, sections, dtypes, threads, clock, quick, out, force, **sizes_and_l
     if quick:
         settings.update({name: value for name, value in QUICK.items() if name not in given})
     mode = "--quick: small sizes, not the SHHQ figures" if quick else "full SHHQ sizes"
-    text = "\n".join(header_lines(clock)[:-1] + [f"- {mode}; sizes {settings.sizes}, batches {settings.batches}", ""] + cpu_report.sections(run_sections(sections, dtypes, clock, settings))
-                     + [f"- load average at end: {timing.load_average()}", ""])
-    print(text)
-    if out:
-        dnnlib.util.atomic_write(out, lambda f: f.write((text + "\n").encode("utf-8")))
+    header = header_lines(clock)[:-1] + [f"- {mode}; sizes {settings.sizes}, batches {settings.batches}", ""]
+
+    def report(results):  # after each section, so a run cut short keeps what it measured in --out
+        text = "\n".join(header + cpu_report.sections(results) + [f"- load average: {timing.load_average()}", ""])
+        if out:
+            dnnlib.util.atomic_write(out, lambda f: f.write((text + "\n").encode("utf-8")))
+        return text
+    print(report(run_sections(sections, dtypes, clock, settings, report)))
 
 
-def run_sections(sections, dtypes, clock, settings):
-    """The results of each section asked for, each from its own child process where it runs one."""
+def run_sections(sections, dtypes, clock, settings, report):
+    """The results of each section asked for, each from its own child process where it runs one; report(results)
+    after each."""
     sizes, batches, repeats, budget_s = settings.sizes, settings.batches, settings.repeats, settings.budget_s
+    common = [f"--repeats={repeats}", f"--budget={budget_s}", f"--clock={clock}"]
     results = dnnlib.EasyDict(sizes=sizes, batches=batches, dtypes=dtypes)
-    if "generator" in sections:
-        results.generator = generator_runs(sizes, batches, dtypes, repeats, budget_s, clock)
-    if "tools" in sections:
-        tool_batches = ",".join(map(str, sorted({1, *batches})))
-        results.tools = timing.run_child("generator_speed", [f"--size={sizes[0]}", "--tools",
-                                                             f"--batches={tool_batches}", f"--repeats={repeats}",
-                                                             f"--budget={budget_s}", f"--clock={clock}"])
-    if "levers" in sections:
-        results.levers, results.malloc_off, results.epilogue = levers_runs(sizes[0], batches, repeats, budget_s, clock)
-    if "train" in sections:
-        results.train = timing.run_child("train_speed", [f"--size={settings.train_size}", "--batch=4",
-                                                         f"--clock={clock}"])
-    if "demo" in sections:
-        results.demo = cpu_report.demo_sec_per_kimg(settings.train_minutes)
-    if "fid" in sections:
-        results.fid = timing.run_child("fid_speed", [f"--images={settings.fid_images}", f"--repeats={min(repeats, 2)}"])
-    if "layers" in sections:
-        results.layers = cpu_report.layer_layouts(sizes[0], batches, repeats, budget_s)
+    steps = dict(
+        generator=lambda: generator_runs(sizes, batches, dtypes, repeats, budget_s, clock),
+        tools=lambda: timing.run_child("generator_speed", [f"--size={sizes[0]}", "--tools",
+                                                           f"--batches={','.join(map(str, sorted({1, *batches})))}",
+                                                           *common]),
+        levers=lambda: levers_runs(sizes[0], batches, repeats, budget_s, clock),
+        train=lambda: timing.run_child("train_speed", [f"--size={settings.train_size}", "--batch=4",
+                                                       f"--clock={clock}"]),
+        demo=lambda: cpu_report.demo_sec_per_kimg(settings.train_minutes),
+        fid=lambda: timing.run_child("fid_speed", [f"--images={settings.fid_images}", f"--repeats={min(repeats, 2)}"]),
+        layers=lambda: cpu_report.layer_layouts(sizes[0], batches, repeats, budget_s))
+    for name in SECTIONS:
+        if name in sections:
+            if name == "levers":
+                results.levers, results.malloc_off, results.epilogue = steps[name]()
+            else:
+                results[name] = steps[name]()
+            report(results)
     return results
-
 
 if __name__ == "__main__":
     main()

@@ -25,8 +25,8 @@ def default_batch(device: Union[str, torch.device]) -> int:
 @torch.no_grad()
 def generate_images(G: torch.nn.Module, seeds: Sequence[int], truncation_psi: float = 1.0,
                     truncation_cutoff: Optional[int] = None, noise_mode: str = "const", class_idx: Optional[int] = None,
-                    batch_size: Optional[int] = None, device: torch.device = torch.device("cpu"), progress: bool = False,
-                    dtype: torch.dtype = torch.float32) -> Iterator[Tuple[int, np.ndarray]]:
+                    batch_size: Optional[int] = None, device: torch.device = torch.device("cpu"),
+                    progress: bool = False, dtype: torch.dtype = torch.float32) -> Iterator[Tuple[int, np.ndarray]]:
     """Yield (seed, HWC uint8 image) for each seed through G(z, c), batch_size seeds per forward pass (None:
     default_batch(device)).
 
