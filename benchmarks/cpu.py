@@ -41,8 +41,8 @@ from torch_utils.precision import PRECISIONS  # noqa: E402
 SECTIONS = ("generator", "tools", "levers", "train", "demo", "fid", "layers")
 DEFAULT_SECTIONS = ("generator", "tools", "levers", "train", "demo", "fid")
 # --quick: small sizes for the options not given on the command line (the generator at 256x128, 4.7x fewer
-# FLOPs than 512x256; training at 128x64; a short demo run; fewer FID images). Batches stay 1, 4, 16.
-QUICK = dict(sizes=[256], repeats=1, budget_s=10.0, train_size=128, train_minutes=0.25, fid_images=16)
+# FLOPs than 512x256; training at 128x64; a 1.5-minute demo run; fewer FID images). Batches stay 1, 4, 16.
+QUICK = dict(sizes=[256], repeats=1, budget_s=10.0, train_size=128, train_minutes=1.5, fid_images=16)
 
 
 def header_lines(clock):

@@ -13,7 +13,7 @@ the same interleaved rounds as the fp32 matmul peak:
               with the detector, each with all threads (the code path of fid50k_full, without the real-image
               statistics, which are cached after the first run);
   pipeline, cores split as in issue 16: the same with the detector on a quarter of the threads (at least one)
-              and the generator on the rest.
+              and the generator on the rest (only with 2 threads or more).
 Prints one JSON line: {"peaks", "images", "detector_flops_per_image", "generator_flops_per_image", "cases"}.
 """
 import json
@@ -105,8 +105,9 @@ def fid_cases(G, detector_path, data, images):
         finally:
             metric_utils.cpu_thread_split = saved
 
-    runs = (("generator", generate), ("detector", detect), ("pipeline", pipeline),
-            ("pipeline, cores split as in issue 16", pipeline_split))
+    runs = (("generator", generate), ("detector", detect), ("pipeline", pipeline))
+    if torch.get_num_threads() >= 2:  # issue 16's split needs a thread for each side
+        runs += (("pipeline, cores split as in issue 16", pipeline_split),)
     return {name: dict(run=lambda fn=fn: timing.seconds(fn) / images) for name, fn in runs}
 
 
