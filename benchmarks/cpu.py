@@ -1,7 +1,8 @@
 """CPU speed of the package against the matmul peak measured in the same run; prints Markdown.
 
     python benchmarks/cpu.py                                  # every section at SHHQ sizes (1-2 hours on 2 cores)
-    python benchmarks/cpu.py --quick                          # the same sections at small sizes (minutes)
+    python benchmarks/cpu.py --quick                          # small sizes (~20 min on 2 cores, mostly emulated bf16)
+    python benchmarks/cpu.py --quick --threads=1 --clock=cpu  # steadier ratios on a machine shared with other jobs
     python benchmarks/cpu.py --sections=generator,levers --sizes=512 --out=cpu.md
     python benchmarks/cpu.py --sections=layers                # each synthesis block in NCHW vs channels_last
 
