@@ -16,7 +16,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import legacy  # noqa: E402
-from benchmarks import cpu  # noqa: E402
+from benchmarks.generator_speed import shhq_generator  # noqa: E402
 from latent.generation import generate_images  # noqa: E402
 from sg2_cli.options import network, shared  # noqa: E402
 
@@ -38,7 +38,7 @@ def image_difference(G, seeds, batch_size=8, truncation_psi=1.0):
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=8, show_default=True)
 def main(network_pkl, sha256, seeds, truncation_psi, batch_size):
     """Print the bf16-vs-fp32 image difference of a generator."""
-    G = legacy.load_network(network_pkl, sha256=sha256) if network_pkl else cpu.shhq_generator(512)
+    G = legacy.load_network(network_pkl, sha256=sha256) if network_pkl else shhq_generator(512)
     worst, mean, psnr, share = image_difference(G, seeds, batch_size, truncation_psi)
     what = network_pkl or "random SHHQ 512x256 generator"
     print(f"{what}, {len(seeds)} seeds, {G.img_height}x{G.img_width}: bf16 vs fp32 max {worst} LSB, "

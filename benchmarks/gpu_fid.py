@@ -5,9 +5,9 @@
 No real detector or checkpoint is needed (none can be downloaded on the benchmark machines):
   - generator: the SHHQ 512x256 config (z/w 512, 8 mapping layers, channel_base 32768, channel_max 512,
     fp16 on the 4 highest resolutions, conv_clamp 256), randomly initialised, or --network=PKL;
-  - detector: a TorchScript stand-in with the real detector's interface and about Inception-v3's cost: it
-    resizes to 299x299 like the real file and runs a strided convolution stack of 13.5 GFLOP per image
-    (Inception-v3: 5.7 G multiply-adds = 11.4 GFLOP), printed by this script from PyTorch's FLOP counter;
+  - detector: a random Inception-v3 (torchvision) behind the real detector's TorchScript interface, resized to
+    299x299 inside like the real file (11.4 GFLOP per image); without torchvision a strided convolution stack of
+    about that cost (13.5 GFLOP); the figure is printed from PyTorch's FLOP counter;
   - real data: --real synthetic 512x256 images (their statistics are cached by the metric after the first pass).
 The metric runs exactly as calc_metrics.py runs it (metrics.metric_main.calc_metric). If the 50k images would
 not fit in --time-limit (estimated from a calibration pass of --calibrate images), the script prints the
@@ -27,7 +27,8 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import dnnlib  # noqa: E402
-from benchmarks import cpu, gpu_train  # noqa: E402
+from benchmarks import gpu_train  # noqa: E402
+from benchmarks.generator_speed import shhq_generator  # noqa: E402
 from metrics import metric_main  # noqa: E402
 from sg2_cli.options import network, shared  # noqa: E402
 from torch_utils import distributed  # noqa: E402
@@ -55,12 +56,16 @@ class CostlyStandInDetector(torch.nn.Module):
 
 
 def save_detector(path):
-    torch.manual_seed(0)
-    detector = CostlyStandInDetector().eval()
+    try:  # Inception-v3's own shapes (benchmarks/fid_speed.py), where torchvision is installed
+        from benchmarks.fid_speed import InceptionShaped
+        detector = InceptionShaped().eval()
+    except ImportError:
+        torch.manual_seed(0)
+        detector = CostlyStandInDetector().eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         detector(torch.zeros(1, 3, 512, 256, dtype=torch.uint8), return_features=True)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch calls TorchScript deprecated; the real files are TorchScript
+        warnings.simplefilter("ignore", FutureWarning)  # torch calls TorchScript deprecated; the real files use it
         torch.jit.save(torch.jit.script(detector), path)
     return counter.get_total_flops()
 
@@ -89,7 +94,7 @@ def main(network_pkl, sha256, device, resolution, real, calibrate, time_limit):
         import legacy
         G = legacy.load_network(network_pkl, sha256=sha256)
     else:
-        G = cpu.shhq_generator(resolution)
+        G = shhq_generator(resolution)
     with tempfile.TemporaryDirectory() as workdir:
         os.environ["DNNLIB_CACHE_DIR"] = os.path.join(workdir, "cache")  # a fresh real-statistics cache
         detector = os.path.join(workdir, "detector.pt")

@@ -18,7 +18,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from benchmarks.cpu import shhq_generator  # noqa: E402
+from benchmarks.generator_speed import shhq_generator  # noqa: E402
 from metrics import dinov2  # noqa: E402
 from metrics import image_resize  # noqa: E402
 from sg2_cli.options import shared  # noqa: E402

@@ -24,7 +24,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import dnnlib  # noqa: E402
 from benchmarks import cpu as cpu_bench  # noqa: E402
+from benchmarks import timing  # noqa: E402
 from benchmarks import flops as flop_count  # noqa: E402
+from benchmarks.generator_speed import shhq_generator  # noqa: E402
 from sg2_cli import outputs  # noqa: E402
 from sg2_cli.options import shared  # noqa: E402
 from torch_utils import cpu_tuning  # noqa: E402
@@ -47,11 +49,11 @@ def cases_for(G, session, batches):
 
         def torch_run(z=z, **kwargs):
             with torch.no_grad():
-                return cpu_bench.seconds(lambda: G(z, None, noise_mode="const", **kwargs))
+                return timing.seconds(lambda: G(z, None, noise_mode="const", **kwargs))
         cases[f"PyTorch, the tools' form|{batch}"] = dict(run=torch_run)
         cases[f"PyTorch, the exported form|{batch}"] = dict(
             run=lambda z=z: torch_run(z, fused_modconv=False, channels_last=False))
-        cases[f"onnxruntime|{batch}"] = dict(run=lambda feeds=feeds: cpu_bench.seconds(
+        cases[f"onnxruntime|{batch}"] = dict(run=lambda feeds=feeds: timing.seconds(
             lambda: session.run(["img"], feeds)))
     return cases
 
@@ -65,10 +67,11 @@ def max_difference(G, session):
 
 def run_benchmark(resolution, batches, repeats, budget_s):
     import onnxruntime as ort
-    G = cpu_bench.shhq_generator(resolution)
+    G = shhq_generator(resolution)
     malloc_tuned = cpu_tuning.reuse_freed_memory()
-    lines = cpu_bench.header_lines(malloc_tuned)
+    lines = cpu_bench.header_lines("wall")
     lines[0] = f"# onnxruntime vs PyTorch on the CPU, {time.strftime('%Y-%m-%d %H:%M')}"
+    lines.insert(-1, f"- glibc allocator reuses freed memory (the tools' setting): {'yes' if malloc_tuned else 'no'}")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "G.onnx")
         start = time.perf_counter()
@@ -78,9 +81,9 @@ def run_benchmark(resolution, batches, repeats, budget_s):
         lines.insert(-1, f"- onnxruntime {ort.__version__}, opset {onnx_export.OPSET}; export took {export_s:.0f} s; "
                          f"largest difference from PyTorch {max_difference(G, session):.1e}")
         cases = cases_for(G, session, batches)
-        peak_case = cpu_bench.matmul_case(torch.float32, 2048)
+        peak_case = timing.matmul_case("fp32")
         cases["peak"] = peak_case
-        median = cpu_bench.measure(cases, repeats, budget_s)
+        median = timing.measure(cases, repeats, budget_s)
     peak = peak_case["flops"] / median.pop("peak")
     flops = flop_count.generator_flops(G)
     lines.insert(-1, f"- fp32 matmul peak of this run: {peak / 1e9:.1f} GFLOP/s; the generator: {flops / 1e9:.1f} "
@@ -91,14 +94,14 @@ def run_benchmark(resolution, batches, repeats, budget_s):
         per_image = seconds / int(batch)
         rows.append([f"{G.img_height}x{G.img_width}", runtime, batch, f"{per_image:.3f}",
                      f"{flops / per_image / peak:.2f}"])
-    lines.append(cpu_bench.markdown_table(["generator", "runtime", "batch", "s/img", "share of the matmul peak"],
-                                          rows))
+    lines.append(timing.markdown_table(["generator", "runtime", "batch", "s/img", "share of the matmul peak"],
+                                       rows))
     return "\n".join(lines)
 
 
 @click.command()
 @click.option("--resolution", default=512, show_default=True, help="Generator height (2:1)")
-@click.option("--batches", default="1,8", callback=cpu_bench._int_list, show_default=True)
+@click.option("--batches", default="1,8", callback=timing.int_list, show_default=True)
 @click.option("--repeats", default=3, type=click.IntRange(min=1), show_default=True, help="Interleaved rounds")
 @click.option("--budget", "budget_s", default=60.0, show_default=True,
               help="A case slower than this many seconds is measured once")

@@ -10,16 +10,30 @@ from torch_utils import precision
 from . import space
 
 
+def default_batch(device: Union[str, torch.device]) -> int:
+    """Seeds per generator call unless the caller says otherwise: the fastest per image on `device`.
+
+    CPU: 1. A batch runs one sample at a time there (networks.runs_per_sample), so every batch size costs the
+    same per image (generate.py timed at batch 1, 4 and 16 in benchmarks/RESULTS.md, issue 22) and batch 1
+    holds the least memory. CUDA: 16, where a batch fills the GPU (the tools' earlier default; not measured
+    against other sizes yet, no GPU was lent for issue 22).
+    """
+    return 1 if torch.device(device).type == "cpu" else 16
+
+
 @torch.no_grad()
 def generate_images(G: torch.nn.Module, seeds: Sequence[int], truncation_psi: float = 1.0,
                     truncation_cutoff: Optional[int] = None, noise_mode: str = "const", class_idx: Optional[int] = None,
-                    batch_size: int = 16, device: torch.device = torch.device("cpu"), progress: bool = False,
-                    dtype: torch.dtype = torch.float32) -> Iterator[Tuple[int, np.ndarray]]:
-    """Yield (seed, HWC uint8 image) for each seed through G(z, c), batch_size seeds per forward pass.
+                    batch_size: Optional[int] = None, device: torch.device = torch.device("cpu"),
+                    progress: bool = False, dtype: torch.dtype = torch.float32) -> Iterator[Tuple[int, np.ndarray]]:
+    """Yield (seed, HWC uint8 image) for each seed through G(z, c), batch_size seeds per forward pass (None:
+    default_batch(device)).
 
-    z of seed s is np.random.RandomState(s).randn(1, z_dim), as in every tool of the ecosystem; the images do not
-    depend on batch_size. dtype=torch.bfloat16 runs the synthesis in bfloat16 (torch_utils.precision).
+    z of seed s is np.random.RandomState(s).randn(1, z_dim), as in every tool of the ecosystem; on the CPU the
+    images are bitwise the same at any batch_size (networks.runs_per_sample). dtype=torch.bfloat16 runs the
+    synthesis in bfloat16 (torch_utils.precision).
     """
+    batch_size = batch_size or default_batch(device)
     label = space.class_label(G, class_idx, device)
     kwargs = precision.synthesis_kwargs(dtype)
     batches = [seeds[i:i + batch_size] for i in range(0, len(seeds), batch_size)]

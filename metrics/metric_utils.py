@@ -475,15 +475,18 @@ def intra_op_threads(count):
 
 
 def cpu_thread_split(device):
-    """(generator threads, detector threads) on the CPU: the detector a quarter of the cores (at least one);
-    None elsewhere. Two parallel pools on the same cores would wait on each other at every op."""
+    """(generator threads, detector threads) on the CPU: torch's whole thread count for each; None elsewhere.
+
+    Each side then computes exactly what it computes alone (a convolution's rounding can depend on how many
+    threads share it, measured for a 1x1 convolution to 3 channels), so the generated images are those of
+    generate.py and the numbers those of a run without the overlap. The background thread needs the count
+    set explicitly, since OpenMP keeps it per thread. benchmarks/RESULTS.md compares this with splitting the
+    cores between the two (issue 16), which changed the numbers and left the detector half the machine.
+    """
     if torch.device(device).type != "cpu":
         return None
     total = torch.get_num_threads()
-    if total < 2:
-        return None
-    detector = max(1, total // 4)
-    return total - detector, detector
+    return total, total
 
 
 # One detector output a metric reads from generated images: which detector, its call options, what to keep.

@@ -67,8 +67,9 @@ def seed_outputs(outdir, seeds, grid, save_w):
 @shared("--noise-mode")
 @shared("--class")
 @shared("--outdir")
-@click.option("--batch", "batch_size", type=click.IntRange(1, 1024), default=16, show_default=True,
-              help="Images per forward pass")
+@click.option("--batch", "batch_size", type=click.IntRange(1, 1024), default=None,
+              help="Images per forward pass  [default: the fastest per image on the device: 1 on the CPU, 16 on "
+                   "CUDA]")
 @shared("--device")
 @shared("--dtype")
 @shared("--grid", note="one file per seed", detail="one contact sheet grid.png instead of one file per seed")

@@ -65,6 +65,37 @@ def test_generation_schedule_matches_the_sequential_loop(max_items, batch_size, 
     assert metric_utils.generation_schedule(max_items, batch_size, num_gpus) == expected
 
 
+def test_overlapped_generation_computes_the_features_of_generating_alone(files, monkeypatch):
+    # The pipeline (the generator in a background thread, the detector in this one) must give bitwise the
+    # features of the plain loop in one thread: same latents, same random noise draws, same thread count.
+    G = load_fixture_generator(os.path.dirname(files.network))
+    opts = metric_utils.MetricOptions(G=G, dataset_kwargs=dict(class_name=DATASET_CLASS, path=files.data),
+                                      device="cpu", detectors=dict(inception=files.detector), batch_size=8,
+                                      batch_gen=4, seed=3)
+    threads, original_forward = [], type(G).forward  # the pipeline runs a copy of G: patch its class
+
+    def counting_forward(self, *args, **kwargs):
+        threads.append(torch.get_num_threads())
+        return original_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(G), "forward", counting_forward)
+    pipeline = metric_utils.compute_feature_stats_for_generator(opts, "inception", dict(return_features=True),
+                                                                max_items=12, capture_all=True).get_all()
+    monkeypatch.undo()
+    assert threads and set(threads) == {torch.get_num_threads()}  # the caller's count, as the tools use
+    detector = metric_utils.get_feature_detector(opts, "inception")
+    dataset = metric_utils.label_source(opts)
+    rows = []
+    with metric_utils.seeded_global_rng(metric_utils.mix_seed(3, 0), opts.device), torch.no_grad():
+        for start in range(0, 12, 8):
+            images = []
+            for first in range(start, min(start + 8, 12), 4):
+                z, c = metric_utils.latents_and_labels(range(first, first + 4), G.z_dim, dataset, 3)
+                images.append(metric_utils.images_to_uint8(G(z, c, truncation_psi=1, noise_mode="random")))
+            rows.append(detector(torch.cat(images), return_features=True))
+    assert torch.equal(torch.from_numpy(pipeline), torch.cat(rows))
+
+
 def test_intra_op_threads_restores_the_setting():
     before = torch.get_num_threads()
     with metric_utils.intra_op_threads(1):

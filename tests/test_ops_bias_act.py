@@ -102,3 +102,32 @@ def test_cuda_impl_on_cpu_tensor_uses_reference():
     a = bias_act.bias_act(x, b, act='lrelu', clamp=0.5, impl='cuda')
     r = bias_act.bias_act(x, b, act='lrelu', clamp=0.5, impl='ref')
     assert torch.equal(a, r)
+
+
+# ----------------------------------------------------------------------------
+# bias_act_: the in-place form the CPU generator uses without autograd, worked through in cache-sized slices.
+
+
+@pytest.mark.parametrize('act', ['lrelu', 'relu', 'linear', 'tanh'])
+@pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize('batch', [1, 2])
+def test_in_place_slices_are_bitwise_the_plain_steps(act, layout, batch, monkeypatch):
+    # 130 bytes: several slices along the outermost dimension in memory, the last one shorter.
+    monkeypatch.setattr(bias_act, 'CACHE_SLICE_BYTES', 130)
+    gen = torch.Generator().manual_seed(batch)
+    x = (torch.randn([batch, 5, 7, 3], generator=gen) * 4).contiguous(memory_format=layout)
+    b, noise = torch.randn([5], generator=gen), torch.randn([7, 3], generator=gen)
+    for kwargs in (dict(), dict(gain=0.7, clamp=1.5), dict(clamp=2.0)):
+        for addend in (noise, None):
+            for out_dtype in (None, torch.bfloat16):
+                plain = x.clone() if addend is None else x.clone().add_(addend)
+                expected = bias_act.bias_act(plain, b, act=act, impl='ref', **kwargs).to(out_dtype or x.dtype)
+                result = bias_act.bias_act_(x.clone(), b, act=act, addend=addend, out_dtype=out_dtype, **kwargs)
+                assert result.dtype == expected.dtype and torch.equal(result, expected)
+
+
+def test_in_place_form_writes_into_x_and_refuses_autograd():
+    x = torch.randn([1, 4, 3, 3])
+    assert bias_act.bias_act_(x, torch.ones([4]), act='lrelu') is x
+    with pytest.raises(RuntimeError, match='autograd'):
+        bias_act.bias_act_(torch.randn([1, 4, 3, 3], requires_grad=True), act='lrelu')

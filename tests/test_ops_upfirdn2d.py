@@ -111,6 +111,29 @@ def test_gradcheck():
         assert torch.autograd.gradgradcheck(fn, (x,))
 
 
+@pytest.mark.parametrize('seed', range(12))
+def test_gradients_match_autograd_through_the_convolution(seed):
+    # On the CPU the reference path's gradient is the adjoint upfirdn2d (its double backward is then another
+    # upfirdn2d, not torch's per-channel loop); it must equal what autograd derives from the plain ops, to first
+    # and second order.
+    rng = np.random.RandomState(seed)
+    shape, f, kwargs = random_upfirdn2d_case(rng)
+    x = torch.from_numpy(rng.randn(*shape)).requires_grad_(True)
+    f = torch.from_numpy(f)
+    dy = torch.from_numpy(rng.randn(*upfirdn2d.upfirdn2d(x.detach(), f, **kwargs).shape)).requires_grad_(True)
+    v = torch.from_numpy(rng.randn(*shape))
+    args = ([kwargs['up']] * 2 if isinstance(kwargs['up'], int) else kwargs['up'],
+            [kwargs['down']] * 2 if isinstance(kwargs['down'], int) else kwargs['down'],
+            upfirdn2d._parse_padding(kwargs['padding']), kwargs.get('flip_filter', False), kwargs.get('gain', 1))
+    grads = []
+    for fn in (lambda x: upfirdn2d.upfirdn2d(x, f, **kwargs), lambda x: upfirdn2d._upfirdn2d_ref(x, f, *args)):
+        dx, = torch.autograd.grad((fn(x) * dy).sum(), x, create_graph=True)
+        ddy, = torch.autograd.grad((dx * v).sum(), dy)  # the backward, differentiated again (R1, path length)
+        grads.append((dx.detach(), ddy))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-12, atol=1e-12)
+
+
 def test_bad_arguments():
     x, f = torch.zeros(1, 1, 4, 4), upfirdn2d.setup_filter([1, 1])
     with pytest.raises(ValueError, match='padding'):

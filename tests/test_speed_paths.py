@@ -3,6 +3,12 @@
 Reference form: the fused modulated convolution in NCHW, float32 -- what the networks computed before
 there were other forms, and what they still compute on CUDA and wherever modconv_plan() picks it.
 """
+import copy
+import os
+import resource
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +21,7 @@ from torch_utils.ops import bias_act
 from training import networks
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_generator(seed=0, resolution=32):
@@ -71,6 +78,17 @@ def test_default_fp32_path_is_bitwise_the_reference_form_at_batch_one(fixture_G)
         default = fixture_G(z, torch.zeros(1, 0), noise_mode="const")
         reference = fixture_G(z, torch.zeros(1, 0), noise_mode="const", fused_modconv=True, channels_last=False)
     assert torch.equal(default, reference)
+
+
+def test_in_place_layer_epilogue_is_bitwise_the_autograd_path(fixture_G):
+    # Without autograd the CPU layers add noise and bias, activate and clamp in place, in cache-sized slices
+    # (bias_act.bias_act_); with autograd they take the plain ops. Both must give the same bits.
+    z = torch.from_numpy(np.random.RandomState(3).randn(1, 512).astype(np.float32))
+    with torch.no_grad():
+        in_place = fixture_G(z, torch.zeros(1, 0), noise_mode="const")
+    G = copy.deepcopy(fixture_G).requires_grad_(True)
+    recorded = G(z, torch.zeros(1, 0), noise_mode="const")
+    assert recorded.requires_grad and torch.equal(in_place, recorded.detach())
 
 
 # ----------------------------------------------------------------------------
@@ -220,3 +238,36 @@ def test_upfirdn2d_reference_is_bitwise_pad_then_convolve(layout):
         x = torch.randn([2, 5, 9, 7], generator=gen).contiguous(memory_format=layout)
         got = upfirdn2d.upfirdn2d(x, f, up=up, down=down, padding=padding, gain=up * up, impl="ref")
         assert torch.equal(got, pad_then_convolve(x, f, up, down, padding, up * up))
+
+
+# ----------------------------------------------------------------------------
+# The allocator setting of the tools, applied by the generator itself on the CPU.
+
+_PAGE_FAULT_PROBE = """
+import resource, sys, torch
+sys.path.insert(0, {root!r})
+from tests.test_speed_paths import tiny_generator
+G = tiny_generator().eval().requires_grad_(False)
+with torch.no_grad():
+    G(torch.randn(2, 32), None, noise_mode="const")
+def faults_of_a_fresh_64mb_tensor():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(16 << 20)  # 64 MB, above glibc's largest mmap threshold (32 MB), freed at once
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults_of_a_fresh_64mb_tensor()  # the first one grows the heap
+print(min(faults_of_a_fresh_64mb_tensor() for _ in range(3)))  # glibc may still place one of these afresh
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the setting is glibc's (Linux)")
+@pytest.mark.parametrize("setting", ["1", "0"])
+def test_cpu_inference_keeps_freed_memory_for_reuse(setting):
+    # A plain G(z, c) on the CPU sets glibc to keep freed memory (cpu_tuning.reuse_freed_memory_once), so a
+    # large tensor made again reuses pages instead of faulting in 16k fresh ones; SG2_CPU_MALLOC=0 opts out.
+    env = dict(os.environ, SG2_CPU_MALLOC=setting, PYTHONPATH=ROOT)
+    result = subprocess.run([sys.executable, "-c", _PAGE_FAULT_PROBE.format(root=ROOT)], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    faults = int(result.stdout.split()[-1])
+    pages = (64 << 20) // resource.getpagesize()
+    assert faults < pages // 10 if setting == "1" else faults > pages // 2

@@ -4,6 +4,7 @@ On CPUs without AVX512_BF16 or AMX (e.g. AVX2-only ones), PyTorch runs bfloat16 
 products on slow generic code, many times slower than float32; the tools warn about that.
 """
 import ctypes
+import functools
 import os
 import platform
 import sys
@@ -46,6 +47,22 @@ def bf16_flags():
     return [flag for flag in BF16_FLAGS if caps.get(flag)]
 
 
+# The vector instruction sets that decide how fast the networks run, as /proc/cpuinfo names them, oldest first.
+VECTOR_FLAGS = ("sse4_2", "avx", "fma", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                "amx_tile", "amx_bf16", "amx_int8")
+
+
+def instruction_sets(cpuinfo="/proc/cpuinfo"):
+    """The VECTOR_FLAGS this CPU lists in /proc/cpuinfo, in that order; None where the file cannot be read."""
+    try:
+        with open(cpuinfo) as f:
+            line = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return None
+    flags = set(line.partition(":")[2].split())
+    return [flag for flag in VECTOR_FLAGS if flag in flags]
+
+
 def bf16_is_fast():
     """True when PyTorch's oneDNN kernels run bfloat16 in hardware on this CPU."""
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
@@ -84,3 +101,10 @@ def reuse_freed_memory():
         return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
     except (OSError, AttributeError):  # not glibc
         return False
+
+
+@functools.lru_cache(maxsize=None)
+def reuse_freed_memory_once():
+    """reuse_freed_memory() on the first call in this process, its result afterwards. The generator's first
+    inference pass on the CPU calls it, so a plain G(z, c) from Python runs as fast as the tools."""
+    return reuse_freed_memory()

@@ -25,6 +25,11 @@ from torch_utils.ops import conv2d_resample
 from torch_utils.ops import fma
 from torch_utils.ops import upfirdn2d
 
+try:  # this package's CPU settings; absent from the original torch_utils, which runs this module's source
+    from torch_utils import cpu_tuning  # when it loads a checkpoint written here
+except ImportError:
+    cpu_tuning = None
+
 # ----------------------------------------------------------------------------
 # Image shapes for any power-of-two aspect ratio.
 
@@ -98,13 +103,17 @@ def modulated_conv2d(
         weight = weight * (1 / np.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
 
-    # Per-sample weights w' = w * s (eq. 1) and demodulation coefficients 1/sigma (eq. 3).
+    # Per-sample weights w' = w * s (eq. 1) and demodulation coefficients 1/sigma (eq. 3). The unfused form on
+    # the CPU sums sigma^2 = sum_i s_i^2 sum_k w_oik^2 without the [N, O, I, k, k] weights, which cost a tenth
+    # of a CPU training step at 512x256 with their backward passes (benchmarks/RESULTS.md).
     w = None
     dcoefs = None
-    if demodulate or fused_modconv:
+    if fused_modconv or (demodulate and x.device.type != "cpu"):
         w = weight.unsqueeze(0) * styles.reshape(batch_size, 1, -1, 1, 1)
-    if demodulate:
+    if demodulate and w is not None:
         dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+    elif demodulate:
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
     if demodulate and fused_modconv:
         w = w * dcoefs.reshape(batch_size, -1, 1, 1, 1)
     conv_kwargs = dict(f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight)
@@ -192,13 +201,21 @@ class FullyConnectedLayer(torch.nn.Module):
             b = b.to(x.dtype)
             if self.bias_gain != 1:
                 b = b * self.bias_gain
+        # On the CPU, inference multiplies one row at a time: a matrix product's rounding depends on how many
+        # rows it has (measured: 1 row vs 4 differ), and w must not depend on the batch.
+        by_row = runs_per_sample(x.device, self.training, x.shape[0])
         if self.activation == "linear" and b is not None:
-            return torch.addmm(b.unsqueeze(0), x, w.t())
-        x = x.matmul(w.t())
+            return _rows_apart(lambda rows: torch.addmm(b.unsqueeze(0), rows, w.t()), x, by_row)
+        x = _rows_apart(lambda rows: rows.matmul(w.t()), x, by_row)
         return bias_act.bias_act(x, b, act=self.activation)
 
     def extra_repr(self):
         return f"in_features={self.in_features:d}, out_features={self.out_features:d}, activation={self.activation:s}"
+
+
+def _rows_apart(fn, x, by_row):
+    # fn(x), or fn of each row of x concatenated.
+    return torch.cat([fn(row) for row in x.split(1)]) if by_row else fn(x)
 
 
 # ----------------------------------------------------------------------------
@@ -394,8 +411,9 @@ class SynthesisLayer(torch.nn.Module):
             self.noise_strength = torch.nn.Parameter(torch.zeros([]))
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
 
-    def forward(self, x, w, noise_mode="random", fused_modconv=True, gain=1, style_offset=None):
+    def forward(self, x, w, noise_mode="random", fused_modconv=True, gain=1, style_offset=None, random_noise=None):
         # style_offset: None, or [in_channels] / [N, in_channels] added to the styles (S-space edits).
+        # random_noise: N(0, 1) maps [N, 1, H, W] for noise_mode='random' drawn by the caller; None = drawn here.
         assert noise_mode in ["random", "const", "none"]
         out_h, out_w = shape_at(self.resolution, self.aspect_ratio)
         misc.assert_shape(x, [None, self.in_channels, out_h // self.up, out_w // self.up])
@@ -405,25 +423,44 @@ class SynthesisLayer(torch.nn.Module):
 
         noise = None
         if self.use_noise and noise_mode == "random":
-            noise = torch.randn([x.shape[0], 1, out_h, out_w], device=x.device) * self.noise_strength
+            if random_noise is None:
+                random_noise = torch.randn([x.shape[0], 1, out_h, out_w], device=x.device)
+            misc.assert_shape(random_noise, [x.shape[0], 1, out_h, out_w])
+            noise = random_noise * self.noise_strength
         if self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
 
+        # The fused form adds the noise after the convolution, so it can join bias_act's pass below.
         flip_weight = (self.up == 1)  # slightly faster
         dtype = x.dtype
-        x = modulated_conv2d(x=x, weight=self.weight, styles=styles, noise=noise, up=self.up, padding=self.padding,
-                             resample_filter=self.resample_filter, flip_weight=flip_weight,
-                             fused_modconv=fused_modconv)
+        x = modulated_conv2d(x=x, weight=self.weight, styles=styles, noise=None if fused_modconv else noise,
+                             up=self.up, padding=self.padding, resample_filter=self.resample_filter,
+                             flip_weight=flip_weight, fused_modconv=fused_modconv)
+        addend = noise if fused_modconv else None
 
-        # Bias, activation and clamp in the precision modulated_conv2d returns (float32 for bfloat16 input).
+        # Noise, bias, activation and clamp in the precision modulated_conv2d returns (float32 for bfloat16 input).
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        x = bias_act.bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=act_gain, clamp=act_clamp)
+        bias = self.bias.to(x.dtype)
+        if _epilogue_in_place(x, bias, addend):
+            return bias_act.bias_act_(x, bias, act=self.activation, gain=act_gain, clamp=act_clamp, addend=addend,
+                                      out_dtype=dtype)
+        x = x.add_(addend) if addend is not None else x
+        x = bias_act.bias_act(x, bias, act=self.activation, gain=act_gain, clamp=act_clamp)
         return x.to(dtype)
 
     def extra_repr(self):
         return (f"in_channels={self.in_channels:d}, out_channels={self.out_channels:d}, w_dim={self.w_dim:d}, "
                 f"resolution={self.resolution:d}, up={self.up}, activation={self.activation:s}")
+
+
+def _epilogue_in_place(x, *operands):
+    # Where a layer adds noise and bias, activates and clamps in place, in one pass (bias_act.bias_act_): CPU
+    # tensors without autograd, with this package's torch_utils. The original torch_utils, which runs this
+    # module's source when it loads a checkpoint written here, has no bias_act_ and takes the plain path.
+    # A traced or exported graph (ONNX) takes the plain path too: the slices loop over concrete sizes.
+    records_graph = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, *operands))
+    return x.device.type == "cpu" and not records_graph and not _recording_graph() and hasattr(bias_act, "bias_act_")
 
 
 # ----------------------------------------------------------------------------
@@ -486,6 +523,34 @@ def _as_dtype(dtype):
         raise ValueError(f"dtype={dtype!r}: expected torch.float32, torch.bfloat16 or torch.float16 "
                          "(names such as 'bf16' go through torch_utils.precision.as_dtype)")
     return dtype
+
+
+def runs_per_sample(device, training, batch_size):
+    """True where the generator computes a batch one sample at a time: CPU inference with batch > 1.
+
+    Each sample then takes batch 1's path, which on the CPU is already the fast form (one plain convolution
+    with the modulated weight), so an image costs the same at any batch size, its pixels are bitwise those
+    of batch 1 whatever batch computed them, and the working set is one image's, whatever the allocator.
+    Measured against the grouped and the activation-scaling forms in benchmarks/RESULTS.md (issue 22).
+    A graph being traced or exported (ONNX, torch.compile) keeps the batched form: a loop over a symbolic
+    batch size cannot be recorded.
+    """
+    return device.type == "cpu" and not training and not _recording_graph() and int(batch_size) > 1
+
+
+def _recording_graph():
+    # torch.compiler.is_compiling() is newer than some torch versions the original code runs on.
+    compiler = getattr(torch, "compiler", None)
+    compiling = getattr(compiler, "is_compiling", None)
+    return torch.jit.is_tracing() or bool(compiling is not None and compiling())
+
+
+def _sample_of(style_offsets, index, batch_size):
+    # Sample `index`'s entries of per-convolution style offsets: [N, C] rows are sliced, [C] ones shared.
+    if style_offsets is None:
+        return None
+    return [t[index:index + 1] if t is not None and t.ndim == 2 and t.shape[0] == batch_size else t
+            for t in style_offsets]
 
 
 # Where channels_last is faster for float32 on the CPU (measured per synthesis block by `benchmarks/cpu.py
@@ -568,10 +633,11 @@ class SynthesisBlock(torch.nn.Module):
                                     resample_filter=resample_filter, channels_last=self.channels_last)
 
     def forward(self, x, img, ws, force_fp32=False, fused_modconv=None, channels_last=None, dtype=None,
-                style_offsets=None, **layer_kwargs):
+                style_offsets=None, random_noise=None, **layer_kwargs):
         # fused_modconv, channels_last: None = as modconv_plan() picks for this device, batch and shape.
         # dtype: None = float16 in use_fp16 blocks on CUDA, else float32; or torch.bfloat16 for every block.
         # style_offsets: None, or one entry (None or a tensor) per convolution of the block (S-space edits).
+        # random_noise: {layer name: N(0, 1) maps} for noise_mode='random' drawn by the caller; None = here.
         misc.assert_shape(ws, [None, self.num_conv + self.num_torgb, self.w_dim])
         w_iter = iter(ws.unbind(dim=1))
         offsets = iter(style_offsets if style_offsets is not None else [None] * self.num_conv)
@@ -596,17 +662,21 @@ class SynthesisBlock(torch.nn.Module):
             x = x.to(dtype=dtype, memory_format=memory_format)
 
         # Main layers.
+        random_noise = random_noise or {}
+
+        def conv_kwargs(name):  # called in convolution order, so the offsets pair up with conv0, conv1
+            return dict(layer_kwargs, fused_modconv=fused_modconv, style_offset=next(offsets),
+                        random_noise=random_noise.get(name))
         if self.in_channels == 0:
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, style_offset=next(offsets), **layer_kwargs)
+            x = self.conv1(x, next(w_iter), **conv_kwargs("conv1"))
         elif self.architecture == "resnet":
             y = self.skip(x, gain=np.sqrt(0.5))
-            x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, style_offset=next(offsets), **layer_kwargs)
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, gain=np.sqrt(0.5),
-                           style_offset=next(offsets), **layer_kwargs)
+            x = self.conv0(x, next(w_iter), **conv_kwargs("conv0"))
+            x = self.conv1(x, next(w_iter), gain=np.sqrt(0.5), **conv_kwargs("conv1"))
             x = y.add_(x)
         else:
-            x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, style_offset=next(offsets), **layer_kwargs)
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, style_offset=next(offsets), **layer_kwargs)
+            x = self.conv0(x, next(w_iter), **conv_kwargs("conv0"))
+            x = self.conv1(x, next(w_iter), **conv_kwargs("conv1"))
 
         # ToRGB, summed over resolutions in the skip architecture.
         if img is not None:
@@ -669,13 +739,23 @@ class SynthesisNetwork(torch.nn.Module):
                 self.num_ws += block.num_torgb
             setattr(self, f"b{res}", block)
 
-    def forward(self, ws: torch.Tensor, style_offsets=None, **block_kwargs) -> torch.Tensor:
+    def forward(self, ws: torch.Tensor, style_offsets=None, random_noise=None, **block_kwargs) -> torch.Tensor:
         """Images [N, img_channels, img_height, img_width], roughly in [-1, 1], of ws [N, num_ws, w_dim].
 
         block_kwargs: noise_mode ('random', 'const', 'none'), force_fp32, and dtype (a torch.dtype, e.g.
         torch.bfloat16 for every block; torch_utils.precision turns --dtype names into it).
         style_offsets: None, or one entry (None or [C] / [N, C]) per modulated convolution in synthesis order,
-        toRGB excluded (b4.conv1, b8.conv0, b8.conv1, ...), added to that convolution's styles (S-space edits)."""
+        toRGB excluded (b4.conv1, b8.conv0, b8.conv1, ...), added to that convolution's styles (S-space edits).
+        random_noise: {block resolution: {layer name: N(0, 1) maps}} for noise_mode='random'; None = drawn
+        by the layers. A batch on the CPU runs one image at a time (runs_per_sample) unless the caller
+        chooses the form (fused_modconv or channels_last)."""
+        if ws.device.type == "cpu" and not self.training and cpu_tuning is not None:
+            cpu_tuning.reuse_freed_memory_once()  # what the tools set on the CPU (README, Speed), once per process
+        form_open = block_kwargs.get("fused_modconv") is None and block_kwargs.get("channels_last") is None
+        if form_open and random_noise is None and runs_per_sample(ws.device, self.training, ws.shape[0]):
+            return self._forward_per_sample(ws, style_offsets, **block_kwargs)
+        noise = random_noise or {}
+
         # Consecutive blocks share one w: block i's toRGB uses the same w as block i+1's first conv.
         block_offsets = self._split_style_offsets(style_offsets)
         block_ws = []
@@ -691,7 +771,7 @@ class SynthesisNetwork(torch.nn.Module):
         x = img = None
         for res, cur_ws, offsets in zip(self.block_resolutions, block_ws, block_offsets):
             block = getattr(self, f"b{res}")
-            x, img = block(x, img, cur_ws, style_offsets=offsets, **block_kwargs)
+            x, img = block(x, img, cur_ws, style_offsets=offsets, random_noise=noise.get(res), **block_kwargs)
         return img
 
     def _split_style_offsets(self, style_offsets):
@@ -704,6 +784,31 @@ class SynthesisNetwork(torch.nn.Module):
                              "modulated convolutions (toRGB excluded)")
         bounds = np.cumsum([0] + num_convs)
         return [tuple(style_offsets[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+    def _forward_per_sample(self, ws, style_offsets, noise_mode="random", **block_kwargs):
+        # Each image as at batch 1, so its pixels do not depend on the batch and only one image's feature maps
+        # are held at a time. Random noise is drawn first, in the order and shapes of the batched pass, so the
+        # images are also those of the batched pass with the same random state.
+        batch_size = int(ws.shape[0])
+        drawn = self._draw_random_noise(batch_size, ws.device) if noise_mode == "random" else {}
+        images = []
+        for i in range(batch_size):
+            noise = {res: {name: maps[i:i + 1] for name, maps in layers.items()} for res, layers in drawn.items()}
+            offsets = _sample_of(style_offsets, i, batch_size)
+            images.append(self(ws[i:i + 1], offsets, noise_mode=noise_mode, random_noise=noise, **block_kwargs))
+        return torch.cat(images)
+
+    def _draw_random_noise(self, batch_size, device):
+        # {block resolution: {layer name: [N, 1, H, W]}}, as SynthesisLayer draws them for noise_mode='random'.
+        drawn = {}
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            for name in ("conv0", "conv1"):
+                layer = getattr(block, name, None)
+                if layer is not None and layer.use_noise:
+                    shape = [batch_size, 1, *shape_at(layer.resolution, layer.aspect_ratio)]
+                    drawn.setdefault(res, {})[name] = torch.randn(shape, device=device)
+        return drawn
 
     def extra_repr(self):
         return (f"w_dim={self.w_dim:d}, num_ws={self.num_ws:d}, img_resolution={self.img_resolution:d}, "

@@ -107,6 +107,8 @@ def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: Union[int, Sequenc
     if _kernels.plugin_for('upfirdn2d', impl, x) is not None and \
             not _kernels.upfirdn2d_prefers_reference(x.numel(), args[0], args[1]):
         return _upfirdn2d_cuda(x, f, *args)
+    if x.device.type == 'cpu' and torch.is_grad_enabled() and x.requires_grad:
+        return _Upfirdn2dRef.apply(x, f, *args)
     return _upfirdn2d_ref(x, f, *args)
 
 
@@ -133,6 +135,30 @@ def _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain):
         return F.conv2d(x, weight, stride=(downy, downx), padding=(conv_py, conv_px), groups=c)
     x = F.conv2d(x, f[None, None, None, :].repeat(c, 1, 1, 1), stride=(1, downx), padding=(0, conv_px), groups=c)
     return F.conv2d(x, f[None, None, :, None].repeat(c, 1, 1, 1), stride=(downy, 1), padding=(conv_py, 0), groups=c)
+
+
+class _Upfirdn2dRef(torch.autograd.Function):
+    # The reference path with the adjoint upfirdn2d as its gradient, as the CUDA op has (below). Autograd through
+    # the depthwise convolution itself would be correct too, but its double backward (R1, path length) runs one
+    # convolution per channel on the CPU: about a third of a 512x256 path-length step (benchmarks/RESULTS.md).
+    @staticmethod
+    def forward(ctx, x, f, up, down, padding, flip_filter, gain):
+        ctx.save_for_backward(f)
+        ctx.params = (x.shape, up, down, padding, flip_filter, gain)
+        return _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
+
+    @staticmethod
+    def backward(ctx, dy):
+        f, = ctx.saved_tensors
+        x_shape, up, down, padding, flip_filter, gain = ctx.params
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None, None, None
+        fw, fh = _get_filter_size(f)
+        px0, px1 = _grad_padding(x_shape[3], dy.shape[3], up[0], down[0], padding[0], fw)
+        py0, py1 = _grad_padding(x_shape[2], dy.shape[2], up[1], down[1], padding[2], fh)
+        dx = _Upfirdn2dRef.apply(dy, f, down, up, (px0, px1, py0, py1), not flip_filter, gain)
+        assert dx.shape == x_shape
+        return dx, None, None, None, None, None, None
 
 
 def _upfirdn2d_cuda(x, f, up, down, padding, flip_filter, gain):
