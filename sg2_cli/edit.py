@@ -48,6 +48,15 @@ def _load(network_pkl, sha256, device_name):
     return load_network(network_pkl, key="G_ema", device=device, sha256=sha256), device
 
 
+def _load_for_strips(network_pkl, sha256, device_name, seeds, strengths):
+    """G and its device for `apply` and `stylespace`, after checking that the strips they write can be made."""
+    if seeds is not None and len(seeds) > MAX_ITEMS:
+        raise UserError(f"--seeds: {len(seeds)} seeds; edit at most {MAX_ITEMS} at once")
+    G, device = _load(network_pkl, sha256, device_name)
+    check_grid(1, len(strengths), G.img_height, G.img_width, "--strengths")
+    return G, device
+
+
 @click.group()
 def main():
     """Latent editing: `sefa` finds directions, `apply` uses one in W, `stylespace` edits the styles (S)."""
@@ -93,10 +102,7 @@ def sefa(network_pkl, sha256, layers, num, out_path, force):
 def apply(network_pkl, sha256, direction_spec, seeds, latent_files, strengths, layers, truncation_psi, noise_mode,
           make_video, video_frames, outdir, device_name, force):
     """Write one strip per seed or latent: the image at each strength, side by side."""
-    if seeds is not None and len(seeds) > MAX_ITEMS:
-        raise UserError(f"--seeds: {len(seeds)} seeds; edit at most {MAX_ITEMS} at once")
-    G, device = _load(network_pkl, sha256, device_name)
-    check_grid(1, len(strengths), G.img_height, G.img_width, "--strengths")
+    G, device = _load_for_strips(network_pkl, sha256, device_name, seeds, strengths)
     direction = directions.load_direction(direction_spec, G.w_dim)
     layers = _layers(layers, G)
     items = space.latent_inputs(G, seeds, latent_files, truncation_psi, device)
@@ -137,13 +143,11 @@ def apply(network_pkl, sha256, direction_spec, seeds, latent_files, strengths, l
 @shared("--device")
 @shared("--force")
 @shared("--verbose")
+@shared("--progress")
 def stylespace_edit(network_pkl, sha256, direction, seeds, latent_files, strengths, layers_text, statis, threshold,
                     truncation_psi, noise_mode, outdir, device_name, force):
     """Write one strip per seed or latent: the image with the style-space edit at each strength, side by side."""
-    if seeds is not None and len(seeds) > MAX_ITEMS:
-        raise UserError(f"--seeds: {len(seeds)} seeds; edit at most {MAX_ITEMS} at once")
-    G, device = _load(network_pkl, sha256, device_name)
-    check_grid(1, len(strengths), G.img_height, G.img_width, "--strengths")
+    G, device = _load_for_strips(network_pkl, sha256, device_name, seeds, strengths)
     vectors, layers = stylespace.prepare_edit(G, direction, layers_text, statis, threshold)
     items = space.latent_inputs(G, seeds, latent_files, truncation_psi, device)
     outputs.check_new([os.path.join(outdir, f"{name}.png") for name, _, _ in items], force)

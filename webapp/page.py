@@ -213,6 +213,18 @@ def edit_layout(gr, session):
                            status=status, sliders=sliders, reset=reset, image=image, found=found)
 
 
+def uploaded_directions(session, path):
+    """(directions for the sliders, slider names) of an uploaded file: a .zip of style vectors is one style-space
+    slider; any other file holds W directions, a slider each."""
+    name = os.path.basename(path)
+    if name.lower().endswith(".zip"):
+        vectors, layers = session.style_direction(path)
+        return dict(source=name, style=(vectors, layers)), [f"{name} (style layers {', '.join(map(str, layers))})"]
+    vectors = session.directions_file(path)[:NUM_SLIDERS]
+    names = [name] if len(vectors) == 1 else [f"{name}:{k}" for k in range(len(vectors))]
+    return dict(source=name, vectors=vectors), names
+
+
 def edit_tab(gr, session, shared, project_state):
     page = edit_layout(gr, session)
     image, status, sliders, found = page.image, page.status, page.sliders, page.found
@@ -276,14 +288,8 @@ def edit_tab(gr, session, shared, project_state):
     def use_file(path, *args):
         if path is None:
             return {}
-        name = os.path.basename(path)
-        if name.lower().endswith(".zip"):
-            vectors, layers = session.style_direction(path)
-            label = f"{name} (style layers {', '.join(map(str, layers))})"
-            return with_directions(named(args), dict(source=name, style=(vectors, layers)), [label])
-        vectors = session.directions_file(path)[:NUM_SLIDERS]
-        names = [name] if len(vectors) == 1 else [f"{name}:{k}" for k in range(len(vectors))]
-        return with_directions(named(args), dict(source=name, vectors=vectors), names)
+        chosen, slider_names = uploaded_directions(session, path)
+        return with_directions(named(args), chosen, slider_names)
 
     inputs = [page.source, page.seed, page.layers, found, project_state] + shared.inputs + sliders
     outputs = sliders + [found, image, status]
