@@ -14,7 +14,7 @@ Sections (issue 22's goals; each figure is read against the peak of its own proc
   levers     what was measured to pick the CPU form: the batched forms (grouped, activation scaling), NCHW,
              the layer epilogue as separate passes, torch.compile for it, and glibc's allocator left alone;
   train      one SHHQ 512x256 training step at batch 4 (shhq preset, R1 and path length), per phase (goal 5);
-  demo       `make demo`'s training sec/kimg (goal 5);
+  demo       `make demo`'s training sec/kimg (goal 5), beside an earlier checkout's with --demo-baseline;
   fid        FID's generator, detector (Inception-v3 shapes) and overlapped pipeline (goal 6);
   layers     each synthesis block in NCHW and channels_last (the measurement behind the layout rule).
 The generator, tools, levers, train and fid sections run in fresh child processes (benchmarks/*_speed.py).
@@ -108,6 +108,9 @@ def _sections(ctx, param, value):
 @click.option("--train-size", default=512, type=click.IntRange(min=8), show_default=True,
               help="Image height of the training-step section (SHHQ: 512)")
 @click.option("--train-minutes", default=3.0, show_default=True, help="Length of the demo training run")
+@click.option("--demo-baseline", type=click.Path(file_okay=False, exists=True),
+              help="An earlier checkout (git worktree add DIR COMMIT): the demo section alternates its train.py with "
+                   "this one's, --repeats runs each")
 @click.option("--fid-images", default=256, type=click.IntRange(min=4), show_default=True,
               help="Generated images per FID timing")
 @click.option("--quick", is_flag=True, help="Small sizes, for a check in minutes (explicit options still apply)")
@@ -153,7 +156,8 @@ def run_sections(sections, dtypes, clock, settings, report):
         levers=lambda: levers_runs(sizes[0], batches, repeats, budget_s, clock),
         train=lambda: timing.run_child("train_speed", [f"--size={settings.train_size}", "--batch=4",
                                                        f"--clock={clock}"]),
-        demo=lambda: cpu_report.demo_sec_per_kimg(settings.train_minutes),
+        demo=lambda: cpu_report.demo_sec_per_kimg(settings.train_minutes, settings.demo_baseline,
+                                                  repeats if settings.demo_baseline else 1),
         fid=lambda: timing.run_child("fid_speed", [f"--images={settings.fid_images}", f"--repeats={min(repeats, 2)}"]),
         layers=lambda: cpu_report.layer_layouts(sizes[0], batches, repeats, budget_s))
     for name in SECTIONS:

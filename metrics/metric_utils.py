@@ -474,19 +474,13 @@ def intra_op_threads(count):
         torch.set_num_threads(saved)
 
 
-def cpu_thread_split(device):
-    """(generator threads, detector threads) on the CPU: torch's whole thread count for each; None elsewhere.
-
-    Each side then computes exactly what it computes alone (a convolution's rounding can depend on how many
-    threads share it, measured for a 1x1 convolution to 3 channels), so the generated images are those of
-    generate.py and the numbers those of a run without the overlap. The background thread needs the count
-    set explicitly, since OpenMP keeps it per thread. benchmarks/RESULTS.md compares this with splitting the
-    cores between the two (issue 16), which changed the numbers and left the detector half the machine.
-    """
-    if torch.device(device).type != "cpu":
-        return None
-    total = torch.get_num_threads()
-    return total, total
+def generation_overlaps(device):
+    """Whether the generator makes the next batch in a background thread while the detectors read the current
+    one: on GPUs, where the two keep different parts of the machine busy. Not on the CPU: there the detector
+    alone keeps the cores busy (0.74-0.79 of the matmul peak with Inception's shapes), so two thread pools on the
+    same cores only contend; benchmarks/RESULTS.md measured the overlap at 1.03-1.12x the time of the two in turn.
+    The features are bitwise the same either way (each side uses the caller's thread count)."""
+    return torch.device(device).type != "cpu"
 
 
 # One detector output a metric reads from generated images: which detector, its call options, what to keep.
@@ -508,7 +502,8 @@ def compute_feature_stats_for_generator(opts, detector, detector_kwargs, max_ite
 def generated_feature_stats(opts, requests, max_items):
     """A FeatureStats for each FeatureRequest, all from one pass over max_items generated images.
 
-    The generator makes the next batch in a background thread while the detectors read the current one.
+    Where generation_overlaps(), the generator makes the next batch in a background thread while the detectors
+    read the current one.
     """
     G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
     G_kwargs = dict(truncation_psi=1, noise_mode="random")
@@ -517,12 +512,11 @@ def generated_feature_stats(opts, requests, max_items):
     stats = [FeatureStats(max_items=max_items, **request.stats_kwargs) for request in requests]
     detector_nets = {request.detector: get_feature_detector(opts, request.detector) for request in requests}
 
-    split = cpu_thread_split(opts.device)
+    threads = torch.get_num_threads()
 
     def generated_batches():
         next_local = 0  # This rank's j-th image is global image j * num_gpus + rank.
-        threads = intra_op_threads(split[0]) if split else contextlib.nullcontext()
-        with threads, torch.no_grad():  # grad mode is per thread
+        with intra_op_threads(threads), torch.no_grad():  # both are per thread, for the background thread
             for batch in generation_schedule(max_items, opts.batch_size, opts.num_gpus):
                 images = []
                 for start in range(0, batch, opts.batch_gen):
@@ -535,9 +529,8 @@ def generated_feature_stats(opts, requests, max_items):
                 yield torch.cat(images)
 
     progress = Progress(opts, "generated images", max_items)
-    threads = intra_op_threads(split[1]) if split else contextlib.nullcontext()
-    with seeded_global_rng(mix_seed(opts.seed, opts.rank), opts.device), no_tf32(), torch.no_grad(), threads:
-        for images in prefetched(generated_batches):
+    with seeded_global_rng(mix_seed(opts.seed, opts.rank), opts.device), no_tf32(), torch.no_grad():
+        for images in (prefetched(generated_batches) if generation_overlaps(opts.device) else generated_batches()):
             inputs, outputs = {}, {}  # each detector resizes and runs once per batch, whatever reads it
             for request, request_stats in zip(requests, stats):
                 call = (request.detector, json.dumps(request.detector_kwargs, sort_keys=True))

@@ -28,9 +28,9 @@ TRAIN_ARGS = ["--cfg=auto", "--batch=32", "--cbase=1024", "--cmax=64", "--map=2"
               "--aug=noaug", "--metrics=none", "--workers=1", "--tick=1", "--snap=4", "--grid=4x16"]
 
 
-def run(cmd, env, quiet=False):
+def run(cmd, env, quiet=False, cwd=ROOT):
     print("\n$ " + " ".join(cmd), flush=True)
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL if quiet else None)
+    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL if quiet else None)
 
 
 def newest(pattern):
@@ -52,11 +52,12 @@ def default_procs():
     return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
-def train(runs, data, kimg, minutes, env, procs=None, quiet=False):
-    """train.py with the demo options; stops at kimg or after `minutes`, whichever is first."""
+def train(runs, data, kimg, minutes, env, procs=None, quiet=False, cwd=ROOT):
+    """train.py with the demo options; stops at kimg or after `minutes`, whichever is first. `cwd`: the checkout
+    whose train.py runs (benchmarks/cpu.py compares an earlier one)."""
     procs = procs or default_procs()
     run([sys.executable, "train.py", f"--outdir={runs}", f"--data={data}", f"--gpus={procs}", f"--kimg={kimg:g}",
-         f"--max-minutes={minutes:g}", *TRAIN_ARGS], env, quiet=quiet)
+         f"--max-minutes={minutes:g}", *TRAIN_ARGS], env, quiet=quiet, cwd=cwd)
 
 
 @click.command()

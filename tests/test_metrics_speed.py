@@ -65,9 +65,17 @@ def test_generation_schedule_matches_the_sequential_loop(max_items, batch_size, 
     assert metric_utils.generation_schedule(max_items, batch_size, num_gpus) == expected
 
 
-def test_overlapped_generation_computes_the_features_of_generating_alone(files, monkeypatch):
-    # The pipeline (the generator in a background thread, the detector in this one) must give bitwise the
-    # features of the plain loop in one thread: same latents, same random noise draws, same thread count.
+def test_generation_overlaps_on_gpus_only():
+    assert metric_utils.generation_overlaps("cuda") and metric_utils.generation_overlaps(torch.device("cuda", 1))
+    assert not metric_utils.generation_overlaps("cpu")
+
+
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlapped (GPU form)", "in turn (CPU form)"])
+def test_pipeline_computes_the_features_of_generating_alone(files, monkeypatch, overlap):
+    # Both forms of the pipeline (the generator in a background thread, or in turn with the detector) must give
+    # bitwise the features of the plain loop in one thread: same latents, same random noise draws, same thread
+    # count.
+    monkeypatch.setattr(metric_utils, "generation_overlaps", lambda device: overlap)
     G = load_fixture_generator(os.path.dirname(files.network))
     opts = metric_utils.MetricOptions(G=G, dataset_kwargs=dict(class_name=DATASET_CLASS, path=files.data),
                                       device="cpu", detectors=dict(inception=files.detector), batch_size=8,
@@ -79,9 +87,14 @@ def test_overlapped_generation_computes_the_features_of_generating_alone(files, 
         return original_forward(self, *args, **kwargs)
 
     monkeypatch.setattr(type(G), "forward", counting_forward)
+    made_in = []
+    monkeypatch.setattr(metric_utils, "images_to_uint8",
+                        lambda img, made=metric_utils.images_to_uint8: made_in.append(threading.current_thread())
+                        or made(img))
     pipeline = metric_utils.compute_feature_stats_for_generator(opts, "inception", dict(return_features=True),
                                                                 max_items=12, capture_all=True).get_all()
     monkeypatch.undo()
+    assert (threading.main_thread() not in made_in) == overlap
     assert threads and set(threads) == {torch.get_num_threads()}  # the caller's count, as the tools use
     detector = metric_utils.get_feature_detector(opts, "inception")
     dataset = metric_utils.label_source(opts)

@@ -64,6 +64,65 @@ def test_plan_on_cpu_fuses_only_batch_one_and_picks_the_layout_by_size():
     assert networks.modconv_plan(CPU, False, 1, torch.bfloat16, 8, 8, 4) == (True, True)
 
 
+def test_plan_on_cpu_keeps_nchw_for_the_network_whose_weights_train():
+    # oneDNN's weight gradient is slow channels_last: the network being trained keeps NCHW, the other goes
+    # channels_last on large maps.
+    big = networks.CPU_CHANNELS_LAST_MIN_ELEMENTS
+    assert networks.modconv_plan(CPU, True, 4, torch.float32, big // 16, 4, 4, weights_need_grad=True) == (False, False)
+    assert networks.modconv_plan(CPU, True, 4, torch.float32, big // 16, 4, 4, weights_need_grad=False) == (False, True)
+    assert networks.cpu_channels_last(big // 16, 4, 4, trains_weights=False)
+    assert not networks.cpu_channels_last(big // 16, 4, 4, trains_weights=True)
+    assert not networks.cpu_channels_last(big // 32, 4, 4, trains_weights=False)
+
+
+def _layer_input_layouts(module, layer_class, run):
+    """{'channels_last', 'nchw'} of the inputs that the `layer_class` layers inside `module`'s synthesis and
+    discriminator blocks (not D's epilogue) saw while run() ran."""
+    seen = set()
+
+    def record(_layer, args):
+        x = args[0]
+        seen.add("channels_last" if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+                 else "nchw")
+    blocks = [m for m in module.modules() if isinstance(m, (networks.SynthesisBlock, networks.DiscriminatorBlock))]
+    handles = [m.register_forward_pre_hook(record) for block in blocks for m in block.modules()
+               if isinstance(m, layer_class)]
+    try:
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def test_cpu_training_runs_the_trained_network_nchw_and_the_other_channels_last(monkeypatch):
+    monkeypatch.setattr(networks, "CPU_CHANNELS_LAST_MIN_ELEMENTS", 1)  # every block counts as large
+    torch.manual_seed(0)
+    D = networks.Discriminator(c_dim=0, img_resolution=32, img_channels=3, aspect_ratio=(2, 1),
+                               channel_base=256, channel_max=32).train()
+    G = tiny_generator().train()
+    img = torch.randn(2, 3, 32, 16)
+    z, c = torch.randn(2, G.z_dim), torch.zeros(2, 0)
+
+    def d_input_grad():
+        x = img.clone().requires_grad_(True)
+        D(x, c).sum().backward()
+        return x.grad
+
+    grads = {}
+    for trains in (True, False):
+        D.requires_grad_(trains)
+        layouts = _layer_input_layouts(D, networks.Conv2dLayer, lambda: grads.setdefault(trains, d_input_grad()))
+        assert layouts == ({"nchw"} if trains else {"channels_last"})  # Dmain/Dreg, then Gmain's pass through D
+        G.requires_grad_(trains)
+        layouts = _layer_input_layouts(G, networks.SynthesisLayer, lambda: G(z, c).sum().backward() if trains
+                                       else G(z, c))
+        assert layouts == ({"nchw"} if trains else {"channels_last"})  # Gmain/Greg, then Dmain's fakes
+    torch.testing.assert_close(grads[True], grads[False], rtol=1e-4, atol=1e-6)  # the layout changes no result
+    D.requires_grad_(True).eval()
+    assert _layer_input_layouts(D, networks.Conv2dLayer, lambda: D(img, c)) == {"channels_last"}  # not training
+
+
 def test_default_fp32_path_is_bitwise_the_reference_form_at_batch_one(fixture_G):
     # The fixture's feature maps are below the channels_last size, so at batch 1 every block plans the fused
     # NCHW form, and nothing may change there.

@@ -559,21 +559,35 @@ def _sample_of(style_offsets, index, batch_size):
 CPU_CHANNELS_LAST_MIN_ELEMENTS = 1 << 21
 
 
-def modconv_plan(device, training, batch_size, dtype, channels, height, width):
+def cpu_channels_last(channels, height, width, trains_weights):
+    """Whether a float32 layer on the CPU runs channels_last: for large feature maps, unless the layer's weights
+    get a gradient. oneDNN's forward pass and input gradient run 1.6x faster channels_last on large maps, but
+    its weight gradient 3x slower (3x3, 64 channels at 512x256: 14 against 43 GFLOP/s; benchmarks/RESULTS.md),
+    so the network being trained keeps NCHW and the other one of the phase goes channels_last."""
+    return not trains_weights and channels * height * width >= CPU_CHANNELS_LAST_MIN_ELEMENTS
+
+
+def trains_weights(module, weight):
+    """Whether this call computes a gradient for `weight`: training mode, autograd on, the weight trainable."""
+    return module.training and torch.is_grad_enabled() and weight.requires_grad
+
+
+def modconv_plan(device, training, batch_size, dtype, channels, height, width, weights_need_grad=False):
     """(fused_modconv, channels_last) that a synthesis block uses when the caller leaves them open.
 
     CUDA keeps the original choice: the fused form for inference in float32 or at batch 1, NCHW unless
     the network was built with fp16_channels_last. On the CPU the fused form runs only for inference at
     batch 1, where it is a plain convolution; larger batches, and training, share one convolution
-    (grouped convolutions are slow on CPUs). Large float32 feature maps, and all bfloat16 ones, run
-    channels_last on the CPU; float32 at batch 1 with smaller maps is exactly the original form.
+    (grouped convolutions are slow on CPUs). Float32 follows cpu_channels_last() (large maps channels_last,
+    except in the phases that train the generator), all bfloat16 maps run channels_last; float32 at batch 1
+    with smaller maps is exactly the original form.
     """
     if device.type != "cpu":
         return (not training) and (dtype == torch.float32 or batch_size == 1), None
     fused = (not training) and batch_size == 1
     if dtype == torch.bfloat16:
         return fused, True  # oneDNN's bfloat16 convolutions (AMX, AVX512_BF16) want channels_last
-    return fused, channels * height * width >= CPU_CHANNELS_LAST_MIN_ELEMENTS
+    return fused, cpu_channels_last(channels, height, width, weights_need_grad)
 
 
 @persistence.persistent_class
@@ -646,7 +660,8 @@ class SynthesisBlock(torch.nn.Module):
         if fused_modconv is None or channels_last is None:
             with misc.suppress_tracer_warnings():
                 fused, cl = modconv_plan(ws.device, self.training, int(ws.shape[0]), dtype,
-                                         self.conv1.out_channels, height, width)
+                                         self.conv1.out_channels, height, width,
+                                         weights_need_grad=trains_weights(self, self.conv1.weight))
             fused_modconv = fused if fused_modconv is None else fused_modconv
             channels_last = cl if channels_last is None else channels_last
         if channels_last is None:
@@ -924,8 +939,12 @@ class DiscriminatorBlock(torch.nn.Module):
     def forward(self, x, img, force_fp32=False):
         device = (x if x is not None else img).device
         dtype = _block_dtype(self.use_fp16, force_fp32, device)
-        memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
         height, width = shape_at(self.resolution, self.aspect_ratio)
+        channels_last = self.channels_last and not force_fp32
+        if device.type == "cpu" and dtype == torch.float32:
+            channels_last = cpu_channels_last(self.conv0.in_channels, height, width,
+                                              trains_weights(self, self.conv0.weight))
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
         # Input.
         if x is not None:
