@@ -70,9 +70,9 @@ def test_plan_on_cpu_keeps_nchw_for_the_network_whose_weights_train():
     big = networks.CPU_CHANNELS_LAST_MIN_ELEMENTS
     assert networks.modconv_plan(CPU, True, 4, torch.float32, big // 16, 4, 4, weights_need_grad=True) == (False, False)
     assert networks.modconv_plan(CPU, True, 4, torch.float32, big // 16, 4, 4, weights_need_grad=False) == (False, True)
-    assert networks.cpu_channels_last(big // 16, 4, 4, trains_weights=False)
-    assert not networks.cpu_channels_last(big // 16, 4, 4, trains_weights=True)
-    assert not networks.cpu_channels_last(big // 32, 4, 4, trains_weights=False)
+    assert networks.cpu_channels_last(big // 16, 4, 4, weights_need_grad=False)
+    assert not networks.cpu_channels_last(big // 16, 4, 4, weights_need_grad=True)
+    assert not networks.cpu_channels_last(big // 32, 4, 4, weights_need_grad=False)
 
 
 def _layer_input_layouts(module, layer_class, run):

@@ -559,12 +559,12 @@ def _sample_of(style_offsets, index, batch_size):
 CPU_CHANNELS_LAST_MIN_ELEMENTS = 1 << 21
 
 
-def cpu_channels_last(channels, height, width, trains_weights):
+def cpu_channels_last(channels, height, width, weights_need_grad):
     """Whether a float32 layer on the CPU runs channels_last: for large feature maps, unless the layer's weights
     get a gradient. oneDNN's forward pass and input gradient run 1.6x faster channels_last on large maps, but
     its weight gradient 3x slower (3x3, 64 channels at 512x256: 14 against 43 GFLOP/s; benchmarks/RESULTS.md),
     so the network being trained keeps NCHW and the other one of the phase goes channels_last."""
-    return not trains_weights and channels * height * width >= CPU_CHANNELS_LAST_MIN_ELEMENTS
+    return not weights_need_grad and channels * height * width >= CPU_CHANNELS_LAST_MIN_ELEMENTS
 
 
 def trains_weights(module, weight):
