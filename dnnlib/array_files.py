@@ -77,12 +77,12 @@ def zip_directory(f: IO[bytes]) -> tuple:
     return entries, directory_bytes
 
 
-def _open_zip(f: IO[bytes], where: str) -> zipfile.ZipFile:
-    """A ZipFile of `f` once its end record declares a listing of bounded size."""
+def open_zip(f: IO[bytes], where: str, kind: str = "a latent or direction file") -> zipfile.ZipFile:
+    """A ZipFile of `f` once its end record declares a listing of bounded size; `kind` names what `f` should be."""
     entries, directory_bytes = zip_directory(f)
     if entries > MAX_ZIP_ENTRIES or directory_bytes > MAX_DIRECTORY_BYTES:
         raise UserError(f"{where}: a zip listing {entries} members in {directory_bytes} bytes, more than "
-                        f"{MAX_ZIP_ENTRIES} members or {MAX_DIRECTORY_BYTES >> 20} MB; not a latent or direction file")
+                        f"{MAX_ZIP_ENTRIES} members or {MAX_DIRECTORY_BYTES >> 20} MB; not {kind}")
     return zipfile.ZipFile(f)
 
 
@@ -103,8 +103,10 @@ def _check_dtype(dtype: np.dtype, where: str) -> None:
         raise UserError(f"{where}: holds {dtype} values, not plain numbers (float or integer)")
 
 
-def read_npy(stream: IO[bytes], size: int, where: str, budget: _Budget) -> np.ndarray:
-    """One .npy array of `size` bytes (header included) from `stream`, as float32; the header is checked first."""
+def read_npy_header(stream: IO[bytes], size: int, where: str, plain_numbers: bool = True) -> tuple:
+    """(shape, fortran_order, dtype) from the .npy header `stream` starts with; `size` is the array's bytes, header
+    included. Refused: a header numpy would not read, a dtype other than plain numbers (unless `plain_numbers` is
+    False), and data declared larger than what follows the header."""
     try:
         version = np.lib.format.read_magic(stream)
         if version == (1, 0):
@@ -115,12 +117,20 @@ def read_npy(stream: IO[bytes], size: int, where: str, budget: _Budget) -> np.nd
             raise ValueError(f"npy format version {version} is not read here")
     except (ValueError, EOFError, SyntaxError, TypeError) as err:
         raise UserError(f"{where}: not a readable .npy array ({str(err).splitlines()[0][:200]})") from None
-    _check_dtype(dtype, where)
-    count = math.prod(shape)
-    stored = count * dtype.itemsize
+    if plain_numbers:
+        _check_dtype(dtype, where)
+    stored = math.prod(shape) * dtype.itemsize
     held = size - stream.tell()
     if stored > held:
         raise UserError(f"{where}: declares {list(shape)} {dtype} values ({stored} bytes) but holds {held} bytes")
+    return shape, fortran_order, dtype
+
+
+def read_npy(stream: IO[bytes], size: int, where: str, budget: _Budget) -> np.ndarray:
+    """One .npy array of `size` bytes (header included) from `stream`, as float32; the header is checked first."""
+    shape, fortran_order, dtype = read_npy_header(stream, size, where)
+    count = math.prod(shape)
+    stored = count * dtype.itemsize
     budget.take(stored + (0 if dtype == np.float32 else 4 * count), f"a {list(shape)} {dtype} array")
     array = np.empty(count, dtype=dtype)
     _read_exactly(stream, array, where)
@@ -130,7 +140,7 @@ def read_npy(stream: IO[bytes], size: int, where: str, budget: _Budget) -> np.nd
 
 
 def _read_npz(f: IO[bytes], where: str, choose, budget: _Budget) -> Dict[str, np.ndarray]:
-    with _open_zip(f, where) as archive:
+    with open_zip(f, where) as archive:
         members = {info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")}
         arrays = {}
         for key in choose(sorted(members)):
@@ -142,7 +152,7 @@ def _read_npz(f: IO[bytes], where: str, choose, budget: _Budget) -> Dict[str, np
 
 def _pt_records_fit(f: IO[bytes], where: str, budget: _Budget) -> None:
     """A .pt zip whose pickle is small and whose records, all together, fit in the budget."""
-    with _open_zip(f, where) as archive:
+    with open_zip(f, where) as archive:
         infos = archive.infolist()
     pickles = [info for info in infos if info.filename.endswith("data.pkl")]
     if len(pickles) != 1 or pickles[0].file_size > MAX_PICKLE_BYTES:

@@ -24,15 +24,19 @@ FID against the dataset. A file made with another detector, image size, flip set
 Files of format 1 (before `resize` and the dataset fields) count as `original` with no dataset check.
 """
 import os
+import struct
+import zipfile
 
 import numpy as np
 import torch
 
 import dnnlib
+from dnnlib import array_files
 
 FORMAT_VERSION = 2
 MAX_FEATURES = 1 << 14          # bound on the feature width (Inception-v3: 2048, VGG16: 4096, DINOv2: 1024)
 MAX_LABEL_DIM = 1 << 16
+MAX_EXPANSION = 16              # a file's arrays, decompressed, against its size (np.savez stores them as they are)
 SHA_KEYS = {"inception": "detector_sha256", "vgg16": "vgg16_sha256", "dinov2": "dinov2_sha256"}  # kind -> SHA-256
 NAME_KEYS = {"inception": "detector_name", "vgg16": "vgg16_name", "dinov2": "dinov2_name"}  # kind -> file name
 MEAN_COV_KEYS = {"inception": ("mu", "sigma"), "dinov2": ("dinov2_mu", "dinov2_sigma")}
@@ -70,27 +74,39 @@ def save_reference_stats(path, mu, sigma, num_images, detector_sha256, image_sha
 # ----------------------------------------------------------------------------
 # Reading, with shapes checked before any large array is read.
 
-def _array_header(npz, key):
-    """(shape, dtype) of one array of an open NpzFile, from its header alone."""
-    with npz.zip.open(key + ".npy") as member:
-        version = np.lib.format.read_magic(member)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-            np.lib.format.read_array_header_2_0
-        shape, _fortran_order, dtype = read_header(member)
-    return shape, dtype
+def _member_headers(path):
+    """{key: (shape, dtype)} of every array in the file, from the headers alone, before numpy reads any of them.
+
+    Bounded like the package's other array files (dnnlib/array_files.py): the zip listing, each header, the data
+    each header declares against what its member holds, and what the whole file may expand to.
+    """
+    where = f"--ref-stats: {path}"
+    with open(path, "rb") as f, array_files.open_zip(f, where, "a reference statistics file") as archive:
+        members = [info for info in archive.infolist() if info.filename.endswith(".npy")]
+        expanded, stored = sum(info.file_size for info in members), os.path.getsize(path)
+        if expanded > MAX_EXPANSION * stored + (1 << 20):
+            raise dnnlib.util.UserError(f"{where}: its arrays would expand to {expanded} bytes from {stored}; "
+                                        "not a reference statistics file (those are written uncompressed)")
+        headers = dict()
+        for info in members:
+            key = info.filename[:-len(".npy")]
+            with archive.open(info) as member:
+                shape, _fortran_order, dtype = array_files.read_npy_header(
+                    member, info.file_size, f"{where} (array '{key}')", plain_numbers=False)
+            headers[key] = (shape, dtype)
+    return headers
 
 
 _REQUIRED = ("mu", "sigma", "num_images", "detector_sha256", "image_shape", "xflip", "format_version")
 
 
-def _check_layout(npz, path):
+def _check_layout(headers, npz, path):
     """Refuse a file whose arrays are missing, of the wrong kind or implausibly large, before reading them."""
-    names = set(npz.files)
+    names = set(headers)
     missing = [key for key in _REQUIRED if key not in names]
     if missing:
         raise dnnlib.util.UserError(f"--ref-stats: {path} is not a reference statistics file (lacks "
                                     f"{', '.join(missing)}); write one with calc_metrics.py --export-stats")
-    headers = {key: _array_header(npz, key) for key in names}
     num_images = int(npz["num_images"]) if headers["num_images"] == ((), np.dtype("i8")) else -1
     expected = dict()
     for mu_key, sigma_key in MEAN_COV_KEYS.values():
@@ -122,8 +138,9 @@ def _scalar(npz, key, kind, path):
 def load_reference_stats(path):
     """The small fields of a reference statistics file (an EasyDict); large arrays are read later by key."""
     try:
+        headers = _member_headers(path)
         with np.load(path, allow_pickle=False) as npz:
-            _check_layout(npz, path)
+            _check_layout(headers, npz, path)
             ref = dnnlib.EasyDict(path=path, files=set(npz.files),
                                   num_images=_scalar(npz, "num_images", "i", path),
                                   detector_sha256=_scalar(npz, "detector_sha256", "U", path),
@@ -136,7 +153,7 @@ def load_reference_stats(path):
                     ref[key] = _scalar(npz, key, "U", path)
             if "dinov2_sha256" in ref and "dinov2_mu" not in npz.files:
                 raise dnnlib.util.UserError(f"--ref-stats: {path}: has dinov2_sha256 but no dinov2_mu; damaged")
-    except (OSError, ValueError, KeyError, EOFError) as err:  # not a zip, or a damaged npz member
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, struct.error) as err:  # not a zip, or damaged
         raise dnnlib.util.UserError(f"--ref-stats: {path} is not a readable .npz file ({err})") from None
     if ref.format_version > FORMAT_VERSION:
         raise dnnlib.util.UserError(f"--ref-stats: {path} has format_version {ref.format_version}; this package "

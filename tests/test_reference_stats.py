@@ -210,3 +210,40 @@ def test_conditional_network_draws_the_files_labels(stats_file, tmp_path):
     assert len(table) == 40 and np.array_equal(table.get_label(3), [0, 1])
     with pytest.raises(dnnlib.util.UserError, match="labels of width 2, but the network takes c_dim=5"):
         reference_stats.label_table(ref, 5)
+
+
+def _hand_made_copy(stats_file, tmp_path, **members):
+    """The stats file's arrays as stored members of a zip written by hand, with `members` (hostile_files' member
+    tuples) replacing or adding some: what a damaged or hostile file can declare without holding it."""
+    import hostile_files as hf
+    with np.load(stats_file, allow_pickle=False) as npz:
+        stored = {f"{key}.npy": hf.stored(hf.npy_bytes(npz[key])) for key in npz.files}
+    stored.update({f"{key}.npy": member for key, member in members.items()})
+    return hf.write_zip(tmp_path / "hand-made.npz", stored)
+
+
+def test_hostile_headers_are_refused_before_numpy_allocates(stats_file, tmp_path):
+    import hostile_files as hf
+    # 80 TB of image_shape declared in a 128-byte member: numpy's own reader raised MemoryError here.
+    huge = _hand_made_copy(stats_file, tmp_path, image_shape=hf.stored(hf.npy_header([10 ** 13], "<i8")))
+    with pytest.raises(dnnlib.util.UserError, match=r"array 'image_shape'\): declares \[10000000000000\] int64 "
+                                                    r"values \(80000000000000 bytes\) but holds 0 bytes"):
+        reference_stats.load_reference_stats(huge)
+    # 64 MiB of features from a 64 KB deflate stream: refused from the zip's listing, before anything expands.
+    bomb = _hand_made_copy(stats_file, tmp_path, inception_features=hf.deflated_zeros(
+        64, prefix=hf.npy_header([1 << 20, 16])))
+    assert os.path.getsize(bomb) * reference_stats.MAX_EXPANSION + (1 << 20) < 64 << 20
+    with pytest.raises(dnnlib.util.UserError, match=r"would expand to \d+ bytes from \d+; not a reference"):
+        reference_stats.load_reference_stats(bomb)
+    # The same members stored as they are load as the original does.
+    same = _hand_made_copy(stats_file, tmp_path)
+    assert reference_stats.load_reference_stats(same).num_images == 40
+
+
+def test_a_listing_of_too_many_members_is_refused_unread(stats_file, tmp_path):
+    import hostile_files as hf
+    from dnnlib import array_files
+    extra = {f"pad{i}": hf.stored(b"") for i in range(array_files.MAX_ZIP_ENTRIES)}
+    path = _hand_made_copy(stats_file, tmp_path, **extra)
+    with pytest.raises(dnnlib.util.UserError, match=r"listing 100\d\d members .*; not a reference statistics file"):
+        reference_stats.load_reference_stats(path)
