@@ -3,10 +3,13 @@ no temporary behind), with the permissions the user's umask gives, and output fo
 option."""
 import contextlib
 import os
+import re
 import shutil
 import signal
+import stat
 import tempfile
 import threading
+import time
 from typing import Any
 
 from .errors import UserError
@@ -32,7 +35,8 @@ def atomic_output(path: str, suffix: str = "", folder: bool = False):
     sigterm_raises) it is removed. So a failed or killed write leaves no partial file and an existing `path`
     untouched. `suffix` ends the temporary name (for writers that pick the format from it, e.g. '.mp4'). An
     OSError about the temporary (a full disk: ENOSPC, EFBIG) is raised naming `path`. The result gets the
-    permissions of a plain open()/mkdir() under the user's umask (mkstemp alone would make it 0600).
+    permissions of a plain open()/mkdir() under the user's umask (mkstemp alone would make it 0600). Temporary
+    files a killed write of the same `path` left behind are swept first (sweep_stale_temporaries).
     """
     path = os.fspath(path)
     parent = os.path.dirname(os.path.abspath(path))
@@ -40,6 +44,7 @@ def atomic_output(path: str, suffix: str = "", folder: bool = False):
     with sigterm_raises():
         try:
             os.makedirs(parent, exist_ok=True)
+            sweep_stale_temporaries(parent, prefix, suffix)
             if folder:
                 tmp = tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=suffix)
             else:
@@ -56,6 +61,31 @@ def atomic_output(path: str, suffix: str = "", folder: bool = False):
             if isinstance(err, OSError):
                 raise _naming(err, path, tmp) from None
             raise
+
+
+STALE_TEMPORARY_SECONDS = 24 * 3600  # a temporary file nobody wrote to for a day was left by a killed process
+
+
+def sweep_stale_temporaries(parent: str, prefix: str, suffix: str = "") -> None:
+    """Remove the temporary files an earlier write of the same output left behind when it was killed (SIGKILL, a
+    power cut: no handler runs). Only plain files named as mkstemp names ours (prefix, 8 characters of its
+    alphabet, suffix) that no one has written to for STALE_TEMPORARY_SECONDS, so a write still going on elsewhere
+    (another process, another host) is left alone. Temporary folders are kept: a folder's time does not change
+    while a file inside it is written."""
+    ours = re.compile(re.escape(prefix) + "[a-z0-9_]{8}" + re.escape(suffix))
+    try:
+        names = [name for name in os.listdir(parent) if ours.fullmatch(name)]
+    except OSError:
+        return
+    cutoff = time.time() - STALE_TEMPORARY_SECONDS
+    for name in names:
+        candidate = os.path.join(parent, name)
+        try:
+            st = os.lstat(candidate)
+            if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                os.remove(candidate)
+        except OSError:
+            pass
 
 
 def _naming(err: OSError, path: str, tmp: Any) -> OSError:

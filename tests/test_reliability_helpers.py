@@ -3,6 +3,8 @@ import io
 import os
 import signal
 import struct
+import tempfile
+import time
 import zipfile
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 
 import dnnlib
 import hostile_files as hf
-from dnnlib import array_files, image_files
+from dnnlib import array_files, image_files, output_files
 from latent import video
 
 
@@ -179,3 +181,30 @@ def _box(kind, payload=b""):
 def test_mp4_complete(tmp_path, data, complete):
     (tmp_path / "v.mp4").write_bytes(data)
     assert video.mp4_complete(str(tmp_path / "v.mp4")) == complete
+
+
+def test_atomic_output_sweeps_the_temporaries_a_killed_write_left(tmp_path):
+    target = tmp_path / "snapshot.pkl"
+    day_and_more = time.time() - output_files.STALE_TEMPORARY_SECONDS - 60
+
+    def left(name, when=None, folder=False):
+        path = tmp_path / name
+        path.mkdir() if folder else path.write_bytes(b"half")
+        if when is not None:
+            os.utime(path, (when, when))
+        return name
+    fd, made_by_mkstemp = tempfile.mkstemp(dir=tmp_path, prefix=".snapshot.pkl.tmp-")  # as a killed write leaves it
+    os.close(fd)
+    stale = left(os.path.basename(made_by_mkstemp), day_and_more)
+    kept = [left(".snapshot.pkl.tmp-xyz_9876"),                       # being written now, maybe by another host
+            left(".snapshot.pkl.tmp-fold_123", day_and_more, True),   # folders are never swept
+            left(".snapshot.pkl.tmp-notours-at-all", day_and_more),   # not a name mkstemp gives
+            left(".other.pkl.tmp-abc_1234", day_and_more),            # another output's
+            left("snapshot.pkl.tmp-abc_1234", day_and_more)]          # not hidden: not ours
+    dnnlib.util.atomic_write(str(target), lambda f: f.write(b"whole"))
+    assert sorted(os.listdir(tmp_path)) == sorted(kept + ["snapshot.pkl"]) and stale not in os.listdir(tmp_path)
+    assert target.read_bytes() == b"whole"
+    video_stale = left(".clip.mp4.tmp-abcd1234.mp4", day_and_more)     # the suffix is part of the name
+    with dnnlib.util.atomic_output(str(tmp_path / "clip.mp4"), suffix=".mp4") as tmp:
+        open(tmp, "wb").write(b"mp4")
+    assert video_stale not in os.listdir(tmp_path)
