@@ -15,6 +15,7 @@ import http.client
 import os
 import re
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -540,10 +541,29 @@ def hub_error(err: Exception, url: str) -> UserError:
 
 
 def hub_download(url: str) -> str:
-    """The local path of a Hub file, downloaded through huggingface_hub (its cache, token and offline mode)."""
+    """The local path of a Hub file, downloaded through huggingface_hub (its cache, token and offline mode).
+
+    Within the limits of every other download: its metadata request may wait at most the stall time, and the
+    whole download the deadline ($SG2_DOWNLOAD_STALL_SECONDS, $SG2_DOWNLOAD_DEADLINE). The library has no overall
+    deadline of its own, so it runs in a daemon thread that is left behind when the deadline passes: it ends with
+    the process, and the library resumes its partial file on the next try.
+    """
     spec = parse_hub_url(url)
     hub = _import_hub(url)
-    try:
-        return hub.hf_hub_download(**spec)
-    except Exception as err:  # huggingface_hub raises many types (HTTP, offline, validation); all become one line
-        raise hub_error(err, url) from err
+    limits = download_limits.Limits.from_environment()
+    outcome = {}
+
+    def fetch():
+        try:
+            outcome["path"] = hub.hf_hub_download(**spec, etag_timeout=limits.stall_seconds)
+        except Exception as err:  # huggingface_hub raises many types (HTTP, offline, validation)
+            outcome["error"] = err
+    worker = threading.Thread(target=fetch, name="hub-download", daemon=True)
+    worker.start()
+    worker.join(limits.deadline)
+    if worker.is_alive():
+        raise UserError(f"{url}: not complete within the deadline of {limits.deadline:g} s ($SG2_DOWNLOAD_DEADLINE); "
+                        "huggingface_hub resumes its partial file on the next try")
+    if "error" in outcome:
+        raise hub_error(outcome["error"], url) from outcome["error"]
+    return outcome["path"]

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -31,13 +32,14 @@ for url in sys.argv[1:]:
 """
 
 
-def open_in_fresh_process(urls, tmp_path, endpoint, offline=False):
+def open_in_fresh_process(urls, tmp_path, endpoint, offline=False, **extra_env):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING")) and "proxy" not in k.lower()}
     env.update(HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1",
                HF_HUB_DISABLE_PROGRESS_BARS="1", no_proxy="127.0.0.1", PYTHONPATH=ROOT,
                DNNLIB_CACHE_DIR=str(tmp_path / "dnnlib"))
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
+    env.update(extra_env)
     proc = subprocess.run([sys.executable, "-c", OPENER] + list(urls), env=env, cwd=str(tmp_path),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -100,3 +102,35 @@ def test_hub_download_then_offline_from_its_cache(tmp_path):
     assert offline[0] == first
     assert "expected " + "0" * 64 in offline[1]["error"]
     assert "not in the Hugging Face cache" in offline[2]["error"] and "HF_HUB_OFFLINE" in offline[2]["error"]
+
+
+def trickling_hub_route(body, seconds_per_byte=1.0):
+    """The Hub's answer for a file whose metadata comes at once and whose bytes then come one a second: never a
+    stall of the library's 10 s read timeout, never done within a short deadline."""
+    def answer(handler, entry):
+        handler.send_response(200)
+        for name, value in hub_route(body).headers.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.send_header("Content-Type", "application/octet-stream")
+        handler.end_headers()
+        if handler.command == "GET":
+            for byte in body:
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+                entry["sent"] += 1
+                time.sleep(seconds_per_byte)
+    return Route(body, custom=answer)
+
+
+@pytest.mark.slow
+def test_hub_download_keeps_the_download_deadline(tmp_path):
+    pytest.importorskip("huggingface_hub")
+    body = np.random.RandomState(2).bytes(1000)
+    with serve({"/owner/repo/resolve/main/slow.pkl": trickling_hub_route(body)}) as server:
+        result, = open_in_fresh_process(["hf://owner/repo/slow.pkl"], tmp_path, server.base_url,
+                                        SG2_DOWNLOAD_DEADLINE="3")
+        got = [entry for entry in server.requests if entry["method"] == "GET"]
+    assert result["error"].startswith("hf://owner/repo/slow.pkl: not complete within the deadline of 3 s "
+                                      "($SG2_DOWNLOAD_DEADLINE)")
+    assert got and 0 < got[0]["sent"] < len(body)  # it was downloading, and was cut off
