@@ -35,8 +35,8 @@ def atomic_output(path: str, suffix: str = "", folder: bool = False):
     sigterm_raises) it is removed. So a failed or killed write leaves no partial file and an existing `path`
     untouched. `suffix` ends the temporary name (for writers that pick the format from it, e.g. '.mp4'). An
     OSError about the temporary (a full disk: ENOSPC, EFBIG) is raised naming `path`. The result gets the
-    permissions of a plain open()/mkdir() under the user's umask (mkstemp alone would make it 0600). Temporary
-    files a killed write of the same `path` left behind are swept first (sweep_stale_temporaries).
+    permissions of a plain open()/mkdir() under the user's umask (mkstemp alone would make it 0600). The first
+    write into a folder in a process sweeps the temporaries killed writes left there (sweep_stale_temporaries).
     """
     path = os.fspath(path)
     parent = os.path.dirname(os.path.abspath(path))
@@ -44,7 +44,7 @@ def atomic_output(path: str, suffix: str = "", folder: bool = False):
     with sigterm_raises():
         try:
             os.makedirs(parent, exist_ok=True)
-            sweep_stale_temporaries(parent, prefix, suffix)
+            sweep_stale_temporaries(parent)
             if folder:
                 tmp = tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=suffix)
             else:
@@ -64,26 +64,33 @@ def atomic_output(path: str, suffix: str = "", folder: bool = False):
 
 
 STALE_TEMPORARY_SECONDS = 24 * 3600  # a temporary file nobody wrote to for a day was left by a killed process
+# What atomic_output's temporaries are called: ".TARGET.tmp-" + mkstemp's 8 characters + the suffix, if any.
+OUR_TEMPORARY = re.compile(r"\..+\.tmp-[a-z0-9_]{8}(\.[A-Za-z0-9]+)?")
+_swept_folders = set()  # each folder is swept once a process: a tool may write thousands of files into one
 
 
-def sweep_stale_temporaries(parent: str, prefix: str, suffix: str = "") -> None:
-    """Remove the temporary files an earlier write of the same output left behind when it was killed (SIGKILL, a
-    power cut: no handler runs). Only plain files named as mkstemp names ours (prefix, 8 characters of its
-    alphabet, suffix) that no one has written to for STALE_TEMPORARY_SECONDS, so a write still going on elsewhere
-    (another process, another host) is left alone. Temporary folders are kept: a folder's time does not change
-    while a file inside it is written."""
-    ours = re.compile(re.escape(prefix) + "[a-z0-9_]{8}" + re.escape(suffix))
+def sweep_stale_temporaries(folder: str) -> None:
+    """Remove the temporary files that writes killed without cleanup (SIGKILL, a power cut) left in `folder`.
+
+    Only plain files named as atomic_output names its temporaries that no one has written to for
+    STALE_TEMPORARY_SECONDS, so a write still going on elsewhere (another process, another host) is left alone.
+    Temporary folders are kept: a folder's time does not change while a file inside it is written.
+    """
+    key = os.path.realpath(folder)
+    if key in _swept_folders:
+        return
+    _swept_folders.add(key)
+    cutoff = time.time() - STALE_TEMPORARY_SECONDS
     try:
-        names = [name for name in os.listdir(parent) if ours.fullmatch(name)]
+        with os.scandir(folder) as scan:
+            entries = [entry for entry in scan if OUR_TEMPORARY.fullmatch(entry.name)]
     except OSError:
         return
-    cutoff = time.time() - STALE_TEMPORARY_SECONDS
-    for name in names:
-        candidate = os.path.join(parent, name)
+    for entry in entries:
         try:
-            st = os.lstat(candidate)
+            st = entry.stat(follow_symlinks=False)
             if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
-                os.remove(candidate)
+                os.remove(entry.path)
         except OSError:
             pass
 

@@ -184,27 +184,30 @@ def test_mp4_complete(tmp_path, data, complete):
 
 
 def test_atomic_output_sweeps_the_temporaries_a_killed_write_left(tmp_path):
-    target = tmp_path / "snapshot.pkl"
     day_and_more = time.time() - output_files.STALE_TEMPORARY_SECONDS - 60
 
-    def left(name, when=None, folder=False):
-        path = tmp_path / name
-        path.mkdir() if folder else path.write_bytes(b"half")
+    def left(folder, name, when=None, is_folder=False):
+        path = folder / name
+        path.mkdir() if is_folder else path.write_bytes(b"half")
         if when is not None:
             os.utime(path, (when, when))
         return name
-    fd, made_by_mkstemp = tempfile.mkstemp(dir=tmp_path, prefix=".snapshot.pkl.tmp-")  # as a killed write leaves it
-    os.close(fd)
-    stale = left(os.path.basename(made_by_mkstemp), day_and_more)
-    kept = [left(".snapshot.pkl.tmp-xyz_9876"),                       # being written now, maybe by another host
-            left(".snapshot.pkl.tmp-fold_123", day_and_more, True),   # folders are never swept
-            left(".snapshot.pkl.tmp-notours-at-all", day_and_more),   # not a name mkstemp gives
-            left(".other.pkl.tmp-abc_1234", day_and_more),            # another output's
-            left("snapshot.pkl.tmp-abc_1234", day_and_more)]          # not hidden: not ours
-    dnnlib.util.atomic_write(str(target), lambda f: f.write(b"whole"))
-    assert sorted(os.listdir(tmp_path)) == sorted(kept + ["snapshot.pkl"]) and stale not in os.listdir(tmp_path)
-    assert target.read_bytes() == b"whole"
-    video_stale = left(".clip.mp4.tmp-abcd1234.mp4", day_and_more)     # the suffix is part of the name
-    with dnnlib.util.atomic_output(str(tmp_path / "clip.mp4"), suffix=".mp4") as tmp:
-        open(tmp, "wb").write(b"mp4")
-    assert video_stale not in os.listdir(tmp_path)
+
+    def killed_write(folder, target, suffix=""):  # what atomic_output leaves when SIGKILL ends the write
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target}.tmp-", suffix=suffix)
+        os.close(fd)
+        return left(folder, os.path.basename(tmp), day_and_more)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    stale = [killed_write(runs, "snapshot.pkl"), killed_write(runs, "other.pkl"), killed_write(runs, "clip.mp4", ".mp4")]
+    kept = [left(runs, ".snapshot.pkl.tmp-xyz_9876"),                       # being written now, maybe on another host
+            left(runs, ".snapshot.pkl.tmp-fold_123", day_and_more, True),   # folders are never swept
+            left(runs, ".snapshot.pkl.tmp-notours-at-all", day_and_more),   # not a name mkstemp gives
+            left(runs, "snapshot.pkl.tmp-abc_1234", day_and_more),          # not hidden: not ours
+            left(runs, "notes.txt", day_and_more)]
+    dnnlib.util.atomic_write(str(runs / "snapshot.pkl"), lambda f: f.write(b"whole"))
+    assert sorted(os.listdir(runs)) == sorted(kept + ["snapshot.pkl"]) and (runs / "snapshot.pkl").read_bytes() == b"whole"
+    # Once a process: the next write into the folder does not list it again (a tool may write thousands there).
+    later = killed_write(runs, "snapshot.pkl")
+    dnnlib.util.atomic_write(str(runs / "next.pkl"), lambda f: f.write(b"x"))
+    assert later in os.listdir(runs) and not set(stale) & set(os.listdir(runs))
