@@ -1,8 +1,9 @@
-"""Generator speed on the CPU, measured in a fresh process (benchmarks/cpu.py runs this as a child).
+"""Generator speed, measured in a fresh process (benchmarks/cpu.py runs this as a child on the CPU).
 
     python -m benchmarks.generator_speed --size=512 --dtype=fp32 --batches=1,4,16          # a plain G(z, c)
     python -m benchmarks.generator_speed --size=512 --dtype=fp32 --batches=4 --levers      # the forms, batch 4
     python -m benchmarks.generator_speed --size=512 --dtype=fp32 --batches=1,16 --tools    # generate.py's path
+    python -m benchmarks.generator_speed --device=cuda --tools --batches=1,4,16,32         # the tools on a GPU
 
 The network is the SHHQ config (z/w 512, 8 mapping layers, channel_base 32768, channel_max 512, 2:1) with random
 weights, called as a library user calls a loaded checkpoint: eval mode, no parameter needing gradients, no
@@ -20,7 +21,7 @@ from benchmarks import flops as flop_count
 from benchmarks import timing
 from latent import generation, space
 from sg2_cli.options import shared
-from torch_utils import precision
+from torch_utils import distributed, precision
 from torch_utils.precision import PRECISIONS
 from training import networks
 
@@ -49,9 +50,11 @@ def dtype_kwargs(dtype_name):
 
 
 def call_case(G, batch, **kwargs):
-    """G(z, c) on a batch, seconds per image."""
-    z, c = torch.randn(batch, G.z_dim), torch.zeros(batch, 0)
-    return dict(run=lambda: timing.seconds(lambda: G(z, c, noise_mode="const", **kwargs)) / batch)
+    """G(z, c) on a batch on G's device, seconds per image."""
+    device = next(G.parameters()).device
+    z, c = torch.randn(batch, G.z_dim, device=device), torch.zeros(batch, 0, device=device)
+    call = timing.finished(lambda: G(z, c, noise_mode="const", **kwargs), device)
+    return dict(run=lambda: timing.seconds(call) / batch)
 
 
 def plain_cases(G, batches, dtype_name):
@@ -114,15 +117,16 @@ def tool_cases(G, batches, dtype_name):
     passes of style_mixing.py and the web app (latent.space.synthesize)."""
     seeds = list(range(17))
     dtype = PRECISIONS[dtype_name]
+    device = next(G.parameters()).device
     cases = {}
     for batch in batches:
-        def run(batch=batch):
-            return timing.seconds(lambda: list(generation.generate_images(G, seeds, batch_size=batch,
-                                                                          dtype=dtype))) / len(seeds)
+        def run(batch=batch):  # the images come back as numpy arrays, so the device has finished
+            return timing.seconds(lambda: list(generation.generate_images(G, seeds, batch_size=batch, dtype=dtype,
+                                                                          device=device))) / len(seeds)
         cases[f"generate.py --batch={batch}"] = dict(run=run)
-    ws = G.mapping(torch.from_numpy(np.random.RandomState(0).randn(2, G.z_dim).astype(np.float32)), None)
-    cases["style_mixing.py / app (one image per pass)"] = dict(
-        run=lambda: timing.seconds(lambda: space.synthesize(G, ws, dtype=dtype)) / len(ws))
+    ws = G.mapping(torch.from_numpy(np.random.RandomState(0).randn(2, G.z_dim).astype(np.float32)).to(device), None)
+    synthesize = timing.finished(lambda: space.synthesize(G, ws, dtype=dtype), device)
+    cases["style_mixing.py / app (one image per pass)"] = dict(run=lambda: timing.seconds(synthesize) / len(ws))
     return cases
 
 
@@ -138,15 +142,18 @@ def tool_cases(G, batches, dtype_name):
               help="A case slower than this many seconds is measured once")
 @click.option("--levers", is_flag=True, help="The other forms of a batch instead of the plain call")
 @click.option("--tools", is_flag=True, help="The tools' paths instead of the plain call")
-def main(size, dtype, batches, clock, repeats, budget_s, levers, tools):
+@shared("--device", param="device_name", default="cpu", note=None)
+def main(size, dtype, batches, clock, repeats, budget_s, levers, tools, device_name):
     """Seconds per image of the SHHQ generator, with the same-run matmul peak; one JSON line."""
     dtype_name = precision.name_of(dtype)
     timing.use_clock(clock)
-    G = shhq_generator(int(size))
+    device = distributed.resolve_device(device_name)
+    G = shhq_generator(int(size)).to(device)
     make = lever_cases if levers else tool_cases if tools else plain_cases
-    cases = {f"peak {dtype_name}": timing.matmul_case(dtype_name), **make(G, batches, dtype_name)}
+    cases = {f"peak {dtype_name}": timing.matmul_case(dtype_name, device), **make(G, batches, dtype_name)}
     median = timing.measure(cases, repeats, budget_s)
     print(json.dumps(dict(peaks=timing.peaks_of(median, [dtype_name]), clock=clock, threads=torch.get_num_threads(),
+                          device=str(device), default_batch=generation.default_batch(device),
                           flops_per_image=flop_count.generator_flops(G),
                           cases={name: list(v) for name, v in median.items() if not name.startswith("peak")})))
 

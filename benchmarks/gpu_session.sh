@@ -8,6 +8,8 @@
 #   1-ops.txt              python -m torch_utils.ops: toolchain, kernel builds, kernel-vs-reference check
 #   2-pytest.txt           the CUDA suite, the build test and the mixed-precision training test
 #   3-gpu-train.md         training sec/kimg, SHHQ 512x256 and 1024x512: kernels vs reference, NHWC, TF32
+#   3b-tools-batch.txt     generate.py's and style_mixing.py's seconds per image on the GPU at batch 1, 4, 16
+#                          and 32, with the default batch (latent.generation.default_batch): is it the fastest?
 #   4-fid.txt              fid50k_full wall time, 512x256 SHHQ config, stand-in detector of Inception's cost
 #   5-cpu.md               the host CPU's benchmark (AMX / AVX512_BF16 bf16 figures), if time is left
 #   session.log            what ran, when, and each step's exit status
@@ -23,7 +25,7 @@ PY=${PY:-python3}
 if [ "${1:-}" = "--check" ]; then
     export PYTHONPATH=.
     status=0
-    for script in benchmarks/gpu_train.py benchmarks/gpu_fid.py benchmarks/cpu.py; do
+    for script in benchmarks/gpu_train.py benchmarks/gpu_fid.py benchmarks/cpu.py benchmarks/generator_speed.py; do
         $PY "$script" --help > /dev/null || { echo "gpu_session --check: $script --help failed"; status=1; }
     done
     $PY -c "import torch_utils.ops.__main__" || { echo "gpu_session --check: torch_utils.ops failed"; status=1; }
@@ -82,6 +84,10 @@ run "2 pytest" "$(min 180 $(( $(left) - 200 )))" 2-pytest.txt \
 TRAIN_BUDGET=$(min 240 $(( $(left) - 110 )))
 run "3 gpu_train" $(( TRAIN_BUDGET + 40 )) 3-gpu-train.log \
     $PY benchmarks/gpu_train.py --budget="$TRAIN_BUDGET" --out="$OUT/3-gpu-train.md" --force
+
+# 3b. The tools' default batch on the GPU against batch 1, 4, 16 and 32 (issue 22, acceptance 2).
+run "3b tools' batch" "$(min 90 $(( $(left) - 100 )))" 3b-tools-batch.txt \
+    $PY -m benchmarks.generator_speed --device=cuda --tools --batches=1,4,16,32 --repeats=3 --budget=20
 
 # 4. fid50k_full timing (runs the 50k only if its calibrated estimate fits).
 FID_LIMIT=$(min 200 $(( $(left) - 20 )))

@@ -52,11 +52,23 @@ def peak_size(dtype_name):
     return 1024 if dtype_name == "bf16" and not cpu_tuning.bf16_is_fast() else 2048
 
 
-def matmul_case(dtype_name):
+def finished(fn, device):
+    """fn, followed by waiting for the device's queued work (CUDA runs asynchronously), so a timing covers it."""
+    if torch.device(device).type != "cuda":
+        return fn
+
+    def run():
+        result = fn()
+        torch.cuda.synchronize(device)
+        return result
+    return run
+
+
+def matmul_case(dtype_name, device="cpu"):
     """The matmul peak of a dtype: FLOPs and a timed run of a square product (mean over at least 0.3 s)."""
     n = peak_size(dtype_name)
-    a, b = (torch.randn(n, n).to(PRECISIONS[dtype_name]) for _ in range(2))
-    return dict(flops=2 * n ** 3, run=lambda: seconds(lambda: a @ b, min_time=0.3))
+    a, b = (torch.randn(n, n).to(device=device, dtype=PRECISIONS[dtype_name]) for _ in range(2))
+    return dict(flops=2 * n ** 3, run=lambda: seconds(finished(lambda: a @ b, device), min_time=0.3))
 
 
 def measure(cases, repeats, budget_s):

@@ -16,7 +16,7 @@ def default_batch(device: Union[str, torch.device]) -> int:
     CPU: 1. A batch runs one sample at a time there (networks.runs_per_sample), so every batch size costs the
     same per image (generate.py timed at batch 1, 4 and 16 in benchmarks/RESULTS.md, issue 22) and batch 1
     holds the least memory. CUDA: 16, where a batch fills the GPU (the tools' earlier default; not measured
-    against other sizes yet, no GPU was lent for issue 22).
+    against other sizes yet, since no GPU was lent for issue 22: benchmarks/gpu_session.sh's step 3b does it).
     """
     return 1 if torch.device(device).type == "cpu" else 16
 
