@@ -18,6 +18,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from benchmarks import timing  # noqa: E402
 from benchmarks.generator_speed import shhq_generator  # noqa: E402
 from metrics import dinov2  # noqa: E402
 from metrics import image_resize  # noqa: E402
@@ -26,16 +27,13 @@ from torch_utils import distributed  # noqa: E402
 
 
 def per_image(fn, batch, device, repeats=3):
-    """Median seconds per image of fn() on a batch, after one warm-up call."""
+    """Median seconds per image of fn() on a batch, after one warm-up call (each call waits for the device)."""
+    fn = timing.finished(fn, device)
     fn()
     times = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
         start = time.perf_counter()
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
         times.append((time.perf_counter() - start) / batch)
     return sorted(times)[len(times) // 2]
 
